@@ -1,0 +1,276 @@
+"""Reading GADF DL3 HDUs: events, GTI, effective area (AEFF_2D) and background (BKG_3D, BKG_2D).
+
+Readers return plain numpy arrays with units in the names (``_deg``, ``_tev``, ``_s``,
+``_m2``). IRF axes are described by their nodes and edges in the interpolation scale used by
+gammapy 2.1 (natural log for energy, linear for angles), see `IrfAxis`.
+"""
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from astropy.io import fits
+from astropy.units import Unit, UnitsError
+
+__all__ = [
+    "DL3Error",
+    "IrfAxis",
+    "EffectiveArea",
+    "Background",
+    "Observation",
+    "read_events",
+    "read_gti",
+    "read_aeff",
+    "read_bkg",
+]
+
+#: events written by the H.E.S.S. DR1 exporter have their BKG_3D longitude reversed
+#: (gammapy's REVERSE_LON_RADEC quirk).
+_SASH_CREATOR = "SASH FITS::EventListWriter"
+
+
+class DL3Error(Exception):
+    """A DL3 file or HDU that cannot be used; the message names the file and what is wrong."""
+
+
+@dataclass(frozen=True)
+class IrfAxis:
+    """An IRF axis: ``nodes`` and ``edges`` in the interpolation scale (ln E or linear)."""
+
+    name: str
+    nodes: np.ndarray
+    edges: np.ndarray
+    log: bool
+
+    @classmethod
+    def from_lo_hi(cls, name, lo, hi, log):
+        """Axis from GADF ``_LO``/``_HI`` columns, as gammapy's ``MapAxes.from_table``.
+
+        Equal ``lo`` and ``hi`` are nodes (edges half way between them, extrapolated at the
+        ends); otherwise they are bin edges with centres half way in the interpolation scale.
+        """
+        lo = np.atleast_1d(np.asarray(lo, dtype=float))
+        hi = np.atleast_1d(np.asarray(hi, dtype=float))
+        scale = np.log if log else (lambda x: x)
+        if np.allclose(lo, hi):
+            nodes = scale(lo)
+            if len(nodes) == 1:
+                edges = np.array([nodes[0] - 0.5, nodes[0] + 0.5])
+            else:
+                pix = np.arange(len(nodes) + 1) - 0.5
+                edges = _interp_extrapolate(pix, np.arange(len(nodes)), nodes)
+        else:
+            edges = scale(np.append(lo, hi[-1]))
+            nodes = 0.5 * (edges[:-1] + edges[1:])
+        return cls(name=name, nodes=nodes, edges=edges, log=log)
+
+    def scaled(self, values):
+        """Values in the interpolation scale."""
+        values = np.asarray(values, dtype=float)
+        if not self.log:
+            return values
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.log(values)
+
+    def padded(self):
+        """The axis with one more bin of the same width at each end (gammapy's ``pad(1)``)."""
+        edges = self.edges
+        edges = np.concatenate([[2 * edges[0] - edges[1]], edges, [2 * edges[-1] - edges[-2]]])
+        nodes = 0.5 * (edges[:-1] + edges[1:])
+        return IrfAxis(self.name, nodes, edges, self.log)
+
+
+def _interp_extrapolate(x, xp, fp):
+    """Piecewise-linear interpolation with linear extrapolation beyond the ends."""
+    x = np.asarray(x, dtype=float)
+    y = np.interp(x, xp, fp)
+    lo, hi = x < xp[0], x > xp[-1]
+    y[lo] = fp[0] + (x[lo] - xp[0]) * (fp[1] - fp[0]) / (xp[1] - xp[0])
+    y[hi] = fp[-1] + (x[hi] - xp[-1]) * (fp[-1] - fp[-2]) / (xp[-1] - xp[-2])
+    return y
+
+
+@dataclass(frozen=True)
+class EffectiveArea:
+    """AEFF_2D: ``values_m2[i_energy, i_offset]`` with the safe thresholds of its header."""
+
+    energy: IrfAxis
+    offset: IrfAxis
+    values_m2: np.ndarray
+    lo_thres_tev: float | None
+    hi_thres_tev: float | None
+
+
+@dataclass(frozen=True)
+class Background:
+    """BKG_3D (``values[i_energy, i_lon, i_lat]``) or BKG_2D (``values[i_energy, i_offset]``).
+
+    Values are in s-1 MeV-1 sr-1. ``alignment`` is ``RADEC``, ``REVERSE_LON_RADEC`` (the H.E.S.S.
+    DR1 files) or ``ALTAZ``; ``spatial`` holds the (lon, lat) axes or the (offset,) axis.
+    """
+
+    energy: IrfAxis
+    spatial: tuple
+    values: np.ndarray
+    alignment: str = "RADEC"
+
+    @property
+    def is_3d(self):
+        return len(self.spatial) == 2
+
+
+@dataclass
+class Observation:
+    """What ringbg needs of one observation: events, times, pointing and IRFs."""
+
+    obs_id: int
+    ra_deg: np.ndarray
+    dec_deg: np.ndarray
+    energy_tev: np.ndarray
+    pointing_ra_deg: float
+    pointing_dec_deg: float
+    gti_start_s: np.ndarray
+    gti_stop_s: np.ndarray
+    deadc: float
+    time_ref_mjd: float
+    time_scale: str
+    location: tuple | None
+    aeff: EffectiveArea
+    bkg: Background
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def ontime_s(self):
+        """Sum of the GTIs (s), the time the background rate is multiplied by."""
+        return float(np.sum(self.gti_stop_s - self.gti_start_s))
+
+    @property
+    def livetime_s(self):
+        """Dead-time corrected observation time (s): GTI sum times DEADC."""
+        return self.ontime_s * self.deadc
+
+
+def _column(hdu, names, path, unit=None):
+    """A column by the first of ``names`` present, converted to ``unit`` (row 0 for IRFs)."""
+    cols = {c.name.upper(): c for c in hdu.columns}
+    for name in names:
+        if name in cols:
+            col = cols[name]
+            data = np.asarray(hdu.data[col.name], dtype=float)
+            if unit is not None:
+                data = data * _unit_factor(col.unit, unit, f"{path} [{hdu.name}] column {name}")
+            return data
+    raise DL3Error(f"{path}: HDU {hdu.name} has no column {' or '.join(names)}")
+
+
+def _unit_factor(unit_str, target, where):
+    if not unit_str or not str(unit_str).strip():
+        return 1.0
+    text = str(unit_str).strip().replace("^", "").replace("**", "")
+    try:
+        return Unit(text, parse_strict="raise").to(target)
+    except (ValueError, UnitsError) as exc:
+        raise DL3Error(f"{where}: unit {unit_str!r} cannot be converted to {target}") from exc
+
+
+def read_events(hdu, path):
+    """RA, Dec (deg) and energy (TeV) of the events of an EVENTS HDU, and its header."""
+    if hdu.data is None or len(hdu.data) == 0:
+        empty = np.zeros(0)
+        return empty, empty, empty, dict(hdu.header)
+    ra = _column(hdu, ["RA"], path, "deg")
+    dec = _column(hdu, ["DEC"], path, "deg")
+    energy = _column(hdu, ["ENERGY"], path, "TeV")
+    return ra, dec, energy, dict(hdu.header)
+
+
+def read_gti(hdu, path):
+    """GTI start and stop times (s, relative to the time reference)."""
+    start = _column(hdu, ["START"], path, "s")
+    stop = _column(hdu, ["STOP"], path, "s")
+    return start, stop
+
+
+def _irf_values(hdu, names, path, unit, shape):
+    """The IRF value column, row 0, oriented as gammapy 2.1 orients it.
+
+    gammapy transposes the numpy array of the column and transposes it back when the shape does
+    not match its axes; the resulting index order is what the interpolation uses.
+    """
+    values = _column(hdu, names, path, unit)
+    values = values[0] if values.ndim > len(shape) else values
+    data = values.T
+    if data.shape != tuple(shape):
+        data = data.T
+    if data.shape != tuple(shape):
+        raise DL3Error(
+            f"{path}: HDU {hdu.name} values have shape {values.shape}, axes need {tuple(shape)}"
+        )
+    return data
+
+
+def _axis(hdu, prefix, name, log, path, unit):
+    lo = _column(hdu, [f"{prefix}_LO"], path, unit)[0]
+    hi = _column(hdu, [f"{prefix}_HI"], path, unit)[0]
+    return IrfAxis.from_lo_hi(name, lo, hi, log)
+
+
+def read_aeff(hdu, path):
+    """AEFF_2D as an `EffectiveArea` (m2; energy in TeV, offset in deg)."""
+    energy = _axis(hdu, "ENERG", "energy_true", True, path, "TeV")
+    offset = _axis(hdu, "THETA", "offset", False, path, "deg")
+    shape = (len(energy.nodes), len(offset.nodes))
+    values = _irf_values(hdu, ["EFFAREA", "SPECRESP"], path, "m2", shape)
+    header = hdu.header
+    lo = header.get("LO_THRES")
+    hi = header.get("HI_THRES")
+    return EffectiveArea(energy, offset, values, lo, hi)
+
+
+def read_bkg(hdu, path, events_header=None):
+    """BKG_3D or BKG_2D as a `Background` (s-1 MeV-1 sr-1).
+
+    ``events_header`` decides the H.E.S.S. DR1 orientation quirk (see ALGORITHMS.md).
+    """
+    names = {c.name.upper() for c in hdu.columns}
+    energy = _axis(hdu, "ENERG", "energy", True, path, "TeV")
+    unit = "s-1 MeV-1 sr-1"
+    if "DETX_LO" in names:
+        lon = _axis(hdu, "DETX", "fov_lon", False, path, "deg")
+        lat = _axis(hdu, "DETY", "fov_lat", False, path, "deg")
+        shape = (len(energy.nodes), len(lon.nodes), len(lat.nodes))
+        values = _irf_values(hdu, ["BKG", "BGD"], path, unit, shape)
+        spatial = (lon, lat)
+    elif "THETA_LO" in names:
+        offset = _axis(hdu, "THETA", "offset", False, path, "deg")
+        shape = (len(energy.nodes), len(offset.nodes))
+        values = _irf_values(hdu, ["BKG", "BGD"], path, unit, shape)
+        spatial = (offset,)
+    else:
+        raise DL3Error(f"{path}: HDU {hdu.name} is neither BKG_3D (DETX/DETY) nor BKG_2D (THETA)")
+    alignment = str(hdu.header.get("FOVALIGN", "RADEC")).strip().upper()
+    if alignment not in ("RADEC", "ALTAZ"):
+        raise DL3Error(f"{path}: HDU {hdu.name} has FOVALIGN={alignment!r}; RADEC or ALTAZ")
+    header = events_header or {}
+    if (
+        len(spatial) == 2
+        and header.get("CREATOR") == _SASH_CREATOR
+        and str(header.get("HDUVERS")) == "0.2"
+    ):
+        alignment = "REVERSE_LON_RADEC"
+    return Background(energy, spatial, values, alignment)
+
+
+def open_fits(path):
+    """Open a FITS file fully into memory with a clear error for missing or broken files."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            hdul = fits.open(path, memmap=False, lazy_load_hdus=False)
+            for hdu in hdul:
+                hdu.verify("silentfix")
+        return hdul
+    except FileNotFoundError as exc:
+        raise DL3Error(f"{path}: file not found") from exc
+    except (OSError, EOFError, ValueError, TypeError) as exc:
+        raise DL3Error(f"{path}: cannot be read as FITS ({exc})") from exc

@@ -1,0 +1,249 @@
+"""Sky geometry: a celestial WCS image with a log-spaced reconstructed-energy axis.
+
+The conventions follow gammapy 2.1's ``WcsGeom.create`` so that maps can be compared pixel by
+pixel: ``CRPIX = (n + 1) / 2``, ``CDELT = (-binsize, +binsize)``, pixel ``i`` covers the
+0-based continuous pixel range ``[i - 0.5, i + 0.5)``. Per-observation cutouts are aligned
+sub-grids of the full geometry (no resampling), given as a pair of slices.
+"""
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+from astropy.coordinates import SkyCoord
+from astropy.wcs import WCS
+from astropy.wcs.utils import celestial_frame_to_wcs
+
+__all__ = [
+    "Geom",
+    "energy_edges_tev",
+    "lonlat_to_vector",
+    "offset_frame_lonlat",
+    "angular_separation_deg",
+    "to_frame",
+]
+
+FRAMES = ("icrs", "galactic")
+
+
+def energy_edges_tev(energy_min_tev, energy_max_tev, nbins):
+    """Log-spaced energy bin edges, as gammapy's ``MapAxis.from_energy_bounds``.
+
+    Parameters
+    ----------
+    energy_min_tev, energy_max_tev : float
+        Range in TeV.
+    nbins : int
+        Number of bins.
+
+    Returns
+    -------
+    edges : `~numpy.ndarray`
+        ``nbins + 1`` edges in TeV.
+    """
+    return np.exp(np.linspace(np.log(energy_min_tev), np.log(energy_max_tev), nbins + 1))
+
+
+def to_frame(lon_deg, lat_deg, frame_in, frame_out):
+    """Transform sky coordinates between ``icrs`` and ``galactic`` (plain arrays in degrees)."""
+    if frame_in == frame_out:
+        return np.asarray(lon_deg, dtype=float), np.asarray(lat_deg, dtype=float)
+    coord = SkyCoord(lon_deg, lat_deg, unit="deg", frame=frame_in).transform_to(frame_out)
+    sph = coord.spherical
+    return sph.lon.deg, sph.lat.deg
+
+
+def lonlat_to_vector(lon_deg, lat_deg):
+    """Unit vectors (..., 3) for longitudes and latitudes in degrees."""
+    lon = np.radians(lon_deg)
+    lat = np.radians(lat_deg)
+    cos_lat = np.cos(lat)
+    return np.stack([cos_lat * np.cos(lon), cos_lat * np.sin(lon), np.sin(lat)], axis=-1)
+
+
+def offset_frame_lonlat(lon_deg, lat_deg, lon0_deg, lat0_deg):
+    """Longitude and latitude (deg) in the offset frame centred on (lon0, lat0).
+
+    The offset frame is the sky rotated so that the centre is at (0, 0) with the
+    longitude growing toward increasing sky longitude (astropy's ``SkyOffsetFrame``).
+    """
+    lon = np.radians(np.asarray(lon_deg, dtype=float) - lon0_deg)
+    lat = np.radians(lat_deg)
+    lat0 = np.radians(lat0_deg)
+    cos_lat = np.cos(lat)
+    v1 = cos_lat * np.cos(lon)
+    v2 = cos_lat * np.sin(lon)
+    v3 = np.sin(lat)
+    x = v1 * np.cos(lat0) + v3 * np.sin(lat0)
+    z = -v1 * np.sin(lat0) + v3 * np.cos(lat0)
+    return np.degrees(np.arctan2(v2, x)), np.degrees(np.arcsin(np.clip(z, -1, 1)))
+
+
+def angular_separation_deg(lon1_deg, lat1_deg, lon2_deg, lat2_deg):
+    """Angular separation (Vincenty formula, as astropy) in degrees."""
+    lon1, lat1, lon2, lat2 = (np.radians(x) for x in (lon1_deg, lat1_deg, lon2_deg, lat2_deg))
+    dlon = lon2 - lon1
+    sdlon, cdlon = np.sin(dlon), np.cos(dlon)
+    slat1, slat2, clat1, clat2 = np.sin(lat1), np.sin(lat2), np.cos(lat1), np.cos(lat2)
+    num1 = clat2 * sdlon
+    num2 = clat1 * slat2 - slat1 * clat2 * cdlon
+    denominator = slat1 * slat2 + clat1 * clat2 * cdlon
+    return np.degrees(np.arctan2(np.hypot(num1, num2), denominator))
+
+
+def _position_angle(lon1, lat1, lon2, lat2):
+    """Position angle (rad) at point 1 toward point 2, all in radians (astropy's formula)."""
+    dlon = lon2 - lon1
+    y = np.sin(dlon) * np.cos(lat2)
+    x = np.cos(lat1) * np.sin(lat2) - np.sin(lat1) * np.cos(lat2) * np.cos(dlon)
+    return np.arctan2(y, x)
+
+
+@dataclass(frozen=True, eq=False)
+class Geom:
+    """A celestial WCS image with a reconstructed-energy axis.
+
+    Parameters
+    ----------
+    wcs : `~astropy.wcs.WCS`
+        Two-dimensional celestial WCS.
+    shape : tuple of int
+        Image shape ``(ny, nx)``.
+    energy_edges_tev : `~numpy.ndarray`
+        Reconstructed-energy bin edges in TeV.
+    frame : {"icrs", "galactic"}
+        Sky frame of the WCS.
+    """
+
+    wcs: WCS
+    shape: tuple
+    energy_edges_tev: np.ndarray
+    frame: str
+
+    @classmethod
+    def create(cls, lon_deg, lat_deg, frame, width_deg, binsize_deg, projection, energy_edges):
+        """Create a geometry centred on (lon, lat), as gammapy's ``WcsGeom.create``.
+
+        Parameters
+        ----------
+        lon_deg, lat_deg : float
+            Centre in ``frame``.
+        frame : {"icrs", "galactic"}
+            Sky frame.
+        width_deg : float or (float, float)
+            Width (and height) in degrees.
+        binsize_deg : float
+            Pixel size in degrees.
+        projection : str
+            WCS projection code (``CAR``, ``TAN``, ``AIT``, ...).
+        energy_edges : array-like
+            Energy bin edges in TeV.
+        """
+        if frame not in FRAMES:
+            raise ValueError(f"frame must be one of {FRAMES}, got {frame!r}")
+        width = np.broadcast_to(np.asarray(width_deg, dtype=float), (2,))
+        nx, ny = (int(n) for n in np.rint(width / binsize_deg).astype(int))
+        if nx < 1 or ny < 1:
+            raise ValueError(f"width {width_deg} deg is smaller than one pixel of {binsize_deg} deg")
+        sky_frame = SkyCoord(np.nan, np.nan, frame=frame, unit="deg").frame
+        wcs = celestial_frame_to_wcs(sky_frame, projection=projection)
+        wcs.wcs.crpix = ((nx + 1) / 2.0, (ny + 1) / 2.0)
+        wcs.wcs.crval = (lon_deg, lat_deg)
+        wcs.wcs.cdelt = (-binsize_deg, binsize_deg)
+        wcs.array_shape = (ny, nx)
+        wcs.wcs.datfix()
+        return cls(wcs=wcs, shape=(ny, nx), energy_edges_tev=np.asarray(energy_edges, float),
+                   frame=frame)
+
+    @property
+    def binsize_deg(self):
+        """Pixel size in degrees (``|CDELT2|``)."""
+        return abs(float(self.wcs.wcs.cdelt[1]))
+
+    @property
+    def energy_center_tev(self):
+        """Geometric bin centres of the energy axis in TeV."""
+        edges = self.energy_edges_tev
+        return np.sqrt(edges[:-1] * edges[1:])
+
+    @property
+    def n_energy(self):
+        return len(self.energy_edges_tev) - 1
+
+    def pix_to_world(self, x, y):
+        """0-based pixel coordinates to (lon, lat) in degrees in the geometry's frame."""
+        lon, lat = self.wcs.wcs_pix2world(np.asarray(x, float), np.asarray(y, float), 0)
+        return lon, lat
+
+    def world_to_pix(self, lon_deg, lat_deg, frame="icrs"):
+        """Sky coordinates in ``frame`` to 0-based continuous pixel coordinates (x, y)."""
+        lon, lat = to_frame(lon_deg, lat_deg, frame, self.frame)
+        x, y = self.wcs.wcs_world2pix(np.atleast_1d(lon), np.atleast_1d(lat), 0)
+        return x, y
+
+    @cached_property
+    def _centers(self):
+        ny, nx = self.shape
+        y, x = np.mgrid[0:ny, 0:nx].astype(float)
+        return self.pix_to_world(x, y)
+
+    @property
+    def lonlat_deg(self):
+        """Pixel-centre (lon, lat) arrays of shape (ny, nx) in the geometry's frame."""
+        return self._centers
+
+    @cached_property
+    def radec_deg(self):
+        """Pixel-centre (ra, dec) arrays of shape (ny, nx) in ICRS."""
+        lon, lat = self._centers
+        return to_frame(lon, lat, self.frame, "icrs")
+
+    @cached_property
+    def solid_angle_sr(self):
+        """Pixel solid angles (sr), from the four sky corners as gammapy computes them."""
+        ny, nx = self.shape
+        yc, xc = np.mgrid[0 : ny + 1, 0 : nx + 1].astype(float) - 0.5
+        lon, lat = (np.radians(v) for v in self.pix_to_world(xc, yc))
+        # corners: A=(i-.5,j-.5) B=(i-.5,j+.5) C=(i+.5,j-.5) D=(i+.5,j+.5); arrays are [j, i]
+        a = (lon[:-1, :-1], lat[:-1, :-1])
+        b = (lon[1:, :-1], lat[1:, :-1])
+        c = (lon[:-1, 1:], lat[:-1, 1:])
+        d = (lon[1:, 1:], lat[1:, 1:])
+
+        def sep(p, q):
+            return np.radians(angular_separation_deg(*np.degrees(p), *np.degrees(q)))
+
+        low, left, up, right = sep(a, b), sep(a, c), sep(c, d), sep(b, d)
+        t1 = _position_angle(*b, *d) - _position_angle(*b, *a)
+        t2 = _position_angle(*c, *d) - _position_angle(*a, *c)
+        return np.abs(0.5 * low * right * np.sin(t1) + 0.5 * up * left * np.sin(t2))
+
+    def cutout_slices(self, lon_deg, lat_deg, width_deg, frame="icrs"):
+        """Slices of the aligned cutout of ``width_deg`` centred on a position ('trim' mode).
+
+        Returns
+        -------
+        slices : tuple of slice or None
+            ``(slice_y, slice_x)`` into the image, or None when the cutout misses the image.
+        """
+        x, y = self.world_to_pix(lon_deg, lat_deg, frame)
+        npix = int(np.round(width_deg / self.binsize_deg))
+        out = []
+        for pos, size in ((y[0], self.shape[0]), (x[0], self.shape[1])):
+            if not np.isfinite(pos):
+                return None
+            lo = int(np.ceil(pos - npix / 2.0))
+            hi = lo + npix
+            if hi <= 0 or lo >= size:
+                return None
+            lo, hi = max(lo, 0), min(hi, size)
+            out.append(slice(lo, hi))
+        return tuple(out)
+
+    def sub_wcs(self, slices):
+        """The WCS of an aligned cutout given by ``(slice_y, slice_x)``."""
+        return self.wcs.slice(slices)
+
+    def image_header(self):
+        """FITS header of the 2D celestial WCS."""
+        return self.wcs.to_header()

@@ -1,0 +1,178 @@
+"""Evaluating IRFs on sky pixels: effective area and the energy-integrated background rate.
+
+Interpolation is multilinear on the IRF nodes in the interpolation scale of each axis (ln E,
+linear angles), with linear extrapolation up to the axis edges and zero beyond them, as gammapy
+2.1's ``ScaledRegularGridInterpolator``. The background is interpolated in log values and each
+energy bin is integrated as a power law between its edges (gammapy's ``integrate_log_log``).
+"""
+
+import numpy as np
+
+__all__ = [
+    "interp_missing_energy",
+    "aeff_values_m2",
+    "bkg_rate_at_edges",
+    "integrate_power_law",
+]
+
+TINY_F32 = float(np.finfo(np.float32).tiny)
+TINY_F64 = float(np.finfo(np.float64).tiny)
+
+
+def _bracket(nodes, x):
+    """Index of the lower node and the fractional position for linear interpolation.
+
+    Positions beyond the first or last node extrapolate linearly from the outer pair.
+    """
+    n = len(nodes)
+    if n == 1:
+        return np.zeros(np.shape(x), dtype=int), np.zeros(np.shape(x)), True
+    idx = np.clip(np.searchsorted(nodes, x, side="right") - 1, 0, n - 2)
+    t = (x - nodes[idx]) / (nodes[idx + 1] - nodes[idx])
+    return idx, t, False
+
+
+def _inside(axis, x):
+    return (x >= axis.edges[0]) & (x <= axis.edges[-1])
+
+
+def interp_1d_axis(values, axis, x, along=0):
+    """Linear interpolation of ``values`` along ``along`` at positions ``x`` (scaled)."""
+    idx, t, single = _bracket(axis.nodes, x)
+    v = np.moveaxis(values, along, 0)
+    if single:
+        out = v[idx]
+    else:
+        shape = (len(np.atleast_1d(x)),) + (1,) * (v.ndim - 1)
+        t = np.reshape(t, shape)
+        out = v[idx] * (1 - t) + v[idx + 1] * t
+    return np.moveaxis(out, 0, along)
+
+
+def bilinear(values, axis_a, a, axis_b, b):
+    """Bilinear interpolation of ``values[..., ia, ib]`` at scattered points ``(a, b)``.
+
+    Returns an array of shape ``values.shape[:-2] + a.shape``; zero outside the axis edges.
+    """
+    ia, ta, single_a = _bracket(axis_a.nodes, a)
+    ib, tb, single_b = _bracket(axis_b.nodes, b)
+    ia1 = ia if single_a else ia + 1
+    ib1 = ib if single_b else ib + 1
+    out = (
+        values[..., ia, ib] * (1 - ta) * (1 - tb)
+        + values[..., ia1, ib] * ta * (1 - tb)
+        + values[..., ia, ib1] * (1 - ta) * tb
+        + values[..., ia1, ib1] * ta * tb
+    )
+    inside = _inside(axis_a, a) & _inside(axis_b, b)
+    return np.where(inside, out, 0.0)
+
+
+def aeff_values_m2(aeff, energy_tev, offset_deg):
+    """Effective area (m2) at energies ``energy_tev`` (n,) and offsets (any shape).
+
+    Returns an array of shape ``(n,) + offset.shape``; non-finite or negative values become 0.
+    """
+    log_e = aeff.energy.scaled(energy_tev)
+    values = np.nan_to_num(aeff.values_m2, nan=0.0, posinf=0.0, neginf=0.0)
+    per_energy = interp_1d_axis(values, aeff.energy, log_e, along=0)  # (n, n_offset)
+    e_inside = _inside(aeff.energy, log_e)
+    offset = np.asarray(offset_deg, dtype=float)
+    flat = offset.ravel()
+    idx, t, single = _bracket(aeff.offset.nodes, flat)
+    if single:
+        out = per_energy[:, idx]
+    else:
+        out = per_energy[:, idx] * (1 - t) + per_energy[:, idx + 1] * t
+    out = np.where(_inside(aeff.offset, flat)[None, :] & e_inside[:, None], out, 0.0)
+    out = np.clip(out, 0.0, None)
+    return out.reshape((len(log_e),) + offset.shape)
+
+
+def interp_missing_energy(values):
+    """Fill zero or non-finite values along axis 0 by log-linear interpolation.
+
+    As gammapy's ``interp_missing_data(axis_name="energy")``: for each spatial bin, a missing
+    value is replaced by interpolating the log of the valid values in the bin index, only when
+    it is bracketed by valid values (no extrapolation at the ends).
+    """
+    values = np.array(values, dtype=float, copy=True)
+    flat = values.reshape(values.shape[0], -1)
+    valid = np.isfinite(flat) & (flat > 0)
+    missing = ~valid
+    if not missing.any():
+        return values
+    idx = np.arange(flat.shape[0])
+    for col in np.nonzero(missing.any(axis=0) & valid.any(axis=0))[0]:
+        ok = valid[:, col]
+        first, last = idx[ok][0], idx[ok][-1]
+        fill = missing[:, col] & (idx > first) & (idx < last)
+        if fill.any():
+            flat[fill, col] = np.exp(np.interp(idx[fill], idx[ok], np.log(flat[ok, col])))
+    return flat.reshape(values.shape)
+
+
+def log_values(values):
+    """Natural log of IRF values as gammapy takes it: float32, zeros clipped at float32 tiny."""
+    v = np.asarray(values, dtype=np.float32)
+    with np.errstate(invalid="ignore"):
+        return np.log(np.maximum(v, np.float32(TINY_F32)))
+
+
+def bkg_rate_at_edges(bkg, log_values_e, energy_edges_tev, spatial_coords):
+    """Background rate (s-1 MeV-1 sr-1) at the reconstructed-energy edges.
+
+    Parameters
+    ----------
+    bkg : `~ringbg.dl3.Background`
+        The background IRF.
+    log_values_e : `~numpy.ndarray`
+        ``log_values(bkg.values)`` (cached by the caller).
+    energy_edges_tev : `~numpy.ndarray`
+        Energy edges (m,) in TeV.
+    spatial_coords : tuple of `~numpy.ndarray`
+        (fov_lon, fov_lat) in deg for BKG_3D or (offset,) for BKG_2D, any common shape ``s``.
+
+    Returns
+    -------
+    rate : `~numpy.ndarray`
+        Shape ``(m,) + s``.
+    """
+    log_e = np.log(energy_edges_tev)
+    planes = interp_1d_axis(log_values_e, bkg.energy, log_e, along=0)
+    e_inside = _inside(bkg.energy, log_e)
+    if bkg.is_3d:
+        lon, lat = spatial_coords
+        logv = bilinear(planes, bkg.spatial[0], lon, bkg.spatial[1], lat)
+        inside = _inside(bkg.spatial[0], lon) & _inside(bkg.spatial[1], lat)
+    else:
+        (offset,) = spatial_coords
+        flat = offset.ravel()
+        logv = interp_1d_axis(planes, bkg.spatial[0], flat, along=1).reshape(
+            (len(log_e),) + offset.shape
+        )
+        inside = _inside(bkg.spatial[0], offset)
+    with np.errstate(over="ignore"):
+        rate = np.exp(logv)
+    rate = np.where(rate <= 2 * TINY_F64, 0.0, rate)
+    rate = np.where(inside[None] & e_inside.reshape((-1,) + (1,) * inside.ndim), rate, 0.0)
+    return np.clip(rate, 0.0, None)
+
+
+def integrate_power_law(values, energy_edges):
+    """Integrate along axis 0 between consecutive edges, each bin as a power law.
+
+    gammapy's ``trapz_loglog``: the index is taken from the values at the two edges.
+    """
+    e = np.asarray(energy_edges, dtype=float).reshape((-1,) + (1,) * (values.ndim - 1))
+    e_lo, e_hi = e[:-1], e[1:]
+    y_lo, y_hi = values[:-1], values[1:]
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        ratio = np.maximum(y_lo / y_hi, TINY_F64)
+        index = -np.log(ratio) / np.log(e_lo / e_hi)
+        index = np.where(np.isnan(index), np.inf, index)
+        val = 1.0 - index
+        integral = y_lo * e_lo / val * ((e_hi / e_lo) ** val - 1.0)
+        flat = np.isclose(val, 0.0)
+        integral = np.where(flat, y_lo * e_lo * np.log(e_hi / e_lo), integral)
+    return integral
