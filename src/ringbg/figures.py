@@ -394,7 +394,8 @@ def plot_excess(path, excess, wcs, exclusion=None, *, title=None):
     )
     handle = _draw_exclusion(ax, exclusion, excess.shape, color="#7fd7ff")
     if handle is not None:
-        ax.legend(handles=[handle], loc="upper right", fontsize=8, framealpha=0.8)
+        ax.legend(handles=[handle], loc="upper right", fontsize=8, framealpha=0.75,
+                  facecolor="#202020", edgecolor="#606060", labelcolor="white")
     extend = "min" if finite.size and finite.min() < vmin else "neither"
     _colorbar(fig, ax, image, "Correlated excess [counts]", extend)
     if title is None:

@@ -14,6 +14,7 @@ __all__ = [
     "ring_kernel",
     "tophat_kernel",
     "convolve",
+    "ObsImage",
     "OnOffImage",
     "to_image",
     "ring_background",
@@ -62,6 +63,20 @@ def convolve(image, kernel, integer=False):
 
 
 @dataclass
+class ObsImage:
+    """One observation's images on its cutout ``slices``: counts and background template
+    summed over the safe energy bins, the safe pixels, and the exposure cube (m2 s)."""
+
+    obs_id: int
+    slices: tuple
+    counts: np.ndarray
+    background: np.ndarray
+    mask: np.ndarray
+    exposure: np.ndarray
+    livetime_s: float
+
+
+@dataclass
 class OnOffImage:
     """One observation's on/off image on its cutout ``slices`` of the full geometry.
 
@@ -87,10 +102,8 @@ class OnOffImage:
 
 
 def to_image(reduced, band=None):
-    """Sum counts and background over the safe energy bins (gammapy's ``to_image``).
-
-    ``band`` restricts the sum to one energy bin index.
-    """
+    """`ObsImage` of a reduced observation: sums over the safe energy bins (gammapy's
+    ``to_image``); ``band`` restricts the sum to one energy bin index."""
     mask = reduced.mask_safe
     if band is not None:
         sel = np.zeros(mask.shape[0], dtype=bool)
@@ -98,28 +111,29 @@ def to_image(reduced, band=None):
         mask = mask & sel[:, None, None]
     counts = np.sum(reduced.counts * mask, axis=0, dtype=np.float64)
     background = np.sum(reduced.background * mask, axis=0)
-    return counts, background, mask.any(axis=0)
+    return ObsImage(reduced.obs_id, reduced.slices, counts, background, mask.any(axis=0),
+                    reduced.exposure, reduced.livetime_s)
 
 
-def ring_background(reduced, exclusion, r_in_px, width_px, band=None):
-    """Fixed ring background of one reduced observation.
+def ring_background(image, exclusion, r_in_px, width_px):
+    """Fixed ring background of one observation.
 
     Parameters
     ----------
-    reduced : `~ringbg.reduce.ReducedObservation`
-        The observation's cubes.
+    image : `ObsImage`
+        The observation's images.
     exclusion : `~numpy.ndarray`
         Boolean image on the cutout, True where a pixel may be used for the background.
     r_in_px, width_px : float
         Inner radius and width in pixels.
     """
-    counts, background, mask = to_image(reduced, band)
+    counts, background, mask = image.counts, image.background, image.mask
     kernel = ring_kernel(r_in_px, width_px)
     counts_off = convolve(counts * exclusion, kernel, integer=True)
     acceptance_off = convolve(background * exclusion, kernel)
     mask = mask & (acceptance_off > 0)
-    return OnOffImage(reduced.obs_id, reduced.slices, counts, counts_off, background,
-                      acceptance_off, mask, reduced.exposure, reduced.livetime_s)
+    return OnOffImage(image.obs_id, image.slices, counts, counts_off, background,
+                      acceptance_off, mask, image.exposure, image.livetime_s)
 
 
 def adaptive_ring_radii(r_in_px, width_px, r_out_max_px, stepsize_px, method):
@@ -131,7 +145,7 @@ def adaptive_ring_radii(r_in_px, width_px, r_out_max_px, stepsize_px, method):
     raise ValueError(f"adaptive ring method must be fixed_width or fixed_r_in, got {method!r}")
 
 
-def adaptive_ring_background(reduced, exclusion, rings, theta_px, threshold_alpha, band=None):
+def adaptive_ring_background(image, exclusion, rings, theta_px, threshold_alpha):
     """Adaptive ring background (H.E.S.S. Galactic Plane Survey method).
 
     For each pixel the smallest candidate ring is taken whose approximate alpha, the template
@@ -139,7 +153,7 @@ def adaptive_ring_background(reduced, exclusion, rings, theta_px, threshold_alph
     ``threshold_alpha``. The acceptance stays the per-pixel template, as for the fixed ring.
     Pixels where no ring qualifies get no off estimate and leave the mask.
     """
-    counts, background, mask = to_image(reduced, band)
+    counts, background, mask = image.counts, image.background, image.mask
     acceptance_theta = convolve(background, tophat_kernel(theta_px))
     shape = counts.shape
     counts_off = np.full(shape, np.nan)
@@ -161,5 +175,5 @@ def adaptive_ring_background(reduced, exclusion, rings, theta_px, threshold_alph
         if not todo.any():
             break
     mask = mask & np.isfinite(acceptance_off) & (np.nan_to_num(acceptance_off) > 0)
-    return OnOffImage(reduced.obs_id, reduced.slices, counts, counts_off, background,
-                      acceptance_off, mask, reduced.exposure, reduced.livetime_s)
+    return OnOffImage(image.obs_id, image.slices, counts, counts_off, background,
+                      acceptance_off, mask, image.exposure, image.livetime_s)

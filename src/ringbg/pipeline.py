@@ -1,0 +1,357 @@
+"""The whole workflow: data store -> per-observation reduction and ring -> stack -> maps.
+
+`run` is the Python API behind ``ringbg run``: it returns a `Result` holding the stacked
+images, the correlated maps (arrays with their WCS), the summary and a ``write`` method.
+"""
+
+import logging
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+
+from . import __version__
+from .config import load_config
+from .datastore import DataStore, DataStoreError
+from .dl3 import DL3Error
+from .exclusion import dilate, exclusion_mask
+from .excess import excess_maps
+from .geom import Geom, energy_edges_tev, to_frame
+from .parallel import map_ordered
+from .reduce import reduce_observation
+from .ring import adaptive_ring_background, adaptive_ring_radii, ring_background, to_image
+from .stack import Stack
+
+__all__ = ["run", "Result", "RunError", "make_geom", "fit_off_distribution"]
+
+log = logging.getLogger(__name__)
+
+
+class RunError(Exception):
+    """The run cannot go on (no usable observation, bad exclusion file...); one line."""
+
+
+def make_geom(config):
+    """The full `~ringbg.geom.Geom` of a config."""
+    g = config.geom
+    edges = energy_edges_tev(g.energy.min, g.energy.max, g.energy.nbins)
+    return Geom.create(g.skydir.lon, g.skydir.lat, g.skydir.frame, g.width_deg, g.binsize,
+                       g.projection, edges)
+
+
+@lru_cache(maxsize=4)
+def _datastore(path):
+    return DataStore.from_dir(path)
+
+
+def process_observation(store_dir, obs_id, geom, offset_max_deg, methods, parameters):
+    """Load and reduce one observation; returns ``(obs_id, reduced or None, error or None)``.
+
+    Runs in worker processes: errors in the observation's files come back as text.
+    """
+    try:
+        obs = _datastore(store_dir).load(obs_id)
+        reduced = reduce_observation(obs, geom, offset_max_deg, methods, parameters)
+    except (DL3Error, ValueError, KeyError, IndexError) as exc:
+        return obs_id, None, str(exc)
+    if reduced is None:
+        return obs_id, None, "its cutout does not overlap the map (pointing far outside it)"
+    return obs_id, reduced, None
+
+
+def fit_off_distribution(values):
+    """Gaussian fit of significance values as gammapy's ``plot_distribution(func='norm')``.
+
+    A 51-bin density histogram over [min, max], fitted with a normal pdf by least squares
+    (p0 = (1, 1)); returns mean, sigma, their errors and the number of values.
+    """
+    from scipy.optimize import curve_fit
+    from scipy.stats import norm
+
+    values = np.asarray(values, float)
+    values = values[np.isfinite(values)]
+    out = {"mean": np.nan, "sigma": np.nan, "mean_err": np.nan, "sigma_err": np.nan,
+           "n_pixels": int(values.size), "sample_mean": np.nan, "sample_std": np.nan}
+    if values.size < 10:
+        return out
+    out["sample_mean"] = float(values.mean())
+    out["sample_std"] = float(values.std())
+    density, edges = np.histogram(values, bins=51, range=(values.min(), values.max()),
+                                  density=True)
+    centers = 0.5 * (edges[:-1] + edges[1:])
+    try:
+        pars, cov = curve_fit(lambda x, mu, sigma: norm.pdf(x, mu, sigma), centers, density,
+                              p0=(1.0, 1.0))
+    except RuntimeError:
+        return out
+    errs = np.sqrt(np.diag(cov))
+    out.update(mean=float(pars[0]), sigma=float(abs(pars[1])), mean_err=float(errs[0]),
+               sigma_err=float(errs[1]))
+    return out
+
+
+@dataclass
+class Result:
+    """What a run produced: stacked images, maps (2D arrays on ``geom``), summary."""
+
+    config: object
+    geom: Geom
+    stack: Stack
+    maps: dict
+    exclusion: np.ndarray
+    summary: dict
+    observations: list
+    off_significance: np.ndarray | None = None
+    band_maps: list = field(default_factory=list)
+    per_observation: list = field(default_factory=list)
+
+    @property
+    def wcs(self):
+        return self.geom.wcs
+
+    def write(self, outdir=None, overwrite=None, figures=None):
+        """Write all outputs into ``outdir`` (atomically: a temporary folder renamed at the end)."""
+        from .outputs import write_outputs
+
+        return write_outputs(self, outdir, overwrite=overwrite, figures=figures)
+
+
+def _ring_fn(config, binsize_deg):
+    ring = config.ring
+    r_in_px, width_px = ring.r_in / binsize_deg, ring.width / binsize_deg
+    if ring.adaptive is None:
+        return lambda image, excl: ring_background(image, excl, r_in_px, width_px)
+    a = ring.adaptive
+    rings = adaptive_ring_radii(r_in_px, width_px, a.r_out_max / binsize_deg,
+                                a.stepsize / binsize_deg, a.method)
+    if not rings:
+        raise RunError("ring.adaptive: no candidate ring between r_in and r_out_max")
+    theta_px = a.theta / binsize_deg
+    return lambda image, excl: adaptive_ring_background(image, excl, rings, theta_px,
+                                                        a.threshold_alpha)
+
+
+def _stack_images(images, exclusion, ring_fn, geom):
+    stack = Stack(geom.shape, geom.n_energy)
+    for image in images:
+        stack.add(ring_fn(image, exclusion[image.slices]))
+    return stack
+
+
+def _maps(stack, geom, config, mask):
+    e = config.excess
+    return excess_maps(
+        stack.counts, stack.counts_off, stack.acceptance, stack.acceptance_off, mask,
+        e.correlation_radius / geom.binsize_deg, e.correlate_off, stack.exposure,
+        geom.energy_edges_tev, e.spectral_index, 1.0, e.n_sigma_ul,
+    )
+
+
+def _obs_row(store, obs_id, status, reason=""):
+    info = store.obs_info(obs_id)
+    return {
+        "obs_id": int(obs_id),
+        "object": str(info.get("OBJECT", "")),
+        "ra_deg": float(info.get("RA_PNT", np.nan)),
+        "dec_deg": float(info.get("DEC_PNT", np.nan)),
+        "livetime_s": float(info.get("LIVETIME", np.nan)),
+        "zenith_deg": float(info.get("ZEN_PNT", np.nan)),
+        "status": status,
+        "reason": reason,
+    }
+
+
+def select_observations(store, config):
+    """Observation ids of the config, and the skipped ids with reasons."""
+    o = config.observations
+    skipped = []
+    if o.obs_ids is not None:
+        for obs_id in store.missing_ids(o.obs_ids):
+            log.warning("observation %s is not in the observation index: skipped", obs_id)
+            skipped.append((obs_id, "not in the observation index"))
+    cone = None
+    if o.cone is not None:
+        cone = (o.cone.lon, o.cone.lat, o.cone.frame, o.cone.radius)
+    ids = store.select(o.obs_ids, cone)
+    return ids, skipped
+
+
+def run(config, jobs=None, progress=False):
+    """Run the ring-background workflow of a config (path, YAML text, dict or `Config`).
+
+    Parameters
+    ----------
+    config : str, dict or `~ringbg.config.Config`
+        The configuration.
+    jobs : int, optional
+        Overrides ``parallel.jobs``.
+    progress : bool
+        Show a progress bar over observations.
+
+    Returns
+    -------
+    result : `Result`
+    """
+    config = load_config(config)
+    timings = {}
+    t_start = time.perf_counter()
+    try:
+        store = _datastore(config.datastore)
+    except DataStoreError as exc:
+        raise RunError(str(exc)) from None
+    obs_ids, skipped = select_observations(store, config)
+    if not obs_ids:
+        raise RunError(
+            f"no observation selected in {config.datastore} (check observations.obs_ids and "
+            "observations.cone)"
+        )
+    timings["observations"] = time.perf_counter() - t_start
+
+    t0 = time.perf_counter()
+    geom = make_geom(config)
+    circles = [(c.lon, c.lat, c.frame, c.radius) for c in config.exclusion.regions]
+    try:
+        exclusion = exclusion_mask(geom, circles, config.exclusion.files)
+    except (ValueError, OSError) as exc:
+        raise RunError(f"exclusion.files: {exc}") from None
+    ring_fn = _ring_fn(config, geom.binsize_deg)
+    timings["setup"] = time.perf_counter() - t0
+
+    n_bands = geom.n_energy if config.excess.energy_bands else 0
+    keep_images = config.exclusion.auto is not None
+    stack = Stack(geom.shape, geom.n_energy)
+    band_stacks = [Stack(geom.shape, geom.n_energy) for _ in range(n_bands)]
+    images, band_images, per_obs = [], [[] for _ in range(n_bands)], []
+    used = []
+    t_reduce = time.perf_counter()
+    jobs = config.parallel.jobs if jobs is None else jobs
+    sm = config.safe_mask
+    params = {"aeff_percent": sm.parameters.aeff_percent,
+              "offset_max_deg": sm.parameters.offset_max}
+    tasks = [(config.datastore, obs_id, geom, config.geom.offset_max, tuple(sm.methods), params)
+             for obs_id in obs_ids]
+    results = map_ordered(process_observation, tasks, jobs, config.parallel.address)
+    if progress:
+        from tqdm import tqdm
+
+        results = tqdm(results, total=len(tasks), unit="obs", desc="observations")
+    ring_time = 0.0
+    for obs_id, reduced, error in results:
+        if error is not None:
+            log.warning("observation %s skipped: %s", obs_id, error)
+            skipped.append((obs_id, error))
+            continue
+        t1 = time.perf_counter()
+        image = to_image(reduced)
+        onoff = ring_fn(image, exclusion[image.slices])
+        stack.add(onoff)
+        if config.output.per_observation:
+            per_obs.append(onoff)
+        if keep_images:
+            images.append(image)
+        for band in range(n_bands):
+            band_image = to_image(reduced, band)
+            band_stacks[band].add(ring_fn(band_image, exclusion[band_image.slices]))
+            if keep_images:
+                band_images[band].append(band_image)
+        ring_time += time.perf_counter() - t1
+        used.append(obs_id)
+    if not used:
+        reasons = "; ".join(f"{i}: {r}" for i, r in skipped[:3])
+        raise RunError(f"no observation could be used ({reasons})")
+    timings["reduction"] = time.perf_counter() - t_reduce - ring_time
+    timings["ring"] = ring_time
+
+    t0 = time.perf_counter()
+    auto_iterations = 0
+    if config.exclusion.auto is not None:
+        auto = config.exclusion.auto
+        for _ in range(auto.iterations):
+            sig = _maps(stack, geom, config, stack.mask)["significance"]
+            hot = np.nan_to_num(sig, nan=0.0) > auto.threshold
+            new = exclusion & ~dilate(hot, auto.dilate / geom.binsize_deg)
+            auto_iterations += 1
+            if np.array_equal(new, exclusion):
+                break
+            exclusion = new
+            stack = _stack_images(images, exclusion, ring_fn, geom)
+            band_stacks = [_stack_images(b, exclusion, ring_fn, geom) for b in band_images]
+    timings["auto_exclusion"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    maps = _maps(stack, geom, config, stack.mask)
+    off_maps = excess_maps(
+        stack.counts, stack.counts_off, stack.acceptance, stack.acceptance_off,
+        stack.mask & exclusion, config.excess.correlation_radius / geom.binsize_deg,
+        config.excess.correlate_off, errors=False,
+    )
+    band_maps = [_maps(b, geom, config, b.mask) for b in band_stacks]
+    timings["excess"] = time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - t_start
+
+    images_out = {
+        "SIGNIFICANCE": maps["significance"],
+        "EXCESS": maps["excess"],
+        "BACKGROUND": maps["background"],
+        "COUNTS": maps["counts"],
+        "ALPHA": maps["alpha"],
+        "FLUX": maps["flux"],
+        "FLUX_ERR": maps["flux_err"],
+        "FLUX_UL": maps["flux_ul"],
+        "EXPOSURE": stack.exposure.sum(axis=0) / geom.n_energy,
+        "EXCLUSION": exclusion.astype(np.uint8),
+        "EXCESS_ERRN": maps["excess_errn"],
+        "EXCESS_ERRP": maps["excess_errp"],
+        "EXCESS_UL": maps["excess_ul"],
+        "TS": maps["ts"],
+    }
+    off_fit = fit_off_distribution(off_maps["significance"])
+    summary = _summary(config, geom, stack, maps, off_fit, used, skipped, timings,
+                       auto_iterations)
+    observations = [_obs_row(store, i, "used") for i in used]
+    observations += [_obs_row(store, i, "skipped", r) for i, r in skipped]
+    result = Result(config=config, geom=geom, stack=stack, maps=images_out, exclusion=exclusion,
+                    summary=summary, observations=observations,
+                    off_significance=off_maps["significance"], band_maps=band_maps,
+                    per_observation=per_obs)
+    return result
+
+
+def _summary(config, geom, stack, maps, off_fit, used, skipped, timings, auto_iterations):
+    import astropy
+    import scipy
+
+    sig = maps["significance"]
+    if np.isfinite(sig).any():
+        j, i = np.unravel_index(np.nanargmax(sig), sig.shape)
+        lon, lat = geom.pix_to_world(float(i), float(j))
+        max_sig = {"value": float(sig[j, i]), "lon": float(lon), "lat": float(lat),
+                   "frame": geom.frame, "pixel": [int(i), int(j)]}
+        ra, dec = to_frame(lon, lat, geom.frame, "icrs")
+        max_sig["ra"], max_sig["dec"] = float(ra), float(dec)
+    else:
+        max_sig = {"value": None, "lon": None, "lat": None, "frame": geom.frame}
+    m = stack.mask
+    totals = {
+        "counts": float(stack.counts.sum()),
+        "counts_off": float(stack.counts_off.sum()),
+        "acceptance": float(stack.acceptance.sum()),
+        "acceptance_off": float(np.nansum(np.where(m, stack.acceptance_off, 0.0))),
+        "background": float(stack.background.sum()),
+        "excess": float(stack.counts.sum() - stack.background.sum()),
+        "livetime_s": float(stack.livetime_s),
+    }
+    return {
+        "obs_ids": [int(i) for i in used],
+        "n_obs": len(used),
+        "skipped": [{"obs_id": int(i), "reason": r} for i, r in skipped],
+        "totals": totals,
+        "max_significance": max_sig,
+        "off_distribution": off_fit,
+        "n_pixels_no_off": int(np.sum(~m)),
+        "auto_exclusion_iterations": auto_iterations,
+        "timings": {k: round(v, 4) for k, v in timings.items()},
+        "versions": {"ringbg": __version__, "numpy": np.__version__,
+                     "astropy": astropy.__version__, "scipy": scipy.__version__},
+    }

@@ -1,0 +1,298 @@
+"""Tests of ringbg.report: a self-contained, escaped HTML page that a browser renders."""
+
+import base64
+import os
+import re
+import shutil
+import struct
+import time
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+
+from ringbg.report import write_report
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1280,1000",
+]
+
+CONFIG_TEXT = """\
+datastore: $GAMMAPY_DATA/hess-dl3-dr1
+observations:
+  obs_ids: [20136, 20137]
+geom:
+  skydir: {frame: icrs, lon: 228.32 deg, lat: -59.08 deg}
+  width: 3 deg
+# a comment with markup: <script>alert("x")</script> & "quotes"
+"""
+
+
+def write_png(path, seed=0):
+    """A small but real PNG figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4, 3), dpi=80)
+    ax = fig.add_subplot()
+    ax.imshow(np.random.default_rng(seed).normal(size=(30, 40)), cmap="RdBu_r")
+    ax.set_title(f"figure {seed}")
+    fig.savefig(path)
+    return path
+
+
+@pytest.fixture
+def figures(tmp_path):
+    names = ["significance", "excess", "significance_distribution"]
+    return {name: write_png(tmp_path / f"{name}.png", i) for i, name in enumerate(names)}
+
+
+@pytest.fixture
+def summary():
+    return {
+        "obs_ids": [20136, 20137],
+        "n_obs": 2,
+        "totals": {
+            "counts": 41803,
+            "counts_off": 87621192,
+            "acceptance": 44754.8,
+            "acceptance_off": 96374320.0,
+            "background": 40671.9,
+            "excess": 1131.1,
+        },
+        "max_significance": {"value": 10.049, "lon": 228.53, "lat": -59.16, "frame": "icrs"},
+        "off_distribution": {
+            "mean": -0.0107, "sigma": 1.0112, "mean_err": 0.003, "sigma_err": 0.002,
+            "n_pixels": 20493,
+        },
+        "timings": {"total": 12.5, "write": 0.7},
+        "versions": {"ringbg": "0.1.0", "numpy": "2.4", "astropy": "8.0"},
+        "skipped": [{"obs_id": 20999, "reason": "no bkg IRF <BKG> & no aeff"}],
+        "inputs": [{"path": "/data/obs-index.fits.gz", "sha256": "0123abcd" * 8}],
+    }
+
+
+@pytest.fixture
+def observations():
+    return [
+        {"obs_id": 20136, "object": "MSH 15-52", "ra_deg": 228.61, "dec_deg": -58.77,
+         "livetime_s": 1682.0, "zenith_deg": 36.2, "status": "used", "reason": ""},
+        {"obs_id": 20137, "object": "MSH 15-52", "ra_deg": 228.03, "dec_deg": -59.48,
+         "livetime_s": 1683.0, "zenith_deg": 37.0, "status": "used", "reason": None},
+        {"obs_id": 20998, "object": "Cen <A> & B", "ra_deg": 201.3, "dec_deg": -43.0,
+         "livetime_s": 1500.0, "zenith_deg": 55.0, "status": "skipped",
+         "reason": "pointing outside cone > 2.5 deg"},
+    ]
+
+
+@pytest.fixture
+def report(tmp_path, summary, figures, observations):
+    return write_report(
+        tmp_path / "out" / "report.html", summary, CONFIG_TEXT, figures, observations
+    )
+
+
+class _Collector(HTMLParser):
+    """Collect tags with their attributes, and the text of <pre>."""
+
+    def __init__(self):
+        super().__init__()
+        self.tags = []
+        self.pre = []
+        self._in_pre = False
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        self._in_pre = self._in_pre or tag == "pre"
+
+    def handle_endtag(self, tag):
+        if tag == "pre":
+            self._in_pre = False
+
+    def handle_data(self, data):
+        if self._in_pre:
+            self.pre.append(data)
+
+
+def parse(path):
+    collector = _Collector()
+    collector.feed(path.read_text(encoding="utf-8"))
+    return collector
+
+
+def test_report_is_self_contained(report, figures):
+    html = report.read_text(encoding="utf-8")
+    page = parse(report)
+    # Nothing is loaded from anywhere: every src/href is a data URI or an in-page anchor.
+    for tag, attrs in page.tags:
+        for key in ("src", "href"):
+            if key in attrs:
+                value = attrs[key]
+                assert value.startswith(("data:", "#")), f"<{tag} {key}={value[:60]!r}>"
+    assert not re.search(r"(src|href)\s*=\s*[\"']?\s*(https?:)?//", html, re.I)
+    assert "<script" not in html.lower().replace("&lt;script", "")
+    assert "<link" not in html.lower()
+    assert "@import" not in html and "url(" not in html
+
+    images = [attrs for tag, attrs in page.tags if tag == "img"]
+    assert len(images) == len(figures)
+    for attrs, path in zip(images, figures.values()):
+        prefix = "data:image/png;base64,"
+        assert attrs["src"].startswith(prefix)
+        assert base64.b64decode(attrs["src"][len(prefix):]) == path.read_bytes()
+        assert attrs.get("alt")
+
+
+def test_report_lists_used_and_skipped_observations(report):
+    html = report.read_text(encoding="utf-8")
+    rows = re.findall(r'<tr class="(used|skipped)" id="obs-(\d+)"', html)
+    assert rows == [("used", "20136"), ("used", "20137"), ("skipped", "20998"),
+                    ("skipped", "20999")]
+    # Reasons and names are shown, escaped.
+    assert "pointing outside cone &gt; 2.5 deg" in html
+    assert "no bkg IRF &lt;BKG&gt; &amp; no aeff" in html
+    assert "Cen &lt;A&gt; &amp; B" in html
+    assert "Cen <A>" not in html
+    assert "2 used, 2 skipped" in html
+
+
+def test_report_shows_config_escaped_and_verbatim(report):
+    html = report.read_text(encoding="utf-8")
+    assert '&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &quot;quotes&quot;' in html
+    assert '<script>alert("x")</script>' not in html
+    # The parser unescapes the <pre> text back to exactly what the user wrote.
+    assert "".join(parse(report).pre) == CONFIG_TEXT.rstrip()
+
+
+def test_report_shows_results_and_provenance(report):
+    html = report.read_text(encoding="utf-8")
+    for text in ["41,803", "87,621,192", "40,671.9", "10.049", "228.5300", "-59.1600",
+                 "-0.0107 &plusmn; 0.0030", "1.0112 &plusmn; 0.0020", "20,493",
+                 "0123abcd" * 8, "/data/obs-index.fits.gz", "0.1.0", "12.50 s"]:
+        assert text in html, text
+
+
+def test_report_tolerates_missing_keys_and_figures(tmp_path):
+    path = write_report(
+        tmp_path / "r.html", {"n_obs": 0}, "", {"significance": tmp_path / "nope.png"}, []
+    )
+    html = path.read_text(encoding="utf-8")
+    assert "Figure file not found: nope.png" in html
+    assert "No observations listed." in html
+    assert "&mdash;" in html
+
+
+# --------------------------------------------------------------------------- browser
+
+
+def _chromium_or_skip():
+    """Selenium's Chrome driver on Debian's chromium; fail in CI when it is missing."""
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not shutil.which(p)]
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        missing.append("the selenium Python package")
+    if missing:
+        message = f"headless browser test needs {', '.join(missing)}"
+        if os.environ.get("CI"):
+            pytest.fail(message + " (CI is set: it must be installed)")
+        pytest.skip(message)
+
+
+def png_pixels(data):
+    """Decode a PNG (bytes) to an array with matplotlib, checking the signature."""
+    import io
+
+    from matplotlib.image import imread
+
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return imread(io.BytesIO(data), format="png")
+
+
+def test_report_renders_in_headless_chromium(report, tmp_path):
+    """A real browser opens the page offline: all images decode, no console errors."""
+    _chromium_or_skip()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    profile = tmp_path / "chromium-profile"
+    profile.mkdir()
+    options.add_argument(f"--user-data-dir={profile}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        driver.set_page_load_timeout(60)
+        driver.get(report.resolve().as_uri())
+        deadline = time.monotonic() + 30
+        while driver.execute_script("return document.readyState") != "complete":
+            assert time.monotonic() < deadline, "page did not finish loading"
+            time.sleep(0.1)
+
+        images = driver.execute_script(
+            "return Array.from(document.images).map("
+            "i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight])"
+        )
+        assert len(images) == 3
+        for alt, complete, width, height in images:
+            assert complete and width > 0 and height > 0, f"image {alt!r} did not load"
+
+        title = driver.execute_script("return document.title")
+        assert title.startswith("ringbg report")
+        headings = driver.execute_script(
+            "return Array.from(document.querySelectorAll('h2')).map(h => h.textContent)"
+        )
+        assert headings == ["Figures", "Results", "Observations", "Configuration",
+                            "Provenance"]
+        # Layout sanity: the figures are shown at a readable size, not collapsed.
+        widths = driver.execute_script(
+            "return Array.from(document.images).map(i => i.getBoundingClientRect().width)"
+        )
+        assert min(widths) > 300
+
+        height = driver.execute_script("return document.documentElement.scrollHeight")
+        shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
+            "format": "png", "captureBeyondViewport": True,
+            "clip": {"x": 0, "y": 0, "width": 1280, "height": height, "scale": 1},
+        })
+        screenshot = tmp_path / "report.png"
+        screenshot.write_bytes(base64.b64decode(shot["data"]))
+
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == []
+        # The page asked for nothing over the network.
+        import json
+
+        urls = [
+            json.loads(e["message"])["message"].get("params", {}).get("request", {}).get("url", "")
+            for e in driver.get_log("performance")
+        ]
+        assert not [u for u in urls if u.startswith(("http:", "https:", "ws:", "wss:"))]
+    finally:
+        driver.quit()
+
+    data = screenshot.read_bytes()
+    width, height = struct.unpack(">II", data[16:24])
+    assert width == 1280 and height > 1500
+    pixels = png_pixels(data)
+    assert pixels.std() > 0.05, "screenshot is blank"
+    # Not a single-colour page: many distinct colours (figures, header, tables).
+    colours = np.unique((pixels[..., :3] * 255).astype(np.uint8).reshape(-1, 3), axis=0)
+    assert len(colours) > 500
