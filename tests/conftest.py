@@ -1,0 +1,63 @@
+"""Shared fixtures: the public data (GAMMAPY_DATA) and small configs on it."""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+MSH_CENTER = (228.32, -59.08)
+
+
+def gammapy_data():
+    """The GAMMAPY_DATA folder; missing data is a failure, never a skip."""
+    path = os.environ.get("GAMMAPY_DATA")
+    if not path or not (Path(path) / "hess-dl3-dr1").is_dir():
+        pytest.fail("GAMMAPY_DATA must point at the folder holding hess-dl3-dr1 and cta-1dc")
+    return Path(path)
+
+
+@pytest.fixture(scope="session")
+def data_dir():
+    return gammapy_data()
+
+
+def msh_config(tmp_path=None, **overrides):
+    """The tutorial's MSH 15-52 config as a dict (gammapy's settings, correlation 0.04 deg)."""
+    lon, lat = MSH_CENTER
+    cfg = {
+        "datastore": str(gammapy_data() / "hess-dl3-dr1"),
+        "observations": {"cone": {"frame": "icrs", "lon": f"{lon} deg", "lat": f"{lat} deg",
+                                  "radius": "2.5 deg"}},
+        "geom": {
+            "skydir": {"frame": "icrs", "lon": f"{lon} deg", "lat": f"{lat} deg"},
+            "width": "3 deg",
+            "binsize": "0.02 deg",
+            "projection": "CAR",
+            "energy": {"min": "0.5 TeV", "max": "10 TeV", "nbins": 10},
+            "offset_max": "2.5 deg",
+        },
+        "safe_mask": {"methods": ["aeff-default"]},
+        "exclusion": {"regions": [{"frame": "icrs", "lon": f"{lon} deg", "lat": f"{lat} deg",
+                                   "radius": "0.4 deg"}]},
+        "ring": {"r_in": "0.5 deg", "width": "0.3 deg"},
+        "excess": {"correlation_radius": "0.04 deg", "correlate_off": False},
+        "output": {"dir": str(tmp_path / "out") if tmp_path else "results", "figures": False},
+    }
+    for key, value in overrides.items():
+        section, _, sub = key.partition("__")
+        if sub:
+            cfg.setdefault(section, {})[sub] = value
+        else:
+            cfg[section] = value
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def msh_result():
+    """ringbg's run of the tutorial config (shared by several test modules)."""
+    from ringbg import run
+
+    return run(msh_config())

@@ -1,0 +1,55 @@
+"""Geometry: gammapy's WCS conventions, pixel solid angles, aligned cutouts."""
+
+import numpy as np
+import pytest
+from astropy.coordinates import SkyCoord
+
+from ringbg.geom import Geom, angular_separation_deg, energy_edges_tev, offset_frame_lonlat
+
+
+def test_tutorial_geometry():
+    g = Geom.create(228.32, -59.08, "icrs", 3.0, 0.02, "CAR", energy_edges_tev(0.5, 10, 10))
+    assert g.shape == (150, 150)
+    assert tuple(g.wcs.wcs.crpix) == (75.5, 75.5)
+    assert tuple(g.wcs.wcs.cdelt) == (-0.02, 0.02)
+    assert g.image_header()["LATPOLE"] == pytest.approx(30.92)
+    # solid angles from ALGORITHMS.md (gammapy's corner formula)
+    assert g.solid_angle_sr[75, 75] == pytest.approx(1.2184695e-7, rel=1e-7)
+    assert g.solid_angle_sr[0, 0] == pytest.approx(1.2180576e-7, rel=1e-7)
+    assert g.energy_edges_tev[0] == pytest.approx(0.5) and g.energy_edges_tev[-1] == pytest.approx(10)
+
+
+@pytest.mark.parametrize("projection", ["CAR", "TAN", "AIT"])
+@pytest.mark.parametrize("frame", ["icrs", "galactic"])
+def test_pixel_centres_match_astropy(projection, frame):
+    g = Geom.create(10.0, 40.0, frame, (4.0, 2.0), 0.05, projection, [1, 10])
+    assert g.shape == (40, 80)
+    lon, lat = g.lonlat_deg
+    sky = g.wcs.pixel_to_world(np.arange(80)[None, :].repeat(40, 0),
+                               np.arange(40)[:, None].repeat(80, 1))
+    assert np.allclose(lon, sky.spherical.lon.deg) and np.allclose(lat, sky.spherical.lat.deg)
+    ra, dec = g.radec_deg
+    icrs = sky.icrs
+    assert np.allclose(ra, icrs.ra.deg) and np.allclose(dec, icrs.dec.deg)
+    # solid angles add up to the map area
+    assert g.solid_angle_sr.sum() == pytest.approx(np.radians(4.0) * np.radians(2.0), rel=2e-3)
+
+
+def test_cutout_slices_trim():
+    g = Geom.create(0.0, 0.0, "icrs", 3.0, 0.02, "CAR", [1, 10])
+    sy, sx = g.cutout_slices(0.0, 0.0, 1.0)
+    assert (sy.stop - sy.start, sx.stop - sx.start) == (50, 50)
+    sy, sx = g.cutout_slices(1.4, 0.0, 1.0)  # near the left edge (RA grows to the left)
+    assert sx.start == 0 and sx.stop < 50 and sy.stop - sy.start == 50
+    assert g.cutout_slices(30.0, 0.0, 1.0) is None
+
+
+def test_separation_and_offset_frame():
+    a = SkyCoord(228.6, -58.8, unit="deg")
+    b = SkyCoord(228.3, -59.1, unit="deg")
+    assert angular_separation_deg(228.6, -58.8, 228.3, -59.1) == pytest.approx(
+        a.separation(b).deg, abs=1e-12)
+    off = b.transform_to(a.skyoffset_frame())
+    lon, lat = offset_frame_lonlat(228.3, -59.1, 228.6, -58.8)
+    assert lon == pytest.approx(off.lon.wrap_at("180d").deg, abs=1e-10)
+    assert lat == pytest.approx(off.lat.deg, abs=1e-10)

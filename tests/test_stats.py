@@ -1,0 +1,78 @@
+"""Statistics against Li & Ma (1983) eq. 17 and its limits."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ringbg import stats
+
+
+def li_ma_17(n_on, n_off, alpha):
+    """Li & Ma 1983 eq. 17, written out as in the paper."""
+    t1 = n_on * np.log((1 + alpha) / alpha * n_on / (n_on + n_off)) if n_on > 0 else 0.0
+    t2 = n_off * np.log((1 + alpha) * n_off / (n_on + n_off)) if n_off > 0 else 0.0
+    s = np.sqrt(2 * (t1 + t2))
+    return s if n_on >= alpha * n_off else -s
+
+
+@pytest.mark.parametrize(
+    "n_on, n_off, alpha",
+    [(10, 20, 0.1), (130, 505, 0.2), (99, 15600, 0.0044712), (5, 100, 0.1), (1000, 900, 1.0)],
+)
+def test_significance_equals_li_ma_eq17(n_on, n_off, alpha):
+    assert stats.significance(n_on, n_off, alpha) == pytest.approx(li_ma_17(n_on, n_off, alpha),
+                                                                  rel=1e-9, abs=1e-9)
+
+
+def test_limit_n_on_zero():
+    n_off, alpha = 50.0, 0.2
+    expected = -np.sqrt(2 * n_off * np.log(1 + alpha))
+    assert stats.significance(0, n_off, alpha) == pytest.approx(expected, rel=1e-12)
+
+
+def test_limit_n_off_zero():
+    n_on, alpha = 7.0, 0.3
+    expected = np.sqrt(2 * n_on * np.log((1 + alpha) / alpha))
+    assert stats.significance(n_on, 0, alpha) == pytest.approx(expected, rel=1e-12)
+
+
+def test_limit_alpha_to_zero_is_cash_with_known_background():
+    n_on, mu_b = 30.0, 18.0
+    alpha = 1e-7
+    n_off = mu_b / alpha
+    cash = np.sqrt(2 * (n_on * np.log(n_on / mu_b) - (n_on - mu_b)))
+    assert stats.significance(n_on, n_off, alpha) == pytest.approx(cash, rel=1e-4)
+
+
+def test_zero_excess_has_zero_significance():
+    assert stats.significance(20, 200, 0.1) == 0.0
+
+
+def test_errors_bracket_excess_and_ul_above():
+    n_on, n_off, alpha = np.array([50.0, 3.0]), np.array([400.0, 40.0]), np.array([0.1, 0.1])
+    exc = stats.excess(n_on, n_off, alpha)
+    errn = stats.excess_errn(n_on, n_off, alpha)
+    errp = stats.excess_errp(n_on, n_off, alpha)
+    ul = stats.excess_upper_limit(n_on, n_off, alpha, 2.0)
+    assert np.all(errn > 0) and np.all(errp > 0)
+    assert np.all(ul > exc + errp)
+    # at the profile points the TS has risen by exactly n_sigma^2
+    stat_max = stats.wstat(n_on, n_off, alpha, exc)
+    assert stats.wstat(n_on, n_off, alpha, exc + errp) - stat_max == pytest.approx([1, 1], 1e-6)
+    assert stats.wstat(n_on, n_off, alpha, ul) - stat_max == pytest.approx([4, 4], 1e-6)
+    # large counts: errors close to the symmetric error
+    assert errp[0] == pytest.approx(stats.excess_error(50, 400, 0.1), rel=0.1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    n_on=st.integers(0, 5000),
+    n_off=st.integers(0, 50000),
+    alpha=st.floats(1e-4, 10),
+)
+def test_significance_monotonic_in_n_on_and_finite(n_on, n_off, alpha):
+    s0 = stats.significance(n_on, n_off, alpha)
+    s1 = stats.significance(n_on + 1, n_off, alpha)
+    assert np.isfinite(s0) and np.isfinite(s1)
+    assert s1 >= s0 - 1e-9
