@@ -299,12 +299,22 @@ class _PiecewisePowerLaw:
 def _bkg_spatial_sampler(bkg_format, gradient_per_deg):
     """Cumulative distribution of the background over a fine field-of-view grid.
 
-    Returns ``(cdf, omega_sr, edges_deg)``: ``omega_sr`` is the integral of the relative rate
-    (interpolated from the table nodes as gammapy does) over solid angle, and the grid spans
-    DETX, DETY in [-FOV_MAX_DEG, FOV_MAX_DEG] with cells of ``_SAMPLER_BINSZ_DEG``.
+    Returns ``(cdf, omega_sr, edges_deg)``: ``omega_sr`` is the integral over solid angle of
+    the relative rate, interpolated from the table nodes as gammapy's ``MapDatasetMaker``
+    does, and the grid has cells of ``_SAMPLER_BINSZ_DEG`` in (DETX, DETY).
+
+    ``BKG_3D``: ln(rate) bilinear in (DETX, DETY), extrapolated up to the axis edges,
+    zero outside the +-``FOV_MAX_DEG`` square. ``BKG_2D``: ``MapDatasetMaker`` pads the
+    offset axis by one bin on each side with the edge values (``background_pad_offset=True``),
+    so ln(rate) is linear in offset between the nodes, constant from 0 to the first node and
+    from the last node to ``FOV_MAX_DEG`` + one bin width, and zero beyond.
     """
-    n = int(round(2 * FOV_MAX_DEG / _SAMPLER_BINSZ_DEG))
-    edges = np.linspace(-FOV_MAX_DEG, FOV_MAX_DEG, n + 1)
+    if bkg_format == "BKG_3D":
+        half_width = FOV_MAX_DEG
+    else:
+        half_width = _bkg_2d_max_offset_deg()
+    n = int(math.ceil(2 * half_width / _SAMPLER_BINSZ_DEG - 1e-9))
+    edges = np.linspace(-half_width, half_width, n + 1)
     centres = _lin_centers(edges)
     xc, yc = np.meshgrid(centres, centres, indexing="ij")
     if bkg_format == "BKG_3D":
@@ -316,15 +326,20 @@ def _bkg_spatial_sampler(bkg_format, gradient_per_deg):
         nodes = _lin_centers(_BKG_OFFSET_EDGES_DEG)
         ln_table = _bkg_spatial_ln(nodes, 0.0, 0.0)
         theta = np.degrees(np.arccos(np.cos(np.radians(xc)) * np.cos(np.radians(yc))))
-        i, t = _interp_index(nodes, theta)
-        rel = np.exp(ln_table[i] * (1 - t) + ln_table[i + 1] * t)
-        rel[theta > _BKG_OFFSET_EDGES_DEG[-1]] = 0.0
+        rel = np.exp(np.interp(theta, nodes, ln_table))
+        rel[theta > half_width] = 0.0
     dlon = np.radians(edges[1] - edges[0])
     dsinlat = np.diff(np.sin(np.radians(edges)))
     weight = rel * dlon * dsinlat[np.newaxis, :]
     cdf = np.cumsum(weight.ravel())
     omega = float(cdf[-1])
     return cdf / omega, omega, edges
+
+
+def _bkg_2d_max_offset_deg():
+    """Outer edge of the BKG_2D offset axis after gammapy's one-bin padding (float32)."""
+    width = _BKG_OFFSET_EDGES_DEG[-1] - _BKG_OFFSET_EDGES_DEG[-2]
+    return float(np.float32(_BKG_OFFSET_EDGES_DEG[-1]) + np.float32(width))
 
 
 def _sample_bkg_fov(rng, bkg_format, gradient_per_deg, n):

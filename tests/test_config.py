@@ -1,0 +1,100 @@
+"""The config contract: every bad value gets one line naming the key."""
+
+import pytest
+import yaml
+
+from conftest import msh_config
+from ringbg.config import TEMPLATE, ConfigError, load_config
+
+
+def _error(cfg):
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_tutorial_config_parses(data_dir):
+    cfg = load_config(msh_config())
+    assert cfg.geom.binsize == pytest.approx(0.02)
+    assert cfg.geom.energy.max == pytest.approx(10.0)
+    assert cfg.ring.r_in == pytest.approx(0.5)
+    assert cfg.excess.correlation_radius == pytest.approx(0.04)
+
+
+def test_units_are_converted(data_dir):
+    cfg = msh_config()
+    cfg["geom"]["binsize"] = "72 arcsec"
+    cfg["geom"]["energy"]["min"] = "500 GeV"
+    c = load_config(cfg)
+    assert c.geom.binsize == pytest.approx(0.02) and c.geom.energy.min == pytest.approx(0.5)
+
+
+def test_misspelt_key(data_dir):
+    cfg = msh_config()
+    cfg["ring"]["r_inn"] = "0.5 deg"
+    assert "ring.r_inn" in _error(cfg)
+
+
+def test_wrong_unit(data_dir):
+    cfg = msh_config()
+    cfg["geom"]["binsize"] = "0.02 TeV"
+    msg = _error(cfg)
+    assert "geom.binsize" in msg and "TeV" in msg and "angle" in msg
+
+
+def test_negative_radius(data_dir):
+    cfg = msh_config()
+    cfg["exclusion"]["regions"][0]["radius"] = "-0.4 deg"
+    msg = _error(cfg)
+    assert "exclusion.regions.0.radius" in msg and "greater than 0" in msg
+
+
+def test_ring_beyond_map(data_dir):
+    cfg = msh_config()
+    cfg["ring"]["width"] = "1.2 deg"
+    msg = _error(cfg)
+    assert "ring" in msg and "does not fit" in msg
+
+
+def test_missing_datastore(data_dir, tmp_path):
+    cfg = msh_config()
+    cfg["datastore"] = str(tmp_path / "nowhere")
+    msg = _error(cfg)
+    assert "datastore" in msg and "nowhere" in msg
+
+
+def test_missing_required_key(data_dir):
+    cfg = msh_config()
+    del cfg["geom"]
+    assert "'geom' is required" in _error(cfg)
+
+
+def test_bad_method_names_allowed(data_dir):
+    cfg = msh_config()
+    cfg["safe_mask"]["methods"] = ["aeff-defualt"]
+    msg = _error(cfg)
+    assert "safe_mask.methods" in msg and "aeff-default" in msg
+
+
+def test_env_vars_expanded(data_dir, monkeypatch):
+    monkeypatch.setenv("GAMMAPY_DATA", str(data_dir))
+    cfg = msh_config()
+    cfg["datastore"] = "$GAMMAPY_DATA/hess-dl3-dr1"
+    assert load_config(cfg).datastore == str(data_dir / "hess-dl3-dr1")
+
+
+def test_template_runs_as_is(data_dir, monkeypatch, tmp_path):
+    monkeypatch.setenv("GAMMAPY_DATA", str(data_dir))
+    path = tmp_path / "my.yaml"
+    path.write_text(TEMPLATE)
+    cfg = load_config(str(path))
+    assert yaml.safe_load(TEMPLATE)["geom"]["binsize"] == "0.02 deg"
+    assert cfg.exclusion.regions[0].radius == pytest.approx(0.4)
+
+
+def test_not_yaml(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("geom: [unclosed")
+    assert "YAML" in _error(str(path))

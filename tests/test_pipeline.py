@@ -1,0 +1,81 @@
+"""The tutorial end to end: totals printed by gammapy's tutorial and the contract's numbers."""
+
+import numpy as np
+import pytest
+
+from conftest import msh_config
+from ringbg import run
+
+
+def test_tutorial_totals(msh_result):
+    s = msh_result.summary
+    assert s["n_obs"] == 20
+    t = s["totals"]
+    assert t["counts"] == 41803
+    assert t["counts_off"] == pytest.approx(87621192, rel=1e-6)
+    assert t["acceptance"] == pytest.approx(44754.762, rel=1e-5)
+    assert t["acceptance_off"] == pytest.approx(96374323.4, rel=1e-5)
+    assert t["background"] == pytest.approx(40671.8993, rel=1e-5)
+    assert s["max_significance"]["value"] == pytest.approx(10.048888544, abs=1e-3)
+    assert s["max_significance"]["pixel"] == [72, 72]
+    off = s["off_distribution"]
+    assert off["n_pixels"] == 21236
+    assert off["sample_mean"] == pytest.approx(-0.010720639, abs=1e-4)
+    assert off["sample_std"] == pytest.approx(1.011167426, abs=1e-4)
+    assert off["mean"] == pytest.approx(-0.01248774, abs=1e-3)
+    assert off["sigma"] == pytest.approx(1.00854203, abs=1e-3)
+    assert msh_result.stack.livetime_s == pytest.approx(29971.3797, rel=1e-7)
+    assert msh_result.stack.exposure.max() == pytest.approx(1.33217e10, rel=1e-5)
+
+
+def test_maps_are_consistent(msh_result):
+    m = msh_result.maps
+    finite = np.isfinite(m["SIGNIFICANCE"])
+    assert finite.sum() == 150 * 150
+    np.testing.assert_allclose(m["EXCESS"][finite],
+                               (m["COUNTS"] - m["BACKGROUND"])[finite], atol=1e-9)
+    # flux has the sign of the excess and the UL is above the flux
+    assert np.all(np.sign(m["FLUX"][finite]) == np.sign(m["EXCESS"][finite]))
+    assert np.all(m["FLUX_UL"][finite] > m["FLUX"][finite])
+    assert m["EXCLUSION"].sum() == 21236
+
+
+def test_parallel_processes_identical(tmp_path):
+    cfg = msh_config(tmp_path)
+    cfg["observations"] = {"obs_ids": [20136, 20137, 20151, 20282]}
+    one = run(cfg, jobs=1)
+    two = run(cfg, jobs=2)
+    for name in one.maps:
+        np.testing.assert_array_equal(one.maps[name], two.maps[name])
+    assert one.summary["obs_ids"] == two.summary["obs_ids"]
+
+
+def test_dask_local_cluster_identical(tmp_path):
+    from distributed import Client, LocalCluster
+
+    cfg = msh_config(tmp_path)
+    cfg["observations"] = {"obs_ids": [20136, 20137, 20151]}
+    one = run(cfg, jobs=1)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster:
+        cfg["parallel"] = {"address": cluster.scheduler_address}
+        dask = run(cfg)
+    for name in one.maps:
+        np.testing.assert_array_equal(one.maps[name], dask.maps[name])
+
+
+def test_energy_bands_and_auto_exclusion(tmp_path):
+    cfg = msh_config(tmp_path)
+    cfg["geom"]["energy"] = {"min": "0.5 TeV", "max": "10 TeV", "nbins": 3}
+    cfg["exclusion"] = {"regions": [], "auto": {"threshold": 4, "iterations": 3,
+                                                 "dilate": "0.1 deg"}}
+    cfg["excess"]["energy_bands"] = True
+    cfg["excess"]["correlation_radius"] = "0.1 deg"
+    result = run(cfg)
+    assert len(result.band_maps) == 3
+    # the bands' counts add up to the integrated counts
+    total = sum(np.nan_to_num(b["counts"]) for b in result.band_maps)
+    np.testing.assert_allclose(total, np.nan_to_num(result.maps["COUNTS"]))
+    # MSH 15-52 gets excluded automatically, around the maximum
+    assert result.summary["auto_exclusion_iterations"] >= 1
+    assert not result.exclusion[72, 72] and result.exclusion[0, 0]
