@@ -5,6 +5,7 @@ Readers return plain numpy arrays with units in the names (``_deg``, ``_tev``, `
 gammapy 2.1 (natural log for energy, linear for angles), see `IrfAxis`.
 """
 
+import logging
 import warnings
 from dataclasses import dataclass, field
 
@@ -23,6 +24,8 @@ __all__ = [
     "read_aeff",
     "read_bkg",
 ]
+
+log = logging.getLogger(__name__)
 
 #: events written by the H.E.S.S. DR1 exporter have their BKG_3D longitude reversed
 #: (gammapy's REVERSE_LON_RADEC quirk).
@@ -168,8 +171,14 @@ def _unit_factor(unit_str, target, where):
         return 1.0
     text = str(unit_str).strip().replace("^", "").replace("**", "")
     try:
-        return Unit(text, parse_strict="raise").to(target)
-    except (ValueError, UnitsError) as exc:
+        unit = Unit(text, parse_strict="raise")
+    except ValueError:
+        # as gammapy: an unreadable unit (e.g. CTA 1DC's '1/s/MeV/sr') is taken as the default
+        log.warning("%s: unit %r not understood, assuming %s", where, unit_str, target)
+        return 1.0
+    try:
+        return unit.to(target)
+    except UnitsError as exc:
         raise DL3Error(f"{where}: unit {unit_str!r} cannot be converted to {target}") from exc
 
 

@@ -60,6 +60,10 @@ def bin_events(geom, slices, ra_deg, dec_deg, energy_tev):
     shape = (geom.n_energy, sy.stop - sy.start, sx.stop - sx.start)
     if len(ra_deg) == 0:
         return np.zeros(shape, dtype=np.float32)
+    if geom.frame != "icrs":
+        # gammapy transforms the event list's float32 columns as they are: do the same, so
+        # that events on pixel borders land in the same pixel
+        ra_deg, dec_deg = (np.asarray(a, dtype=np.float32) for a in (ra_deg, dec_deg))
     x, y = geom.world_to_pix(ra_deg, dec_deg, "icrs")
     with np.errstate(invalid="ignore"):
         ix = np.floor(x + 0.5) - sx.start
@@ -90,8 +94,6 @@ def _altaz_fov_coords(obs, ra_deg, dec_deg):
     """FoV (lon, lat) in the AltAz-aligned frame at gammapy's rotation time steps.
 
     Returns the list of (fov_lon, fov_lat) arrays, one per time, and the times (s from start).
-    The ICRS offset frame around the pointing is turned into the AltAz one by the rigid
-    rotation (with reflection) that astropy gives for two directions near the pointing.
     """
     import astropy.units as u
     from astropy.coordinates import AltAz, EarthLocation, SkyCoord
@@ -122,32 +124,22 @@ def _altaz_fov_coords(obs, ra_deg, dec_deg):
     offsets = np.array(offsets)
     times = t_start + offsets * u.s
 
-    delta = 0.5
-    aux = pointing.directional_offset_by([0.0, 90.0] * u.deg, delta * u.deg)  # north, east
-    frame = AltAz(obstime=times[:, None], location=location)
+    # pixels to AltAz at every time step, as gammapy: with astropy's interpolated
+    # Earth-orientation terms (1000 s); the FoV frame is centred on the exact pointing
+    from astropy.coordinates.erfa_astrom import ErfaAstromInterpolator, erfa_astrom
+
     pnt_altaz = pointing.transform_to(AltAz(obstime=times, location=location))
-    aux_altaz = SkyCoord(aux.ra[None, :].repeat(len(times), 0),
-                         aux.dec[None, :].repeat(len(times), 0)).transform_to(frame)
-    # ICRS offset-frame cartesian (x toward pointing, y toward +RA, z toward north)
-    olon, olat = np.radians(offset_frame_lonlat(ra_deg, dec_deg, pointing.ra.deg,
-                                                pointing.dec.deg))
-    vx = np.cos(olat) * np.cos(olon)
-    vy = np.cos(olat) * np.sin(olon)
-    vz = np.sin(olat)
+    pixels = SkyCoord(np.ravel(ra_deg)[:, None], np.ravel(dec_deg)[:, None], unit="deg",
+                      frame="icrs")
+    with erfa_astrom.set(ErfaAstromInterpolator(1000 * u.s)):
+        pix_altaz = pixels.transform_to(AltAz(obstime=times[None, :], location=location))
+    az, alt = pix_altaz.az.deg, pix_altaz.alt.deg
     coords = []
     for k in range(len(times)):
-        az0, alt0 = pnt_altaz[k].az.deg, pnt_altaz[k].alt.deg
-        a_lon, a_lat = offset_frame_lonlat(aux_altaz[k].az.deg, aux_altaz[k].alt.deg, az0, alt0)
-        # gammapy's FoV AltAz frame: longitude reflected
-        fov_lon, fov_lat = -np.asarray(a_lon), np.asarray(a_lat)
-        # columns: images of the ICRS east (y) and north (z) unit tangents
-        jac = np.array([[fov_lon[1], fov_lon[0]], [fov_lat[1], fov_lat[0]]]) / delta
-        uu, _, vt = np.linalg.svd(jac)
-        rot = uu @ vt
-        fy = rot[0, 0] * vy + rot[0, 1] * vz
-        fz = rot[1, 0] * vy + rot[1, 1] * vz
-        coords.append((np.degrees(np.arctan2(fy, vx)),
-                       np.degrees(np.arcsin(np.clip(fz, -1, 1)))))
+        lon, lat = offset_frame_lonlat(az[:, k], alt[:, k], pnt_altaz[k].az.deg,
+                                       pnt_altaz[k].alt.deg)
+        # gammapy's FoV AltAz frame has its longitude reflected
+        coords.append((-lon.reshape(np.shape(ra_deg)), lat.reshape(np.shape(ra_deg))))
     return coords, offsets
 
 

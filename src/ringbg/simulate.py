@@ -373,25 +373,39 @@ def _header(extname, hduclas, obs_id, extra=()):
     return header
 
 
-def _vector_col(name, array, unit=None, fmt="E"):
-    array = np.asarray(array)
-    dim = None
-    if array.ndim > 1:
-        dim = "(" + ",".join(str(s) for s in array.shape[::-1]) + ")"
-    return fits.Column(
-        name=name,
-        format=f"{array.size}{fmt}",
-        unit=unit,
-        dim=dim,
-        array=array.astype(np.float32)[np.newaxis],
-    )
+def _table_hdu(columns, header, single_row=False):
+    """Binary table HDU from ``(name, array, unit)`` columns, stored big-endian.
+
+    With ``single_row``, each array is one vector cell (numpy shape = cell shape, the FITS
+    ``TDIM`` is the reversed shape) and floats are written as float32 (``E``). Building the
+    table from a big-endian record array lets astropy write it without its slow per-element
+    byte swapping of vector columns.
+    """
+    fields, values = [], []
+    for name, array, _ in columns:
+        array = np.asarray(array)
+        if array.dtype.kind == "f":
+            array = array.astype(">f4" if single_row or array.dtype.itemsize == 4 else ">f8")
+        elif array.dtype.kind in "iu":
+            array = array.astype(f">i{max(array.dtype.itemsize, 4)}")
+        elif array.dtype.kind == "U":
+            array = array.astype("S")
+        shape = array.shape if single_row else array.shape[1:]
+        fields.append((name, array.dtype, shape))
+        values.append(array)
+    nrows = 1 if single_row else len(values[0])
+    data = np.zeros(nrows, dtype=fields)
+    for (name, _, _), array in zip(fields, values):
+        data[name] = array
+    hdu = fits.BinTableHDU(data=data.view(np.recarray).view(fits.FITS_rec), header=header)
+    for name, _, unit in columns:
+        if unit:
+            hdu.columns[name].unit = unit
+    return hdu
 
 
 def _axis_cols(prefix, edges, unit):
-    return [
-        _vector_col(f"{prefix}_LO", edges[:-1], unit),
-        _vector_col(f"{prefix}_HI", edges[1:], unit),
-    ]
+    return [(f"{prefix}_LO", edges[:-1], unit), (f"{prefix}_HI", edges[1:], unit)]
 
 
 def _aeff_table_m2(zenith_deg):
@@ -405,7 +419,7 @@ def _aeff_table_m2(zenith_deg):
 def _aeff_hdu(table_m2, obs_id, zenith_deg):
     cols = _axis_cols("ENERG", _AEFF_ENERGY_EDGES_TEV, "TeV")
     cols += _axis_cols("THETA", _AEFF_OFFSET_EDGES_DEG, "deg")
-    cols.append(_vector_col("EFFAREA", table_m2, "m2"))
+    cols.append(("EFFAREA", table_m2, "m2"))
     extra = [
         ("ZENITH", (float(zenith_deg), "Mean zenith (deg)")),
         ("LO_THRES", (_aeff_lo_thres_tev(zenith_deg), "[TeV]")),
@@ -414,7 +428,7 @@ def _aeff_hdu(table_m2, obs_id, zenith_deg):
     header = _header(
         "AEFF", ["RESPONSE", "EFF_AREA", "FULL-ENCLOSURE", "AEFF_2D"], obs_id, extra
     )
-    return fits.BinTableHDU.from_columns(cols, header=header)
+    return _table_hdu(cols, header, single_row=True)
 
 
 def _bkg_hdu(energy_profile, bkg_format, gradient_per_deg, obs_id):
@@ -436,9 +450,9 @@ def _bkg_hdu(energy_profile, bkg_format, gradient_per_deg, obs_id):
         cols += _axis_cols("ENERG", _BKG_ENERGY_EDGES_TEV, "TeV")
         cols += _axis_cols("THETA", _BKG_OFFSET_EDGES_DEG, "deg")
         extra = []
-    cols.append(_vector_col("BKG", data, "s-1 MeV-1 sr-1"))
+    cols.append(("BKG", data, "s-1 MeV-1 sr-1"))
     header = _header("BKG", ["RESPONSE", "BKG", "FULL-ENCLOSURE", bkg_format], obs_id, extra)
-    return fits.BinTableHDU.from_columns(cols, header=header)
+    return _table_hdu(cols, header, single_row=True)
 
 
 @functools.lru_cache(maxsize=1)
@@ -452,8 +466,8 @@ def _psf_columns():
     cols = _axis_cols("ENERG", _PSF_ENERGY_EDGES_TEV, "TeV")
     cols += _axis_cols("THETA", _PSF_OFFSET_EDGES_DEG, "deg")
     cols += _axis_cols("RAD", _PSF_RAD_EDGES_DEG, "deg")
-    cols.append(_vector_col("RPSF", rpsf, "sr-1"))
-    return fits.ColDefs(cols)
+    cols.append(("RPSF", rpsf, "sr-1"))
+    return cols
 
 
 @functools.lru_cache(maxsize=1)
@@ -469,19 +483,19 @@ def _edisp_columns():
     cols = _axis_cols("ENERG", _EDISP_ENERGY_EDGES_TEV, "TeV")
     cols += _axis_cols("MIGRA", _EDISP_MIGRA_EDGES, None)
     cols += _axis_cols("THETA", _EDISP_OFFSET_EDGES_DEG, "deg")
-    cols.append(_vector_col("MATRIX", matrix, None))
-    return fits.ColDefs(cols)
+    cols.append(("MATRIX", matrix, None))
+    return cols
 
 
 def _psf_hdu(obs_id):
     extra = [("LO_THRES", (ENERGY_MIN_TEV, "[TeV]")), ("HI_THRES", (ENERGY_MAX_TEV, "[TeV]"))]
     header = _header("PSF", ["RESPONSE", "RPSF", "FULL-ENCLOSURE", "PSF_TABLE"], obs_id, extra)
-    return fits.BinTableHDU.from_columns(_psf_columns(), header=header)
+    return _table_hdu(_psf_columns(), header, single_row=True)
 
 
 def _edisp_hdu(obs_id):
     header = _header("EDISP", ["RESPONSE", "EDISP", "FULL-ENCLOSURE", "EDISP_2D"], obs_id)
-    return fits.BinTableHDU.from_columns(_edisp_columns(), header=header)
+    return _table_hdu(_edisp_columns(), header, single_row=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -765,14 +779,8 @@ def _time_keys(obs):
 
 
 def _events_hdu(events, obs):
-    cols = [
-        fits.Column("EVENT_ID", "K", array=events["EVENT_ID"]),
-        fits.Column("TIME", "D", unit="s", array=events["TIME"]),
-        fits.Column("RA", "E", unit="deg", array=events["RA"]),
-        fits.Column("DEC", "E", unit="deg", array=events["DEC"]),
-        fits.Column("ENERGY", "E", unit="TeV", array=events["ENERGY"]),
-        fits.Column("MC_ID", "J", array=events["MC_ID"]),
-    ]
+    units = {"TIME": "s", "RA": "deg", "DEC": "deg", "ENERGY": "TeV"}
+    cols = [(name, array, units.get(name)) for name, array in events.items()]
     extra = [
         ("ORIGIN", "ringbg"),
         ("EV_CLASS", "std"),
@@ -803,21 +811,18 @@ def _events_hdu(events, obs):
         ("EUNIT", ("TeV", "energy unit")),
     ]
     header = _header("EVENTS", ["EVENTS"], obs["obs_id"], extra)
-    return fits.BinTableHDU.from_columns(cols, header=header)
+    return _table_hdu(cols, header)
 
 
 def _gti_hdu(obs):
-    cols = [
-        fits.Column("START", "D", unit="s", array=np.array([obs["tstart"]])),
-        fits.Column("STOP", "D", unit="s", array=np.array([obs["tstop"]])),
-    ]
+    cols = [("START", np.array([obs["tstart"]]), "s"), ("STOP", np.array([obs["tstop"]]), "s")]
     extra = [
         ("TSTART", (obs["tstart"], "start time of the GTI table (MET)")),
         ("TSTOP", (obs["tstop"], "end time of the GTI table (MET)")),
         *_time_keys(obs)[:5],
     ]
     header = _header("GTI", ["GTI"], obs["obs_id"], extra)
-    return fits.BinTableHDU.from_columns(cols, header=header)
+    return _table_hdu(cols, header)
 
 
 def _write_fits(hdus, path, gzip):
@@ -831,41 +836,39 @@ def _write_fits(hdus, path, gzip):
     Path(path).write_bytes(data)
 
 
-def _obs_index_hdu(rows, object_names):
-    def col(name, fmt, key, unit=None):
-        return fits.Column(name, fmt, unit=unit, array=np.array([r[key] for r in rows]))
-
-    n_char = max(len(s) for s in object_names)
-    cols = [
-        col("OBS_ID", "K", "obs_id"),
-        col("RA_PNT", "D", "ra_pnt", "deg"),
-        col("DEC_PNT", "D", "dec_pnt", "deg"),
-        col("GLON_PNT", "D", "glon_pnt", "deg"),
-        col("GLAT_PNT", "D", "glat_pnt", "deg"),
-        col("ZEN_PNT", "E", "zen_pnt", "deg"),
-        col("ALT_PNT", "E", "alt_pnt", "deg"),
-        col("AZ_PNT", "E", "az_pnt", "deg"),
-        fits.Column("OBJECT", f"{n_char}A", array=np.array(object_names)),
-        col("RA_OBJ", "D", "ra_obj", "deg"),
-        col("DEC_OBJ", "D", "dec_obj", "deg"),
-        col("OFFSET_OBJ", "E", "offset_obj", "deg"),
-        col("ONTIME", "E", "ontime", "s"),
-        col("LIVETIME", "E", "livetime", "s"),
-        col("DEADC", "E", "deadc"),
-        col("TSTART", "D", "tstart", "s"),
-        col("TSTOP", "D", "tstop", "s"),
-        col("DATE-OBS", "10A", "date_obs"),
-        col("TIME-OBS", "12A", "time_obs"),
-        col("DATE-END", "10A", "date_end"),
-        col("TIME-END", "12A", "time_end"),
-        col("N_TELS", "K", "n_tels"),
-        col("TELLIST", "7A", "tellist"),
-        col("QUALITY", "K", "quality"),
-        col("MUONEFF", "E", "muoneff"),
-        col("EVENT_COUNT", "K", "event_count"),
-        col("SAFE_ENERGY_LO", "E", "safe_energy_lo", "TeV"),
-        col("SAFE_ENERGY_HI", "E", "safe_energy_hi", "TeV"),
+def _obs_index_hdu(rows):
+    f8, f4, i8 = np.float64, np.float32, np.int64
+    spec = [
+        ("OBS_ID", i8, None),
+        ("RA_PNT", f8, "deg"),
+        ("DEC_PNT", f8, "deg"),
+        ("GLON_PNT", f8, "deg"),
+        ("GLAT_PNT", f8, "deg"),
+        ("ZEN_PNT", f4, "deg"),
+        ("ALT_PNT", f4, "deg"),
+        ("AZ_PNT", f4, "deg"),
+        ("OBJECT", str, None),
+        ("RA_OBJ", f8, "deg"),
+        ("DEC_OBJ", f8, "deg"),
+        ("OFFSET_OBJ", f4, "deg"),
+        ("ONTIME", f4, "s"),
+        ("LIVETIME", f4, "s"),
+        ("DEADC", f4, None),
+        ("TSTART", f8, "s"),
+        ("TSTOP", f8, "s"),
+        ("DATE-OBS", str, None),
+        ("TIME-OBS", str, None),
+        ("DATE-END", str, None),
+        ("TIME-END", str, None),
+        ("N_TELS", i8, None),
+        ("TELLIST", str, None),
+        ("QUALITY", i8, None),
+        ("MUONEFF", f4, None),
+        ("EVENT_COUNT", i8, None),
+        ("SAFE_ENERGY_LO", f4, "TeV"),
+        ("SAFE_ENERGY_HI", f4, "TeV"),
     ]
+    cols = [(name, np.array([r[name] for r in rows], dtype=dt), unit) for name, dt, unit in spec]
     header = fits.Header()
     header["EXTNAME"] = "OBS_INDEX"
     for key, (value, comment) in _GADF.items():
@@ -882,16 +885,15 @@ def _obs_index_hdu(rows, object_names):
     header["ALTITUDE"] = (SITE_ALTITUDE_M, "altitude of observatory (m)")
     header["TELESCOP"] = _TELESCOP
     header["CREATOR"] = _CREATOR
-    return fits.BinTableHDU.from_columns(cols, header=header)
+    return _table_hdu(cols, header)
 
 
 def _hdu_index_hdu(rows):
-    n_file = max(len(r[4]) for r in rows)
     names = ["OBS_ID", "HDU_TYPE", "HDU_CLASS", "FILE_DIR", "FILE_NAME", "HDU_NAME", "SIZE"]
-    formats = ["K", "6A", "9A", "4A", f"{n_file}A", "6A", "K"]
+    dtypes = [np.int64, str, str, str, str, str, np.int64]
     cols = [
-        fits.Column(name, fmt, array=np.array([r[i] for r in rows]))
-        for i, (name, fmt) in enumerate(zip(names, formats))
+        (name, np.array([r[i] for r in rows], dtype=dt), None)
+        for i, (name, dt) in enumerate(zip(names, dtypes))
     ]
     header = fits.Header()
     header["EXTNAME"] = "HDU_INDEX"
@@ -900,7 +902,12 @@ def _hdu_index_hdu(rows):
     header["HDUCLAS1"] = "INDEX"
     header["HDUCLAS2"] = "HDU"
     header["CREATOR"] = _CREATOR
-    return fits.BinTableHDU.from_columns(cols, header=header)
+    return _table_hdu(cols, header)
+
+
+def _hdu_size(hdu):
+    """Size in bytes of an HDU in its (uncompressed) file: header plus padded data."""
+    return len(hdu.header.tostring()) + -(-hdu.data.nbytes // 2880) * 2880
 
 
 # --------------------------------------------------------------------------------------------
@@ -1084,24 +1091,43 @@ def simulate_datastore(
         hdu_type = ["events", "gti", "aeff", "edisp", "psf", "bkg"]
         for hdu, htype, hclass in zip(hdus, hdu_type, hdu_class):
             hdu_rows.append(
-                (obs_id, htype, hclass, "data", file_name, hdu.name, hdu.filebytes())
+                (obs_id, htype, hclass, "data", file_name, hdu.name, _hdu_size(hdu))
             )
         start, stop = _met_to_utc(obs["tstart"]), _met_to_utc(obs["tstop"])
-        obs.update(
-            offset_obj=float(_separation_deg(obs["ra_obj"], obs["dec_obj"], obs["ra_pnt"], obs["dec_pnt"])),
-            date_obs=start.strftime("%Y-%m-%d"),
-            time_obs=start.strftime("%H:%M:%S.000"),
-            date_end=stop.strftime("%Y-%m-%d"),
-            time_end=stop.strftime("%H:%M:%S.000"),
-            n_tels=4,
-            tellist="1,2,3,4",
-            quality=0,
-            event_count=int(events["EVENT_ID"].size),
-            safe_energy_lo=_aeff_lo_thres_tev(zen),
-            safe_energy_hi=ENERGY_MAX_TEV,
+        offset_obj = _separation_deg(obs["ra_obj"], obs["dec_obj"], obs["ra_pnt"], obs["dec_pnt"])
+        obs_rows.append(
+            {
+                "OBS_ID": obs_id,
+                "RA_PNT": obs["ra_pnt"],
+                "DEC_PNT": obs["dec_pnt"],
+                "GLON_PNT": obs["glon_pnt"],
+                "GLAT_PNT": obs["glat_pnt"],
+                "ZEN_PNT": obs["zen_pnt"],
+                "ALT_PNT": obs["alt_pnt"],
+                "AZ_PNT": obs["az_pnt"],
+                "OBJECT": object_name,
+                "RA_OBJ": obs["ra_obj"],
+                "DEC_OBJ": obs["dec_obj"],
+                "OFFSET_OBJ": float(offset_obj),
+                "ONTIME": obs["ontime"],
+                "LIVETIME": obs["livetime"],
+                "DEADC": obs["deadc"],
+                "TSTART": obs["tstart"],
+                "TSTOP": obs["tstop"],
+                "DATE-OBS": start.strftime("%Y-%m-%d"),
+                "TIME-OBS": start.strftime("%H:%M:%S.000"),
+                "DATE-END": stop.strftime("%Y-%m-%d"),
+                "TIME-END": stop.strftime("%H:%M:%S.000"),
+                "N_TELS": 4,
+                "TELLIST": "1,2,3,4",
+                "QUALITY": 0,
+                "MUONEFF": obs["muoneff"],
+                "EVENT_COUNT": int(events["EVENT_ID"].size),
+                "SAFE_ENERGY_LO": _aeff_lo_thres_tev(zen),
+                "SAFE_ENERGY_HI": ENERGY_MAX_TEV,
+            }
         )
-        obs_rows.append(obs)
 
-    _write_fits([_obs_index_hdu(obs_rows, [object_name] * n_obs)], obs_index_file, True)
+    _write_fits([_obs_index_hdu(obs_rows)], obs_index_file, True)
     _write_fits([_hdu_index_hdu(hdu_rows)], outdir / "hdu-index.fits.gz", True)
     return outdir
