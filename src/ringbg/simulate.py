@@ -102,6 +102,7 @@ _EDISP_OFFSET_EDGES_DEG = np.linspace(0.0, FOV_MAX_DEG, 4)
 _EDISP_MIGRA_EDGES = np.linspace(0.2, 3.0, 141)
 
 _SAMPLER_BINSZ_DEG = 0.01
+_GZIP_LEVEL = 6
 
 _GADF = {
     "HDUCLASS": ("GADF", "Signal conformance with the GADF format"),
@@ -431,25 +432,31 @@ def _aeff_hdu(table_m2, obs_id, zenith_deg):
     return _table_hdu(cols, header, single_row=True)
 
 
-def _bkg_hdu(energy_profile, bkg_format, gradient_per_deg, obs_id):
-    """BKG_3D (numpy shape (energy, DETX, DETY)) or BKG_2D (offset, energy) HDU."""
-    cols = []
+def _bkg_table(energy_profile, bkg_format, gradient_per_deg):
+    """BKG values [s-1 MeV-1 sr-1]: numpy shape (energy, DETX, DETY) for BKG_3D (as in the
+    H.E.S.S. DL3 DR1 files and as gammapy reads them), (offset, energy) for BKG_2D."""
     if bkg_format == "BKG_3D":
         nodes = _lin_centers(_BKG_FOV_EDGES_DEG)
         xn, yn = np.meshgrid(nodes, nodes, indexing="ij")
         spatial = np.exp(_bkg_spatial_ln(xn, yn, gradient_per_deg))
-        data = energy_profile[:, np.newaxis, np.newaxis] * spatial[np.newaxis] * 1e-6
-        cols += _axis_cols("DETX", _BKG_FOV_EDGES_DEG, "deg")
+        return energy_profile[:, np.newaxis, np.newaxis] * spatial[np.newaxis] * 1e-6
+    nodes = _lin_centers(_BKG_OFFSET_EDGES_DEG)
+    spatial = np.exp(_bkg_spatial_ln(nodes, 0.0, 0.0))
+    return spatial[:, np.newaxis] * energy_profile[np.newaxis, :] * 1e-6
+
+
+def _bkg_hdu(energy_profile, bkg_format, gradient_per_deg, obs_id):
+    """BKG_3D or BKG_2D HDU."""
+    if bkg_format == "BKG_3D":
+        cols = _axis_cols("DETX", _BKG_FOV_EDGES_DEG, "deg")
         cols += _axis_cols("DETY", _BKG_FOV_EDGES_DEG, "deg")
         cols += _axis_cols("ENERG", _BKG_ENERGY_EDGES_TEV, "TeV")
         extra = [("FOVALIGN", ("RADEC", "Field-of-view alignment"))]
     else:
-        nodes = _lin_centers(_BKG_OFFSET_EDGES_DEG)
-        spatial = np.exp(_bkg_spatial_ln(nodes, 0.0, 0.0))
-        data = spatial[:, np.newaxis] * energy_profile[np.newaxis, :] * 1e-6
-        cols += _axis_cols("ENERG", _BKG_ENERGY_EDGES_TEV, "TeV")
+        cols = _axis_cols("ENERG", _BKG_ENERGY_EDGES_TEV, "TeV")
         cols += _axis_cols("THETA", _BKG_OFFSET_EDGES_DEG, "deg")
         extra = []
+    data = _bkg_table(energy_profile, bkg_format, gradient_per_deg)
     cols.append(("BKG", data, "s-1 MeV-1 sr-1"))
     header = _header("BKG", ["RESPONSE", "BKG", "FULL-ENCLOSURE", bkg_format], obs_id, extra)
     return _table_hdu(cols, header, single_row=True)
@@ -825,14 +832,56 @@ def _gti_hdu(obs):
     return _table_hdu(cols, header)
 
 
+class _ObservationHDUs:
+    """The HDUs of the observation files, from templates updated in place.
+
+    astropy's header handling dominates the cost of building and writing small tables, so the
+    GTI and IRF HDUs are built once per data store; per observation only their values change.
+    """
+
+    def __init__(self, bkg_format, gradient_per_deg):
+        self.bkg_format = bkg_format
+        self.gradient_per_deg = gradient_per_deg
+        self._templates = None
+
+    def __call__(self, obs, events):
+        obs_id = obs["obs_id"]
+        if self._templates is None:
+            self._templates = {
+                "gti": _gti_hdu(obs),
+                "aeff": _aeff_hdu(obs["aeff_table"], obs_id, obs["zen_pnt"]),
+                "edisp": _edisp_hdu(obs_id),
+                "psf": _psf_hdu(obs_id),
+                "bkg": _bkg_hdu(
+                    obs["bkg_energy_profile"], self.bkg_format, self.gradient_per_deg, obs_id
+                ),
+            }
+        else:
+            t = self._templates
+            for hdu in t.values():
+                hdu.header["OBS_ID"] = obs_id
+            t["gti"].data["START"][0] = obs["tstart"]
+            t["gti"].data["STOP"][0] = obs["tstop"]
+            t["gti"].header["TSTART"] = obs["tstart"]
+            t["gti"].header["TSTOP"] = obs["tstop"]
+            t["aeff"].data["EFFAREA"][0] = obs["aeff_table"]
+            t["aeff"].header["ZENITH"] = obs["zen_pnt"]
+            t["aeff"].header["LO_THRES"] = _aeff_lo_thres_tev(obs["zen_pnt"])
+            t["bkg"].data["BKG"][0] = _bkg_table(
+                obs["bkg_energy_profile"], self.bkg_format, self.gradient_per_deg
+            )
+        t = self._templates
+        return [_events_hdu(events, obs), t["gti"], t["aeff"], t["edisp"], t["psf"], t["bkg"]]
+
+
 def _write_fits(hdus, path, gzip):
     """Write HDUs; gzip with a zero mtime so that files are byte-reproducible."""
     hdul = fits.HDUList([fits.PrimaryHDU(), *hdus])
     buf = io.BytesIO()
-    hdul.writeto(buf)
+    hdul.writeto(buf, output_verify="ignore")
     data = buf.getvalue()
     if gzip:
-        data = _gzip.compress(data, compresslevel=6, mtime=0)
+        data = _gzip.compress(data, compresslevel=_GZIP_LEVEL, mtime=0)
     Path(path).write_bytes(data)
 
 
@@ -1047,6 +1096,7 @@ def simulate_datastore(
     alt, az = _altaz_deg(ra_pnt, dec_pnt, 0.5 * (tstart + tstop))
 
     suffix = ".fits.gz" if gzip else ".fits"
+    make_hdus = _ObservationHDUs(bkg_format, bkg_gradient_per_deg)
     obs_rows, hdu_rows = [], []
     for k in range(n_obs):
         obs_id = int(obs_ids[k])
@@ -1077,14 +1127,7 @@ def simulate_datastore(
             ),
         }
         events = _simulate_events(rngs[k], obs, src_list, bkg_format, bkg_gradient_per_deg)
-        hdus = [
-            _events_hdu(events, obs),
-            _gti_hdu(obs),
-            _aeff_hdu(aeff_table, obs_id, zen),
-            _edisp_hdu(obs_id),
-            _psf_hdu(obs_id),
-            _bkg_hdu(obs["bkg_energy_profile"], bkg_format, bkg_gradient_per_deg, obs_id),
-        ]
+        hdus = make_hdus(obs, events)
         file_name = f"obs_{obs_id:06d}{suffix}"
         _write_fits(hdus, outdir / "data" / file_name, gzip)
         hdu_class = ["events", "gti", "aeff_2d", "edisp_2d", "psf_table", bkg_format.lower()]
