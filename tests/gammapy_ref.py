@@ -31,6 +31,7 @@ import time
 import warnings
 
 import astropy.units as u
+from astropy.units import UnitsWarning
 import numpy as np
 from astropy.coordinates import Angle, SkyCoord
 from regions import CircleSkyRegion
@@ -494,6 +495,8 @@ def run_gammapy(cfg, *, per_obs=True, selection_optional=("errn-errp", "ul")):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
+            # CTA 1DC IRFs: BKG unit '1/s/MeV/sr' is not FITS-standard
+            warnings.simplefilter("ignore", UnitsWarning)
             analysis.get_observations()
             analysis.get_datasets()
     finally:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from astropy.table import Table
 
-from .dl3 import DL3Error, Observation, open_fits, read_aeff, read_bkg, read_events, read_gti
+from .dl3 import DL3Error, Observation, read_aeff, read_bkg, read_events, read_fits_tables, read_gti
 from .geom import angular_separation_deg, to_frame
 
 __all__ = ["DataStore", "DataStoreError"]
@@ -179,20 +179,16 @@ class DataStore:
                     f"(ringbg reads {', '.join(sorted(KNOWN_CLASSES[hdu_type]))})"
                 )
         files = {}
-        try:
-            hdus = {}
-            for hdu_type in REQUIRED_HDUS:
-                path, name, _ = locations[hdu_type]
-                if path not in files:
-                    files[path] = open_fits(path)
-                try:
-                    hdus[hdu_type] = files[path][name]
-                except KeyError:
-                    raise DL3Error(f"{path}: no HDU named '{name}' (observation {obs_id})") from None
-            return _build_observation(obs_id, hdus, locations)
-        finally:
-            for hdul in files.values():
-                hdul.close()
+        hdus = {}
+        for hdu_type in REQUIRED_HDUS:
+            path, name, _ = locations[hdu_type]
+            if path not in files:
+                files[path] = read_fits_tables(path)
+            table = files[path].get(name.upper())
+            if table is None:
+                raise DL3Error(f"{path}: no HDU named '{name}' (observation {obs_id})")
+            hdus[hdu_type] = table
+        return _build_observation(obs_id, hdus, locations)
 
 
 def _time_reference(header):

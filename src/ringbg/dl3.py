@@ -5,13 +5,18 @@ Readers return plain numpy arrays with units in the names (``_deg``, ``_tev``, `
 gammapy 2.1 (natural log for energy, linear for angles), see `IrfAxis`.
 """
 
+import gzip
+import io
 import logging
 import warnings
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
 from astropy.io import fits
 from astropy.units import Unit, UnitsError
+
+from .fitsfile import Table, UnsupportedFITS, read_tables
 
 __all__ = [
     "DL3Error",
@@ -153,17 +158,16 @@ class Observation:
         return self.ontime_s * self.deadc
 
 
-def _column(hdu, names, path, unit=None):
-    """A column by the first of ``names`` present, converted to ``unit`` (row 0 for IRFs)."""
-    cols = {c.name.upper(): c for c in hdu.columns}
+def _column(table, names, path, unit=None):
+    """A column by the first of ``names`` present, as float, converted to ``unit``."""
     for name in names:
-        if name in cols:
-            col = cols[name]
-            data = np.asarray(hdu.data[col.name], dtype=float)
+        if name in table:
+            data = np.asarray(table.column(name), dtype=float)
             if unit is not None:
-                data = data * _unit_factor(col.unit, unit, f"{path} [{hdu.name}] column {name}")
+                data = data * _unit_factor(table.unit(name), unit,
+                                           f"{path} [{table.name}] column {name}")
             return data
-    raise DL3Error(f"{path}: HDU {hdu.name} has no column {' or '.join(names)}")
+    raise DL3Error(f"{path}: HDU {table.name} has no column {' or '.join(names)}")
 
 
 def _unit_factor(unit_str, target, where):
@@ -182,84 +186,85 @@ def _unit_factor(unit_str, target, where):
         raise DL3Error(f"{where}: unit {unit_str!r} cannot be converted to {target}") from exc
 
 
-def read_events(hdu, path):
-    """RA, Dec (deg) and energy (TeV) of the events of an EVENTS HDU, and its header."""
-    if hdu.data is None or len(hdu.data) == 0:
-        empty = np.zeros(0)
-        return empty, empty, empty, dict(hdu.header)
-    ra = _column(hdu, ["RA"], path, "deg")
-    dec = _column(hdu, ["DEC"], path, "deg")
-    energy = _column(hdu, ["ENERGY"], path, "TeV")
-    return ra, dec, energy, dict(hdu.header)
+def read_events(table, path):
+    """RA, Dec (deg) and energy (TeV) of the events of an EVENTS table, and its header."""
+    ra = _column(table, ["RA"], path, "deg")
+    dec = _column(table, ["DEC"], path, "deg")
+    energy = _column(table, ["ENERGY"], path, "TeV")
+    return ra, dec, energy, table.header
 
 
-def read_gti(hdu, path):
+def read_gti(table, path):
     """GTI start and stop times (s, relative to the time reference)."""
-    start = _column(hdu, ["START"], path, "s")
-    stop = _column(hdu, ["STOP"], path, "s")
+    start = _column(table, ["START"], path, "s")
+    stop = _column(table, ["STOP"], path, "s")
     return start, stop
 
 
-def _irf_values(hdu, names, path, unit, shape):
+def _irf_values(table, names, path, unit, shape):
     """The IRF value column, row 0, oriented as gammapy 2.1 orients it.
 
     gammapy transposes the numpy array of the column and transposes it back when the shape does
     not match its axes; the resulting index order is what the interpolation uses.
     """
-    values = _column(hdu, names, path, unit)
+    if len(table) == 0:
+        raise DL3Error(f"{path}: HDU {table.name} has no rows")
+    values = _column(table, names, path, unit)
     values = values[0] if values.ndim > len(shape) else values
     data = values.T
     if data.shape != tuple(shape):
         data = data.T
     if data.shape != tuple(shape):
         raise DL3Error(
-            f"{path}: HDU {hdu.name} values have shape {values.shape}, axes need {tuple(shape)}"
+            f"{path}: HDU {table.name} values have shape {values.shape}, axes need {tuple(shape)}"
         )
     return data
 
 
-def _axis(hdu, prefix, name, log, path, unit):
-    lo = _column(hdu, [f"{prefix}_LO"], path, unit)[0]
-    hi = _column(hdu, [f"{prefix}_HI"], path, unit)[0]
+def _axis(table, prefix, name, log, path, unit):
+    if len(table) == 0:
+        raise DL3Error(f"{path}: HDU {table.name} has no rows")
+    lo = _column(table, [f"{prefix}_LO"], path, unit)[0]
+    hi = _column(table, [f"{prefix}_HI"], path, unit)[0]
     return IrfAxis.from_lo_hi(name, lo, hi, log)
 
 
-def read_aeff(hdu, path):
+def read_aeff(table, path):
     """AEFF_2D as an `EffectiveArea` (m2; energy in TeV, offset in deg)."""
-    energy = _axis(hdu, "ENERG", "energy_true", True, path, "TeV")
-    offset = _axis(hdu, "THETA", "offset", False, path, "deg")
+    energy = _axis(table, "ENERG", "energy_true", True, path, "TeV")
+    offset = _axis(table, "THETA", "offset", False, path, "deg")
     shape = (len(energy.nodes), len(offset.nodes))
-    values = _irf_values(hdu, ["EFFAREA", "SPECRESP"], path, "m2", shape)
-    header = hdu.header
+    values = _irf_values(table, ["EFFAREA", "SPECRESP"], path, "m2", shape)
+    header = table.header
     lo = header.get("LO_THRES")
     hi = header.get("HI_THRES")
     return EffectiveArea(energy, offset, values, lo, hi)
 
 
-def read_bkg(hdu, path, events_header=None):
+def read_bkg(table, path, events_header=None):
     """BKG_3D or BKG_2D as a `Background` (s-1 MeV-1 sr-1).
 
     ``events_header`` decides the H.E.S.S. DR1 orientation quirk (see ALGORITHMS.md).
     """
-    names = {c.name.upper() for c in hdu.columns}
-    energy = _axis(hdu, "ENERG", "energy", True, path, "TeV")
+    names = set(table.colnames)
+    energy = _axis(table, "ENERG", "energy", True, path, "TeV")
     unit = "s-1 MeV-1 sr-1"
     if "DETX_LO" in names:
-        lon = _axis(hdu, "DETX", "fov_lon", False, path, "deg")
-        lat = _axis(hdu, "DETY", "fov_lat", False, path, "deg")
+        lon = _axis(table, "DETX", "fov_lon", False, path, "deg")
+        lat = _axis(table, "DETY", "fov_lat", False, path, "deg")
         shape = (len(energy.nodes), len(lon.nodes), len(lat.nodes))
-        values = _irf_values(hdu, ["BKG", "BGD"], path, unit, shape)
+        values = _irf_values(table, ["BKG", "BGD"], path, unit, shape)
         spatial = (lon, lat)
     elif "THETA_LO" in names:
-        offset = _axis(hdu, "THETA", "offset", False, path, "deg")
+        offset = _axis(table, "THETA", "offset", False, path, "deg")
         shape = (len(energy.nodes), len(offset.nodes))
-        values = _irf_values(hdu, ["BKG", "BGD"], path, unit, shape)
+        values = _irf_values(table, ["BKG", "BGD"], path, unit, shape)
         spatial = (offset,)
     else:
-        raise DL3Error(f"{path}: HDU {hdu.name} is neither BKG_3D (DETX/DETY) nor BKG_2D (THETA)")
-    alignment = str(hdu.header.get("FOVALIGN", "RADEC")).strip().upper()
+        raise DL3Error(f"{path}: HDU {table.name} is neither BKG_3D (DETX/DETY) nor BKG_2D (THETA)")
+    alignment = str(table.header.get("FOVALIGN", "RADEC")).strip().upper()
     if alignment not in ("RADEC", "ALTAZ"):
-        raise DL3Error(f"{path}: HDU {hdu.name} has FOVALIGN={alignment!r}; RADEC or ALTAZ")
+        raise DL3Error(f"{path}: HDU {table.name} has FOVALIGN={alignment!r}; RADEC or ALTAZ")
     header = events_header or {}
     if (
         len(spatial) == 2
@@ -270,16 +275,29 @@ def read_bkg(hdu, path, events_header=None):
     return Background(energy, spatial, values, alignment)
 
 
-def open_fits(path):
-    """Open a FITS file fully into memory with a clear error for missing or broken files."""
+def read_fits_tables(path):
+    """The binary tables of a FITS file (gzipped or not) as ``{EXTNAME: Table}``.
+
+    The file is read and decompressed in one pass and parsed by `ringbg.fitsfile`; files
+    using features it leaves aside are read with astropy. Raises `DL3Error` naming the file.
+    """
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            hdul = fits.open(path, memmap=False, lazy_load_hdus=False)
-            for hdu in hdul:
-                hdu.verify("silentfix")
-        return hdul
+        with open(path, "rb") as f:
+            raw = f.read()
     except FileNotFoundError as exc:
         raise DL3Error(f"{path}: file not found") from exc
-    except (OSError, EOFError, ValueError, TypeError) as exc:
+    except OSError as exc:
+        raise DL3Error(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    try:
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+        try:
+            return read_tables(raw)
+        except UnsupportedFITS:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with fits.open(io.BytesIO(raw), memmap=False) as hdul:
+                    return {h.name.upper(): Table.from_astropy(h) for h in hdul[1:]
+                            if isinstance(h, fits.BinTableHDU)}
+    except (OSError, EOFError, ValueError, TypeError, zlib.error) as exc:
         raise DL3Error(f"{path}: cannot be read as FITS ({exc})") from exc

@@ -11,8 +11,9 @@ import numpy as np
 __all__ = [
     "interp_missing_energy",
     "aeff_values_m2",
-    "bkg_rate_at_edges",
+    "bkg_log_rate_at_edges",
     "integrate_power_law",
+    "integrate_power_law_log",
 ]
 
 TINY_F32 = float(np.finfo(np.float32).tiny)
@@ -99,16 +100,22 @@ def interp_missing_energy(values):
     values = np.array(values, dtype=float, copy=True)
     flat = values.reshape(values.shape[0], -1)
     valid = np.isfinite(flat) & (flat > 0)
-    missing = ~valid
-    if not missing.any():
+    n = flat.shape[0]
+    idx = np.arange(n)[:, None]
+    has = valid.any(axis=0)
+    # for each entry: the nearest valid index below and above (-1 / n when none)
+    below = np.maximum.accumulate(np.where(valid, idx, -1), axis=0)
+    above = np.flip(np.minimum.accumulate(np.flip(np.where(valid, idx, n), axis=0), axis=0),
+                    axis=0)
+    fill = ~valid & (below >= 0) & (above < n) & has[None, :]
+    if not fill.any():
         return values
-    idx = np.arange(flat.shape[0])
-    for col in np.nonzero(missing.any(axis=0) & valid.any(axis=0))[0]:
-        ok = valid[:, col]
-        first, last = idx[ok][0], idx[ok][-1]
-        fill = missing[:, col] & (idx > first) & (idx < last)
-        if fill.any():
-            flat[fill, col] = np.exp(np.interp(idx[fill], idx[ok], np.log(flat[ok, col])))
+    rows, cols = np.nonzero(fill)
+    lo, hi = below[rows, cols], above[rows, cols]
+    with np.errstate(divide="ignore"):
+        log_lo, log_hi = np.log(flat[lo, cols]), np.log(flat[hi, cols])
+    t = (rows - lo) / (hi - lo)
+    flat[rows, cols] = np.exp(log_lo + t * (log_hi - log_lo))
     return flat.reshape(values.shape)
 
 
@@ -119,8 +126,24 @@ def log_values(values):
         return np.log(np.maximum(v, np.float32(TINY_F32)))
 
 
-def bkg_rate_at_edges(bkg, log_values_e, energy_edges_tev, spatial_coords):
-    """Background rate (s-1 MeV-1 sr-1) at the reconstructed-energy edges.
+def _fractional_index(axis, x):
+    """Continuous node index of ``x`` (linear between nodes, extrapolated beyond the ends)."""
+    idx, t, single = _bracket(axis.nodes, x)
+    return np.zeros(np.shape(x)) if single else idx + t
+
+
+def _pad_linear(values, dim):
+    """Add one node at each end of ``dim``, on the line through the two outer nodes."""
+    v = np.moveaxis(values, dim, 0)
+    if v.shape[0] == 1:
+        lo, hi = v[:1], v[-1:]
+    else:
+        lo, hi = 2 * v[:1] - v[1:2], 2 * v[-1:] - v[-2:-1]
+    return np.moveaxis(np.concatenate([lo, v, hi]), 0, dim)
+
+
+def bkg_log_rate_at_edges(bkg, log_values_e, energy_edges_tev, spatial_coords):
+    """Log of the background rate (s-1 MeV-1 sr-1) at the reconstructed-energy edges.
 
     Parameters
     ----------
@@ -135,28 +158,49 @@ def bkg_rate_at_edges(bkg, log_values_e, energy_edges_tev, spatial_coords):
 
     Returns
     -------
-    rate : `~numpy.ndarray`
-        Shape ``(m,) + s``.
+    log_rate : `~numpy.ndarray`
+        Shape ``(m,) + s``, multilinear in (ln E, lon, lat) or (ln E, offset).
+    inside : `~numpy.ndarray`
+        Shape ``(m,) + s``: False where a coordinate is outside the IRF axis edges.
     """
     log_e = np.log(energy_edges_tev)
     planes = interp_1d_axis(log_values_e, bkg.energy, log_e, along=0)
     e_inside = _inside(bkg.energy, log_e)
-    if bkg.is_3d:
-        lon, lat = spatial_coords
-        logv = bilinear(planes, bkg.spatial[0], lon, bkg.spatial[1], lat)
-        inside = _inside(bkg.spatial[0], lon) & _inside(bkg.spatial[1], lat)
-    else:
-        (offset,) = spatial_coords
-        flat = offset.ravel()
-        logv = interp_1d_axis(planes, bkg.spatial[0], flat, along=1).reshape(
-            (len(log_e),) + offset.shape
-        )
-        inside = _inside(bkg.spatial[0], offset)
-    with np.errstate(over="ignore"):
-        rate = np.exp(logv)
-    rate = np.where(rate <= 2 * TINY_F64, 0.0, rate)
-    rate = np.where(inside[None] & e_inside.reshape((-1,) + (1,) * inside.ndim), rate, 0.0)
-    return np.clip(rate, 0.0, None)
+    shape = np.shape(spatial_coords[0])
+    m = len(log_e)
+    # energy last, so that each spatial lookup fetches the m values in one contiguous row
+    table = np.ascontiguousarray(np.moveaxis(planes, 0, -1))
+    inside = np.ones(shape, dtype=bool)
+    corners = [((), 1.0)]
+    for axis, coord in zip(bkg.spatial, spatial_coords):
+        flat = np.ravel(coord)
+        idx, t, single = _bracket(axis.nodes, flat)
+        hi = idx if single else idx + 1
+        corners = [(c + (i,), w * f) for c, w in corners
+                   for i, f in ((idx, 1.0 - t), (hi, t))]
+        inside &= _inside(axis, coord)
+    log_rate = sum(table[c] * w[:, None] for c, w in corners)
+    inside = inside[None] & e_inside.reshape((-1,) + (1,) * len(shape))
+    return log_rate.T.reshape((m,) + shape), inside
+
+
+def integrate_power_law_log(log_y, inside, energy_edges):
+    """Integrate along axis 0 between consecutive edges, each bin as a power law.
+
+    The same as `integrate_power_law` on ``exp(log_y)`` (zero where not ``inside`` and for
+    values at or below twice the float64 tiny), using the logs directly.
+    """
+    y = np.where(inside, np.exp(log_y), 0.0)
+    y = np.where(y <= 2 * TINY_F64, 0.0, y)
+    e = np.asarray(energy_edges, dtype=float).reshape((-1,) + (1,) * (log_y.ndim - 1))
+    log_ratio_e = np.log(e[1:] / e[:-1])
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        index = (log_y[:-1] - log_y[1:]) / log_ratio_e
+        val = 1.0 - index
+        integral = y[:-1] * e[:-1] / val * np.expm1(val * log_ratio_e)
+        integral = np.where(np.abs(val) <= 1e-8, y[:-1] * e[:-1] * log_ratio_e, integral)
+    both = (y[:-1] > 0) & (y[1:] > 0)
+    return np.where(both, integral, 0.0)
 
 
 def integrate_power_law(values, energy_edges):

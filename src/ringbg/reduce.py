@@ -13,8 +13,8 @@ import numpy as np
 from .geom import angular_separation_deg, offset_frame_lonlat
 from .irf import (
     aeff_values_m2,
-    bkg_rate_at_edges,
-    integrate_power_law,
+    bkg_log_rate_at_edges,
+    integrate_power_law_log,
     interp_missing_energy,
     log_values,
 )
@@ -155,8 +155,8 @@ def background_cube(obs, geom, slices):
     edges = geom.energy_edges_tev
 
     def integrated(coords):
-        rate = bkg_rate_at_edges(prepared, logv, edges, coords)
-        return integrate_power_law(rate, edges)
+        log_rate, inside = bkg_log_rate_at_edges(prepared, logv, edges, coords)
+        return integrate_power_law_log(log_rate, inside, edges)
 
     if not bkg.is_3d:
         offset = angular_separation_deg(ra, dec, obs.pointing_ra_deg, obs.pointing_dec_deg)

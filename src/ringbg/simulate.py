@@ -37,6 +37,7 @@ import functools
 import gzip as _gzip
 import io
 import math
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -102,7 +103,7 @@ _EDISP_OFFSET_EDGES_DEG = np.linspace(0.0, FOV_MAX_DEG, 4)
 _EDISP_MIGRA_EDGES = np.linspace(0.2, 3.0, 141)
 
 _SAMPLER_BINSZ_DEG = 0.01
-_GZIP_LEVEL = 6
+_GZIP_LEVEL = 1  # the event lists hardly compress; level 1 is as small and fastest
 
 _GADF = {
     "HDUCLASS": ("GADF", "Signal conformance with the GADF format"),
@@ -874,15 +875,62 @@ class _ObservationHDUs:
         return [_events_hdu(events, obs), t["gti"], t["aeff"], t["edisp"], t["psf"], t["bkg"]]
 
 
-def _write_fits(hdus, path, gzip):
-    """Write HDUs; gzip with a zero mtime so that files are byte-reproducible."""
-    hdul = fits.HDUList([fits.PrimaryHDU(), *hdus])
+def _fits_bytes(hdus):
+    """The bytes of a FITS file with an empty primary HDU and ``hdus``."""
     buf = io.BytesIO()
-    hdul.writeto(buf, output_verify="ignore")
-    data = buf.getvalue()
+    fits.HDUList([fits.PrimaryHDU(), *hdus]).writeto(buf, output_verify="ignore")
+    return buf.getvalue()
+
+
+def _write_bytes(data, path, gzip):
+    """Write bytes, gzipped with a zero mtime so that files are byte-reproducible."""
     if gzip:
         data = _gzip.compress(data, compresslevel=_GZIP_LEVEL, mtime=0)
     Path(path).write_bytes(data)
+
+
+def _obs_index_row(obs, event_count):
+    start, stop = _met_to_utc(obs["tstart"]), _met_to_utc(obs["tstop"])
+    offset_obj = _separation_deg(obs["ra_obj"], obs["dec_obj"], obs["ra_pnt"], obs["dec_pnt"])
+    return {
+        "OBS_ID": obs["obs_id"],
+        "RA_PNT": obs["ra_pnt"],
+        "DEC_PNT": obs["dec_pnt"],
+        "GLON_PNT": obs["glon_pnt"],
+        "GLAT_PNT": obs["glat_pnt"],
+        "ZEN_PNT": obs["zen_pnt"],
+        "ALT_PNT": obs["alt_pnt"],
+        "AZ_PNT": obs["az_pnt"],
+        "OBJECT": obs["object"],
+        "RA_OBJ": obs["ra_obj"],
+        "DEC_OBJ": obs["dec_obj"],
+        "OFFSET_OBJ": float(offset_obj),
+        "ONTIME": obs["ontime"],
+        "LIVETIME": obs["livetime"],
+        "DEADC": obs["deadc"],
+        "TSTART": obs["tstart"],
+        "TSTOP": obs["tstop"],
+        "DATE-OBS": start.strftime("%Y-%m-%d"),
+        "TIME-OBS": start.strftime("%H:%M:%S.000"),
+        "DATE-END": stop.strftime("%Y-%m-%d"),
+        "TIME-END": stop.strftime("%H:%M:%S.000"),
+        "N_TELS": 4,
+        "TELLIST": "1,2,3,4",
+        "QUALITY": 0,
+        "MUONEFF": obs["muoneff"],
+        "EVENT_COUNT": event_count,
+        "SAFE_ENERGY_LO": _aeff_lo_thres_tev(obs["zen_pnt"]),
+        "SAFE_ENERGY_HI": ENERGY_MAX_TEV,
+    }
+
+
+def _hdu_index_rows(obs_id, file_name, hdus, bkg_format):
+    hdu_type = ["events", "gti", "aeff", "edisp", "psf", "bkg"]
+    hdu_class = ["events", "gti", "aeff_2d", "edisp_2d", "psf_table", bkg_format.lower()]
+    return [
+        (obs_id, htype, hclass, "data", file_name, hdu.name, _hdu_size(hdu))
+        for hdu, htype, hclass in zip(hdus, hdu_type, hdu_class)
+    ]
 
 
 def _obs_index_hdu(rows):
@@ -1098,79 +1146,47 @@ def simulate_datastore(
     suffix = ".fits.gz" if gzip else ".fits"
     make_hdus = _ObservationHDUs(bkg_format, bkg_gradient_per_deg)
     obs_rows, hdu_rows = [], []
-    for k in range(n_obs):
-        obs_id = int(obs_ids[k])
-        zen = 90.0 - float(alt[k])
-        aeff_table = _aeff_table_m2(zen)
-        obs = {
-            "obs_id": obs_id,
-            "ra_pnt": float(ra_pnt[k]),
-            "dec_pnt": float(dec_pnt[k]),
-            "glon_pnt": float(gal.l.deg[k]),
-            "glat_pnt": float(gal.b.deg[k]),
-            "alt_pnt": float(alt[k]),
-            "az_pnt": float(az[k]),
-            "zen_pnt": zen,
-            "ra_obj": float(ra_obj[k]),
-            "dec_obj": float(dec_obj[k]),
-            "object": object_name,
-            "tstart": float(tstart[k]),
-            "tstop": float(tstop[k]),
-            "ontime": float(ontime[k]),
-            "livetime": float(ontime[k] * deadc[k]),
-            "deadc": float(deadc[k]),
-            "muoneff": float(rngs[k].uniform(0.85, 0.95)),
-            "aeff_table": aeff_table,
-            "aeff_max": _aeff_interp_max_m2(aeff_table),
-            "bkg_energy_profile": _bkg_energy_profile(
-                _log_centers(_BKG_ENERGY_EDGES_TEV), zen
-            ),
-        }
-        events = _simulate_events(rngs[k], obs, src_list, bkg_format, bkg_gradient_per_deg)
-        hdus = make_hdus(obs, events)
-        file_name = f"obs_{obs_id:06d}{suffix}"
-        _write_fits(hdus, outdir / "data" / file_name, gzip)
-        hdu_class = ["events", "gti", "aeff_2d", "edisp_2d", "psf_table", bkg_format.lower()]
-        hdu_type = ["events", "gti", "aeff", "edisp", "psf", "bkg"]
-        for hdu, htype, hclass in zip(hdus, hdu_type, hdu_class):
-            hdu_rows.append(
-                (obs_id, htype, hclass, "data", file_name, hdu.name, _hdu_size(hdu))
-            )
-        start, stop = _met_to_utc(obs["tstart"]), _met_to_utc(obs["tstop"])
-        offset_obj = _separation_deg(obs["ra_obj"], obs["dec_obj"], obs["ra_pnt"], obs["dec_pnt"])
-        obs_rows.append(
-            {
-                "OBS_ID": obs_id,
-                "RA_PNT": obs["ra_pnt"],
-                "DEC_PNT": obs["dec_pnt"],
-                "GLON_PNT": obs["glon_pnt"],
-                "GLAT_PNT": obs["glat_pnt"],
-                "ZEN_PNT": obs["zen_pnt"],
-                "ALT_PNT": obs["alt_pnt"],
-                "AZ_PNT": obs["az_pnt"],
-                "OBJECT": object_name,
-                "RA_OBJ": obs["ra_obj"],
-                "DEC_OBJ": obs["dec_obj"],
-                "OFFSET_OBJ": float(offset_obj),
-                "ONTIME": obs["ontime"],
-                "LIVETIME": obs["livetime"],
-                "DEADC": obs["deadc"],
-                "TSTART": obs["tstart"],
-                "TSTOP": obs["tstop"],
-                "DATE-OBS": start.strftime("%Y-%m-%d"),
-                "TIME-OBS": start.strftime("%H:%M:%S.000"),
-                "DATE-END": stop.strftime("%Y-%m-%d"),
-                "TIME-END": stop.strftime("%H:%M:%S.000"),
-                "N_TELS": 4,
-                "TELLIST": "1,2,3,4",
-                "QUALITY": 0,
-                "MUONEFF": obs["muoneff"],
-                "EVENT_COUNT": int(events["EVENT_ID"].size),
-                "SAFE_ENERGY_LO": _aeff_lo_thres_tev(zen),
-                "SAFE_ENERGY_HI": ENERGY_MAX_TEV,
+    # compression and disk writes (which release the GIL) overlap with the simulation
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        pending = []
+        for k in range(n_obs):
+            zen = 90.0 - float(alt[k])
+            aeff_table = _aeff_table_m2(zen)
+            obs = {
+                "obs_id": int(obs_ids[k]),
+                "ra_pnt": float(ra_pnt[k]),
+                "dec_pnt": float(dec_pnt[k]),
+                "glon_pnt": float(gal.l.deg[k]),
+                "glat_pnt": float(gal.b.deg[k]),
+                "alt_pnt": float(alt[k]),
+                "az_pnt": float(az[k]),
+                "zen_pnt": zen,
+                "ra_obj": float(ra_obj[k]),
+                "dec_obj": float(dec_obj[k]),
+                "object": object_name,
+                "tstart": float(tstart[k]),
+                "tstop": float(tstop[k]),
+                "ontime": float(ontime[k]),
+                "livetime": float(ontime[k] * deadc[k]),
+                "deadc": float(deadc[k]),
+                "muoneff": float(rngs[k].uniform(0.85, 0.95)),
+                "aeff_table": aeff_table,
+                "aeff_max": _aeff_interp_max_m2(aeff_table),
+                "bkg_energy_profile": _bkg_energy_profile(
+                    _log_centers(_BKG_ENERGY_EDGES_TEV), zen
+                ),
             }
-        )
-
-    _write_fits([_obs_index_hdu(obs_rows)], obs_index_file, True)
-    _write_fits([_hdu_index_hdu(hdu_rows)], outdir / "hdu-index.fits.gz", True)
+            events = _simulate_events(rngs[k], obs, src_list, bkg_format, bkg_gradient_per_deg)
+            hdus = make_hdus(obs, events)
+            file_name = f"obs_{obs['obs_id']:06d}{suffix}"
+            data = _fits_bytes(hdus)
+            pending.append(pool.submit(_write_bytes, data, outdir / "data" / file_name, gzip))
+            if len(pending) > 8:
+                pending.pop(0).result()
+            hdu_rows += _hdu_index_rows(obs["obs_id"], file_name, hdus, bkg_format)
+            obs_rows.append(_obs_index_row(obs, int(events["EVENT_ID"].size)))
+        for future in pending:
+            future.result()
+    _write_bytes(_fits_bytes([_hdu_index_hdu(hdu_rows)]), outdir / "hdu-index.fits.gz", True)
+    _write_bytes(_fits_bytes([_obs_index_hdu(obs_rows)]), obs_index_file, True)
     return outdir

@@ -70,32 +70,30 @@ def excess_error(n_on, n_off, alpha):
     return np.sqrt(n_on + alpha**2 * n_off)
 
 
-def _bisect(fn, lo, hi, iterations=80):
-    """Vectorised root of ``fn`` in [lo, hi]; NaN where the ends do not bracket a sign change."""
-    f_lo, f_hi = fn(lo), fn(hi)
-    ok = np.isfinite(f_lo) & np.isfinite(f_hi) & (np.sign(f_lo) != np.sign(f_hi))
-    lo, hi = lo.copy(), hi.copy()
-    for _ in range(iterations):
-        mid = 0.5 * (lo + hi)
-        f_mid = fn(mid)
-        left = np.sign(f_mid) == np.sign(f_lo)
-        lo = np.where(left, mid, lo)
-        f_lo = np.where(left, f_mid, f_lo)
-        hi = np.where(left, hi, mid)
-    root = 0.5 * (lo + hi)
-    exact_lo = f_lo == 0
-    root = np.where(exact_lo, lo, root)
-    return np.where(ok, root, np.nan)
+def _wstat_offset(mu, n_on, n_off, alpha, target):
+    return wstat(n_on, n_off, alpha, mu) - target
 
 
 def _profile_root(n_on, n_off, alpha, start, stop, delta):
+    """Signal ``mu`` in [start, stop] where WStat rises by ``delta`` above its minimum.
+
+    Vectorised Chandrupatla root finding; NaN where the interval does not bracket a root.
+    """
+    from scipy.optimize.elementwise import find_root
+
     n_on, n_off, alpha, start, stop = np.broadcast_arrays(*_f64(n_on, n_off, alpha, start, stop))
-    stat_max = wstat(n_on, n_off, alpha, excess(n_on, n_off, alpha))
-
-    def fn(mu):
-        return wstat(n_on, n_off, alpha, mu) - (stat_max + delta)
-
-    return _bisect(fn, start, stop)
+    target = wstat(n_on, n_off, alpha, excess(n_on, n_off, alpha)) + delta
+    f_lo = _wstat_offset(start, n_on, n_off, alpha, target)
+    f_hi = _wstat_offset(stop, n_on, n_off, alpha, target)
+    ok = np.isfinite(f_lo) & np.isfinite(f_hi) & (np.sign(f_lo) != np.sign(f_hi)) & (start < stop)
+    root = np.full(n_on.shape, np.nan)
+    if ok.any():
+        res = find_root(_wstat_offset, (start[ok], stop[ok]),
+                        args=(n_on[ok], n_off[ok], alpha[ok], target[ok]),
+                        tolerances={"xrtol": 1e-12, "xatol": 1e-12})
+        root[ok] = res.x
+    exact = np.isfinite(f_lo) & (f_lo == 0)
+    return np.where(exact, start, root)
 
 
 def excess_errn(n_on, n_off, alpha, n_sigma=1.0):

@@ -1,0 +1,194 @@
+"""A small, fast reader of FITS binary tables (the HDUs of GADF DL3 files).
+
+astropy.io.fits spends most of its time on header-card objects and column machinery; a DL3
+observation needs a few tables read once, so this module parses the headers directly and
+views each table as a numpy record array. Anything it does not handle (variable-length
+arrays, images with data other than the primary) makes `read_tables` raise
+`UnsupportedFITS`, and the caller falls back to astropy.
+"""
+
+import re
+
+import numpy as np
+
+__all__ = ["Table", "read_tables", "UnsupportedFITS"]
+
+BLOCK = 2880
+_TFORM = re.compile(r"^\s*(\d*)([LXBIJKAEDCM])\s*$")
+_NUMPY = {"L": "i1", "B": "u1", "I": ">i2", "J": ">i4", "K": ">i8", "E": ">f4", "D": ">f8",
+          "C": ">c8", "M": ">c16"}
+
+
+class UnsupportedFITS(Exception):
+    """The file uses a FITS feature this reader leaves to astropy."""
+
+
+class Table:
+    """A binary table HDU: ``header`` (dict of keyword -> value) and named columns."""
+
+    def __init__(self, header, data, columns):
+        self.header = header
+        self._data = data
+        self._columns = columns  # name -> (field, unit, tzero, tscal, shape)
+        self.name = str(header.get("EXTNAME", "")).strip()
+
+    @classmethod
+    def from_astropy(cls, hdu):
+        """Wrap an astropy ``BinTableHDU`` (which applies TZERO, TSCAL and TDIM itself)."""
+        columns = {c.name.upper(): (c.name, str(c.unit or ""), 0, 1, None)
+                   for c in hdu.columns}
+        return cls(dict(hdu.header), hdu.data, columns)
+
+    @property
+    def colnames(self):
+        return list(self._columns)
+
+    def __len__(self):
+        return 0 if self._data is None else len(self._data)
+
+    def unit(self, name):
+        return self._columns[name.upper()][1]
+
+    def __contains__(self, name):
+        return name.upper() in self._columns
+
+    def column(self, name):
+        """Column values as a native-endian array (TZERO/TSCAL applied, TDIM shape)."""
+        field, _, tzero, tscal, shape = self._columns[name.upper()]
+        values = np.asarray(self._data[field])
+        if shape is not None:
+            values = values.reshape((len(values),) + shape)
+        values = values.astype(values.dtype.newbyteorder("="), copy=False)
+        if tscal != 1 or tzero != 0:
+            values = values * tscal + tzero
+        return values
+
+
+def _value(text):
+    """A header value: quoted string, logical, integer, float or raw text."""
+    text = text.strip()
+    if text.startswith("'"):
+        end = 1
+        out = []
+        while end < len(text):
+            if text[end] == "'":
+                if end + 1 < len(text) and text[end + 1] == "'":
+                    out.append("'")
+                    end += 2
+                    continue
+                break
+            out.append(text[end])
+            end += 1
+        return "".join(out).rstrip()
+    value = text.split("/", 1)[0].strip()
+    if value in ("T", "F"):
+        return value == "T"
+    try:
+        return int(value)
+    except ValueError:
+        pass
+    try:
+        return float(value.replace("D", "E"))
+    except ValueError:
+        return value
+
+
+def _header(raw, offset):
+    """Parse the header starting at ``offset``; returns (dict, offset after the header)."""
+    header = {}
+    while True:
+        if offset + BLOCK > len(raw):
+            raise ValueError("truncated header")
+        block = raw[offset:offset + BLOCK].decode("ascii", errors="replace")
+        offset += BLOCK
+        for i in range(0, BLOCK, 80):
+            card = block[i:i + 80]
+            key = card[:8].strip()
+            if key == "END":
+                return header, offset
+            if card[8:10] == "= " and key:
+                header[key] = _value(card[10:])
+
+
+def _data_size(header):
+    naxis = int(header.get("NAXIS", 0))
+    if naxis == 0:
+        return 0
+    size = abs(int(header.get("BITPIX", 8))) // 8
+    for k in range(1, naxis + 1):
+        size *= int(header.get(f"NAXIS{k}", 0))
+    size = int(header.get("GCOUNT", 1)) * (int(header.get("PCOUNT", 0)) + size)
+    return size
+
+
+def _columns(header):
+    n = int(header.get("TFIELDS", 0))
+    names, formats, columns = [], [], {}
+    for k in range(1, n + 1):
+        form = str(header.get(f"TFORM{k}", "")).strip()
+        match = _TFORM.match(form)
+        if not match:
+            raise UnsupportedFITS(f"column format {form!r}")
+        repeat = int(match.group(1) or 1)
+        code = match.group(2)
+        name = str(header.get(f"TTYPE{k}", f"COL{k}")).strip()
+        field = f"f{k}"
+        if code == "A":
+            fmt = f"S{repeat}"
+            shape = None
+        elif code == "X":
+            fmt, shape = f"({(repeat + 7) // 8},)u1", None
+        else:
+            fmt = _NUMPY[code] if repeat == 1 else f"({repeat},){_NUMPY[code]}"
+            shape = None
+            tdim = header.get(f"TDIM{k}")
+            if tdim and repeat > 1:
+                dims = [int(d) for d in str(tdim).strip("() ").split(",")]
+                shape = tuple(reversed(dims))
+        names.append(field)
+        formats.append(fmt)
+        unit = str(header.get(f"TUNIT{k}", "")).strip()
+        tzero = header.get(f"TZERO{k}", 0)
+        tscal = header.get(f"TSCAL{k}", 1)
+        columns[name.upper()] = (field, unit, tzero, tscal, shape)
+    return np.dtype({"names": names, "formats": formats}), columns
+
+
+def read_tables(raw):
+    """All binary-table HDUs of the FITS bytes ``raw``, as ``{EXTNAME: Table}``.
+
+    Raises
+    ------
+    ValueError
+        For a truncated or malformed file.
+    UnsupportedFITS
+        For features left to astropy.
+    """
+    if not raw.startswith(b"SIMPLE  ="):
+        raise ValueError("not a FITS file (no SIMPLE card)")
+    tables = {}
+    offset = 0
+    first = True
+    while offset < len(raw):
+        if not raw[offset:offset + 80].strip(b" \x00"):
+            break  # padding at the end
+        header, offset = _header(raw, offset)
+        size = _data_size(header)
+        end = offset + size
+        if end > len(raw):
+            raise ValueError(f"truncated data of HDU {header.get('EXTNAME', '')!r}")
+        if not first:
+            xtension = str(header.get("XTENSION", "")).strip()
+            if xtension == "BINTABLE":
+                if int(header.get("PCOUNT", 0)) != 0:
+                    raise UnsupportedFITS("variable-length arrays")
+                dtype, columns = _columns(header)
+                nrows = int(header.get("NAXIS2", 0))
+                if dtype.itemsize != int(header.get("NAXIS1", 0)):
+                    raise UnsupportedFITS("row size does not match the column formats")
+                data = np.frombuffer(raw, dtype=dtype, count=nrows, offset=offset)
+                table = Table(header, data, columns)
+                tables.setdefault(table.name.upper(), table)
+        first = False
+        offset += -(-size // BLOCK) * BLOCK
+    return tables
