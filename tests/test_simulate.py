@@ -35,7 +35,8 @@ EXTENDED_SIGMA_DEG = 0.3
 
 
 def _extended_source():
-    c = SkyCoord(*CENTER, unit="deg").directional_offset_by(180 * u.deg, EXTENDED_OFFSET_DEG * u.deg)
+    c = SkyCoord(*CENTER, unit="deg").directional_offset_by(
+        180 * u.deg, EXTENDED_OFFSET_DEG * u.deg)
     return {"lon_deg": c.ra.deg, "lat_deg": c.dec.deg, "frame": "icrs",
             "sigma_deg": EXTENDED_SIGMA_DEG, "amplitude": 3e-11, "index": 2.4}
 
@@ -136,7 +137,8 @@ def test_observations_are_realistic(store3d):
     assert np.all((obs["ONTIME"] > 1800) & (obs["ONTIME"] < 2100))
     assert np.allclose(obs["ZEN_PNT"] + obs["ALT_PNT"], 90, atol=1e-4)
     assert np.all((obs["ZEN_PNT"] > 30) & (obs["ZEN_PNT"] < 45))  # dec -59 from the H.E.S.S. site
-    sep = SkyCoord(obs["RA_PNT"], obs["DEC_PNT"], unit="deg").separation(SkyCoord(*CENTER, unit="deg"))
+    pointings = SkyCoord(obs["RA_PNT"], obs["DEC_PNT"], unit="deg")
+    sep = pointings.separation(SkyCoord(*CENTER, unit="deg"))
     assert np.allclose(sep.deg, 0.7)
 
 
@@ -265,7 +267,7 @@ def test_background_counts_match_irf(store3d, store2d, fmt):
     axis = MapAxis.from_energy_bounds(0.1, 100, 150, unit="TeV")
     n_tot, mu_tot = 0, 0.0
     for obs in ds.get_observations():
-        assert obs.bkg.__class__.__name__ == ("Background3D" if fmt == "BKG_3D" else "Background2D")
+        assert type(obs.bkg).__name__ == {"BKG_3D": "Background3D", "BKG_2D": "Background2D"}[fmt]
         pointing = obs.get_pointing_icrs(obs.tmid)
         geom = WcsGeom.create(skydir=pointing, width=width, binsz=0.05, frame="icrs", axes=[axis])
         bkg = MapDatasetMaker(selection=["background"]).run(MapDataset.create(geom), obs)

@@ -3,11 +3,11 @@
 __version__ = "0.1.0"
 
 
-def run(config, jobs=None, progress=False):
+def run(config, jobs=None, progress=False, cache_dir=None):
     """Run the workflow of a config (path, YAML text, dict or Config); see `ringbg.pipeline.run`."""
     from .pipeline import run as _run
 
-    return _run(config, jobs=jobs, progress=progress)
+    return _run(config, jobs=jobs, progress=progress, cache_dir=cache_dir)
 
 
 __all__ = ["run", "__version__"]

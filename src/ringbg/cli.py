@@ -44,7 +44,8 @@ def main():
     """Ring-background excess and significance maps from IACT DL3 (GADF) data."""
 
 
-def run_config(config_path_or_obj, outdir, jobs, overwrite, quiet, verbose, figures=None):
+def run_config(config_path_or_obj, outdir, jobs, overwrite, quiet, verbose, figures=None,
+               cache_dir=None):
     """Shared by ``run`` and ``demo``: validate, refuse an existing OUTDIR early, run, write."""
     from .config import load_config
     from .outputs import prepare_outdir
@@ -57,7 +58,7 @@ def run_config(config_path_or_obj, outdir, jobs, overwrite, quiet, verbose, figu
         overwrite = overwrite or config.output.overwrite
         prepare_outdir(out, overwrite)
         progress = not quiet and sys.stderr.isatty()
-        result = run(config, jobs=jobs, progress=progress)
+        result = run(config, jobs=jobs, progress=progress, cache_dir=cache_dir)
         folder = result.write(out, overwrite=overwrite, figures=figures)
     except _user_errors() as exc:
         _fail(str(exc))
@@ -82,11 +83,13 @@ def run_config(config_path_or_obj, outdir, jobs, overwrite, quiet, verbose, figu
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, errors only.")
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
-def run_command(config, outdir, jobs, overwrite, quiet, verbose):
+@click.option("--cache", "cache_dir", type=click.Path(file_okay=False), default=None,
+              help="Keep per-observation results here and reuse them on a rerun.")
+def run_command(config, outdir, jobs, overwrite, quiet, verbose, cache_dir):
     """Run the workflow of CONFIG (YAML) and write maps, figures, summary and report."""
     if not Path(config).is_file():
         _fail(f"config file {config} does not exist (write one with 'ringbg config > my.yaml')")
-    run_config(config, outdir, jobs, overwrite, quiet, verbose)
+    run_config(config, outdir, jobs, overwrite, quiet, verbose, cache_dir=cache_dir)
 
 
 @main.command("config")

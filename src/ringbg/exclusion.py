@@ -9,7 +9,6 @@ import numpy as np
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.wcs import WCS
-from scipy.ndimage import binary_dilation
 
 from .geom import to_frame
 from .ring import tophat_kernel
@@ -82,6 +81,8 @@ def fits_mask(geom, path):
 
 def dilate(excluded, radius_px):
     """Grow an excluded-pixels image by a disk of ``radius_px``."""
+    from scipy.ndimage import binary_dilation
+
     if radius_px <= 0:
         return excluded
     return binary_dilation(excluded, structure=tophat_kernel(radius_px).astype(bool))

@@ -1,7 +1,8 @@
 """Running the per-observation work: in-process, on local processes, or on a Dask cluster.
 
-Results are yielded in the order of the inputs whatever order they finish in, so the stack
-adds them in the same order and gives the same bits with any number of workers.
+Results are yielded in the order of the inputs, so the stack adds them in the same order and
+gives the same bits with any number of workers. At most ``window`` tasks are in flight or
+waiting to be consumed, so memory does not grow with the number of observations.
 """
 
 import logging
@@ -12,24 +13,18 @@ __all__ = ["map_ordered"]
 log = logging.getLogger(__name__)
 
 
-def _reorder(completed, n):
-    """Yield ``(index, value)`` pairs from ``completed`` (any order) in index order."""
-    pending = {}
-    expected = 0
-    for index, value in completed:
-        pending[index] = value
-        while expected in pending:
-            yield pending.pop(expected)
-            expected += 1
-    if expected != n:  # pragma: no cover - defensive
-        raise RuntimeError(f"only {expected} of {n} results arrived")
+def _in_order(submit, n, window):
+    """Submit tasks ``0..n-1`` through ``submit(i) -> future``, yield results in order."""
+    futures = {}
+    next_index = 0
+    for expected in range(n):
+        while next_index < n and next_index < expected + window:
+            futures[next_index] = submit(next_index)
+            next_index += 1
+        yield futures.pop(expected).result()
 
 
-def _indexed(fn, index, args):
-    return index, fn(*args)
-
-
-def map_ordered(fn, arg_tuples, jobs=1, address=None, retries=2):
+def map_ordered(fn, arg_tuples, jobs=1, address=None, retries=2, window=None):
     """Apply ``fn(*args)`` to each tuple, yielding results in input order.
 
     Parameters
@@ -40,45 +35,41 @@ def map_ordered(fn, arg_tuples, jobs=1, address=None, retries=2):
         Arguments of each call.
     jobs : int
         Local worker processes (1: in this process).
-    address : str, optional
+    address : str or object, optional
         Address of a Dask distributed scheduler (``tcp://host:8786``), or a
-        ``distributed.Client`` / ``LocalCluster`` object; overrides ``jobs``.
+        ``distributed.Client`` or cluster object; overrides ``jobs``.
     retries : int
         Dask retries of a task whose worker died.
+    window : int, optional
+        Tasks in flight at once (default: twice the workers).
     """
     arg_tuples = list(arg_tuples)
     n = len(arg_tuples)
     if address is not None:
-        yield from _map_dask(fn, arg_tuples, address, retries)
+        yield from _map_dask(fn, arg_tuples, address, retries, window)
     elif jobs <= 1 or n <= 1:
         for args in arg_tuples:
             yield fn(*args)
     else:
         with ProcessPoolExecutor(max_workers=min(jobs, n)) as pool:
-            futures = [pool.submit(_indexed, fn, i, args) for i, args in enumerate(arg_tuples)]
-            from concurrent.futures import as_completed
-
-            yield from _reorder((f.result() for f in as_completed(futures)), n)
+            yield from _in_order(lambda i: pool.submit(fn, *arg_tuples[i]), n,
+                                 window or 2 * jobs)
 
 
-def _map_dask(fn, arg_tuples, address, retries):
-    from distributed import Client, as_completed
+def _map_dask(fn, arg_tuples, address, retries, window):
+    from distributed import Client
 
-    own = isinstance(address, str)
-    if own:
-        client = Client(address)
+    if isinstance(address, str):
+        client, own = Client(address), True
     elif hasattr(address, "submit"):
-        client = address
+        client, own = address, False
     else:  # a cluster object
-        client = Client(address)
-        own = True
+        client, own = Client(address), True
     try:
-        futures = [
-            client.submit(_indexed, fn, i, args, pure=False, retries=retries)
-            for i, args in enumerate(arg_tuples)
-        ]
-        completed = ((f.result()) for f in as_completed(futures))
-        yield from _reorder(completed, len(arg_tuples))
+        workers = max(1, sum(client.nthreads().values()))
+        yield from _in_order(
+            lambda i: client.submit(fn, *arg_tuples[i], pure=False, retries=retries),
+            len(arg_tuples), window or 2 * workers)
     finally:
         if own:
             client.close()

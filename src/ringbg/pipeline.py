@@ -45,15 +45,29 @@ def _datastore(path):
     return DataStore.from_dir(path)
 
 
-def process_observation(store_dir, obs_id, geom, offset_max_deg, methods, parameters):
+def process_observation(store_dir, obs_id, geom, offset_max_deg, methods, parameters,
+                        cache_dir=None):
     """Load and reduce one observation; returns ``(obs_id, reduced or None, error or None)``.
 
-    Runs in worker processes: errors in the observation's files come back as text.
+    Runs in worker processes: errors in the observation's files come back as text. With
+    ``cache_dir``, a cached reduction is used when its key matches (see `ringbg.cache`).
     """
+    from . import cache
+
     try:
-        obs = _datastore(store_dir).load(obs_id)
+        store = _datastore(store_dir)
+        key = None
+        if cache_dir is not None:
+            paths = [loc[0] for loc in store.hdu_locations(obs_id).values()]
+            key = cache.cache_key(obs_id, paths, geom, offset_max_deg, methods, parameters)
+            cached = cache.load(cache_dir, obs_id, key)
+            if cached is not None:
+                return obs_id, cached, None
+        obs = store.load(obs_id)
         reduced = reduce_observation(obs, geom, offset_max_deg, methods, parameters)
-    except (DL3Error, ValueError, KeyError, IndexError) as exc:
+        if key is not None and reduced is not None:
+            cache.save(cache_dir, reduced, key)
+    except (DL3Error, ValueError, KeyError, IndexError, OSError) as exc:
         return obs_id, None, str(exc)
     if reduced is None:
         return obs_id, None, "its cutout does not overlap the map (pointing far outside it)"
@@ -177,7 +191,7 @@ def select_observations(store, config):
     return ids, skipped
 
 
-def run(config, jobs=None, progress=False):
+def run(config, jobs=None, progress=False, cache_dir=None):
     """Run the ring-background workflow of a config (path, YAML text, dict or `Config`).
 
     Parameters
@@ -188,6 +202,8 @@ def run(config, jobs=None, progress=False):
         Overrides ``parallel.jobs``.
     progress : bool
         Show a progress bar over observations.
+    cache_dir : str or path, optional
+        Keep per-observation reductions there and reuse them on the next run.
 
     Returns
     -------
@@ -229,8 +245,8 @@ def run(config, jobs=None, progress=False):
     sm = config.safe_mask
     params = {"aeff_percent": sm.parameters.aeff_percent,
               "offset_max_deg": sm.parameters.offset_max}
-    tasks = [(config.datastore, obs_id, geom, config.geom.offset_max, tuple(sm.methods), params)
-             for obs_id in obs_ids]
+    tasks = [(config.datastore, obs_id, geom, config.geom.offset_max, tuple(sm.methods), params,
+              None if cache_dir is None else str(cache_dir)) for obs_id in obs_ids]
     results = map_ordered(process_observation, tasks, jobs, config.parallel.address)
     if progress:
         from tqdm import tqdm

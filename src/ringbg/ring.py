@@ -8,7 +8,7 @@ is the template in the pixel over the template in its ring.
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.signal import fftconvolve
+from scipy import fft as sp_fft
 
 __all__ = [
     "ring_kernel",
@@ -47,13 +47,23 @@ def tophat_kernel(radius_px):
     return ((x.astype(float) ** 2 + y.astype(float) ** 2) <= radius_px**2).astype(float)
 
 
+def _fft_convolve_same(image, kernel):
+    """Linear convolution cropped to the image ('same'), via real FFTs of padded arrays."""
+    full = [n + k - 1 for n, k in zip(image.shape, kernel.shape)]
+    shape = [sp_fft.next_fast_len(n, real=True) for n in full]
+    spectrum = sp_fft.rfft2(image, shape) * sp_fft.rfft2(kernel, shape)
+    out = sp_fft.irfft2(spectrum, shape)
+    start = [(k - 1) // 2 for k in kernel.shape]
+    return out[start[0]:start[0] + image.shape[0], start[1]:start[1] + image.shape[1]]
+
+
 def convolve(image, kernel, integer=False):
     """Zero-padded 'same' convolution with a centred kernel, in float64.
 
     ``integer=True`` rounds the result, exact for integer images and 0/1 kernels.
     """
     image = np.nan_to_num(np.asarray(image, dtype=np.float64))
-    out = fftconvolve(image, kernel, mode="same")
+    out = _fft_convolve_same(image, kernel)
     if integer:
         return np.rint(out)
     # FFT noise around exact zeros

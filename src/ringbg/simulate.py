@@ -12,9 +12,12 @@ time) are the true expectation of the simulated event lists:
   with field-of-view position (sigma 1.4 deg), optionally times ``exp(g * DETX)``. Events:
   ``N ~ Poisson(ONTIME * integral of rate over energy and solid angle)`` out to the IRF edges;
   energies from the log-log interpolation of the table (piecewise power law, sampled exactly),
-  positions from the (log-)linear interpolation of the table on a 0.01 deg grid in field-of-view
+  positions from the log-linear interpolation of the table on a 0.01 deg grid in field-of-view
   coordinates. As in gammapy, the background IRF is multiplied by the observation time
-  (``ONTIME``, sum of the GTIs), not by the live time.
+  (``ONTIME``, sum of the GTIs), not by the live time; ``DETX`` points to decreasing RA
+  (gammapy's ``FoVICRSFrame``); and a ``BKG_2D`` is extended by one offset bin at its edge
+  rate (to 3.1 deg) because gammapy's ``MapDatasetMaker`` pads it so
+  (``background_pad_offset=True``).
 * **Sources** -- power laws ``dN/dE = amplitude * (E / 1 TeV)^-index`` in true energy
   [0.1, 100] TeV, point-like or Gaussian. Events are a thinned Poisson process:
   ``N ~ Poisson(LIVETIME * max(Aeff) * integral of the flux)`` proposals, each kept with
@@ -228,7 +231,7 @@ def _lin_centers(edges):
 
 
 def _aeff_interp_m2(aeff_table_m2, energy_tev, offset_deg):
-    """Effective area from the AEFF_2D table (numpy shape (offset, energy)) as gammapy evaluates it.
+    """Effective area [m2] from the AEFF_2D table (shape (offset, energy)), as gammapy has it.
 
     Bilinear in (ln E, offset) on the bin centres, linear values, extrapolated up to the
     axis edges, zero outside them and clipped at zero.
@@ -247,12 +250,9 @@ def _aeff_interp_m2(aeff_table_m2, energy_tev, offset_deg):
 
 def _aeff_interp_max_m2(aeff_table_m2):
     """Maximum of the interpolated effective area (reached at a node or an edge)."""
-    e = np.concatenate(
-        [_AEFF_ENERGY_EDGES_TEV[:1], _log_centers(_AEFF_ENERGY_EDGES_TEV), _AEFF_ENERGY_EDGES_TEV[-1:]]
-    )
-    o = np.concatenate(
-        [_AEFF_OFFSET_EDGES_DEG[:1], _lin_centers(_AEFF_OFFSET_EDGES_DEG), _AEFF_OFFSET_EDGES_DEG[-1:]]
-    )
+    e_edges, o_edges = _AEFF_ENERGY_EDGES_TEV, _AEFF_OFFSET_EDGES_DEG
+    e = np.concatenate([e_edges[:1], _log_centers(e_edges), e_edges[-1:]])
+    o = np.concatenate([o_edges[:1], _lin_centers(o_edges), o_edges[-1:]])
     ee, oo = np.meshgrid(e, o, indexing="ij")
     return float(_aeff_interp_m2(aeff_table_m2, ee, oo).max())
 
@@ -613,6 +613,9 @@ def demo_sources(center=DEFAULT_CENTER, frame="icrs"):
     ]
 
 
+_SOURCE_KEYS = {"name", "lon_deg", "lat_deg", "frame", "sigma_deg", "amplitude", "index"}
+
+
 def _validate_sources(sources):
     out = []
     for k, src in enumerate(sources or []):
@@ -621,7 +624,7 @@ def _validate_sources(sources):
         for key in ("lon_deg", "lat_deg", "amplitude", "index"):
             if key not in src:
                 raise ValueError(f"sources[{k}] misses the key {key!r}")
-        unknown = set(src) - {"name", "lon_deg", "lat_deg", "frame", "sigma_deg", "amplitude", "index"}
+        unknown = set(src) - _SOURCE_KEYS
         if unknown:
             raise ValueError(f"sources[{k}] has unknown keys {sorted(unknown)}")
         sigma = float(src.get("sigma_deg", 0.0))
@@ -661,7 +664,10 @@ def _altaz_deg(ra_deg, dec_deg, met_s):
     ha = np.radians(lst - ra_deg)
     dec, lat = np.radians(dec_deg), np.radians(SITE_LAT_DEG)
     alt = np.arcsin(np.sin(lat) * np.sin(dec) + np.cos(lat) * np.cos(dec) * np.cos(ha))
-    az = np.arctan2(-np.cos(dec) * np.sin(ha), np.sin(dec) * np.cos(lat) - np.cos(dec) * np.sin(lat) * np.cos(ha))
+    az = np.arctan2(
+        -np.cos(dec) * np.sin(ha),
+        np.sin(dec) * np.cos(lat) - np.cos(dec) * np.sin(lat) * np.cos(ha),
+    )
     return np.degrees(alt), np.degrees(az) % 360.0
 
 

@@ -1,0 +1,77 @@
+"""Per-observation cache: reduced cubes kept on disk so an interrupted or extended run
+reuses them (``ringbg run --cache DIR``).
+
+An entry's key hashes everything the reduction depends on: ringbg's version, the geometry,
+the cutout size, the safe mask settings, and the path, size and modification time of each
+input file of the observation. A changed config or input file gives another key. Entries are
+written to a temporary file and renamed, so a killed run never leaves a partial entry.
+"""
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .reduce import ReducedObservation
+
+__all__ = ["cache_key", "load", "save"]
+
+
+def cache_key(obs_id, paths, geom, offset_max_deg, methods, parameters):
+    """Hex digest identifying one observation's reduction."""
+    files = []
+    for path in sorted({str(p) for p in paths}):
+        st = os.stat(path)
+        files.append([os.path.abspath(path), st.st_size, st.st_mtime_ns])
+    text = json.dumps({
+        "version": __version__,
+        "obs_id": int(obs_id),
+        "wcs": geom.image_header().tostring(),
+        "shape": list(geom.shape),
+        "energy": [float(e) for e in geom.energy_edges_tev],
+        "offset_max": float(offset_max_deg),
+        "methods": list(methods),
+        "parameters": {k: float(v) for k, v in sorted(parameters.items())},
+        "files": files,
+    }, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _path(cache_dir, obs_id, key):
+    return Path(cache_dir) / f"obs{int(obs_id)}-{key[:20]}.npz"
+
+
+def load(cache_dir, obs_id, key):
+    """The cached `ReducedObservation`, or None (missing or unreadable entry)."""
+    path = _path(cache_dir, obs_id, key)
+    if not path.exists():
+        return None
+    try:
+        with np.load(path) as f:
+            sy, sx = (slice(int(a), int(b)) for a, b in f["slices"])
+            return ReducedObservation(
+                obs_id=int(f["obs_id"]), slices=(sy, sx), counts=f["counts"],
+                exposure=f["exposure"], background=f["background"],
+                mask_safe=f["mask_safe"], livetime_s=float(f["livetime_s"]),
+                ontime_s=float(f["ontime_s"]))
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def save(cache_dir, reduced, key):
+    """Write an entry atomically (temporary file renamed into place)."""
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    path = _path(cache_dir, reduced.obs_id, key)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    slices = np.array([[s.start, s.stop] for s in reduced.slices])
+    with open(tmp, "wb") as f:
+        np.savez(f, obs_id=reduced.obs_id, slices=slices, counts=reduced.counts,
+                 exposure=reduced.exposure, background=reduced.background,
+                 mask_safe=reduced.mask_safe, livetime_s=reduced.livetime_s,
+                 ontime_s=reduced.ontime_s)
+    os.replace(tmp, path)
+    return path
