@@ -79,3 +79,15 @@ def test_energy_bands_and_auto_exclusion(tmp_path):
     # MSH 15-52 gets excluded automatically, around the maximum
     assert result.summary["auto_exclusion_iterations"] >= 1
     assert not result.exclusion[72, 72] and result.exclusion[0, 0]
+
+
+def test_huge_geometry_refused_up_front(tmp_path):
+    from ringbg.pipeline import RunError
+
+    cfg = msh_config(tmp_path)
+    cfg["geom"]["width"] = ["120 deg", "60 deg"]
+    cfg["geom"]["binsize"] = "0.005 deg"
+    cfg["geom"]["energy"]["nbins"] = 40
+    cfg["geom"]["projection"] = "CAR"
+    with pytest.raises(RunError, match=r"needs about \d+\.\d GB, but .* GB are available"):
+        run(cfg)

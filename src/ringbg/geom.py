@@ -155,6 +155,20 @@ class Geom:
         return cls(wcs=wcs, shape=(ny, nx), energy_edges_tev=np.asarray(energy_edges, float),
                    frame=frame)
 
+    def __getstate__(self):
+        # cached coordinate arrays are recomputed where needed, not pickled to workers
+        return {k: v for k, v in self.__dict__.items() if k in ("wcs", "shape",
+                                                                  "energy_edges_tev", "frame")}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
+    @property
+    def key(self):
+        """A string identifying the geometry (WCS, shape, energy edges)."""
+        edges = ",".join(repr(float(e)) for e in self.energy_edges_tev)
+        return f"{self.image_header().tostring()}|{self.shape}|{edges}|{self.frame}"
+
     @property
     def binsize_deg(self):
         """Pixel size in degrees (``|CDELT2|``)."""

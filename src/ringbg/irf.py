@@ -81,12 +81,14 @@ def aeff_values_m2(aeff, energy_tev, offset_deg):
     offset = np.asarray(offset_deg, dtype=float)
     flat = offset.ravel()
     idx, t, single = _bracket(aeff.offset.nodes, flat)
+    rows = np.ascontiguousarray(per_energy.T)  # (n_offset, n): one contiguous row per lookup
     if single:
-        out = per_energy[:, idx]
+        out = rows[idx]
     else:
-        out = per_energy[:, idx] * (1 - t) + per_energy[:, idx + 1] * t
-    out = np.where(_inside(aeff.offset, flat)[None, :] & e_inside[:, None], out, 0.0)
-    out = np.clip(out, 0.0, None)
+        out = rows[idx] * (1 - t)[:, None] + rows[idx + 1] * t[:, None]
+    out[~_inside(aeff.offset, flat)] = 0.0
+    out[:, ~e_inside] = 0.0
+    out = np.clip(out, 0.0, None).T
     return out.reshape((len(log_e),) + offset.shape)
 
 
@@ -187,20 +189,24 @@ def bkg_log_rate_at_edges(bkg, log_values_e, energy_edges_tev, spatial_coords):
 def integrate_power_law_log(log_y, inside, energy_edges):
     """Integrate along axis 0 between consecutive edges, each bin as a power law.
 
-    The same as `integrate_power_law` on ``exp(log_y)`` (zero where not ``inside`` and for
-    values at or below twice the float64 tiny), using the logs directly.
+    The same as `integrate_power_law` on ``exp(log_y)`` (zero where not ``inside``), using the
+    logs directly. ``log_y`` comes from `log_values` (>= log of float32 tiny), so a value is
+    zero only outside the IRF.
     """
-    y = np.where(inside, np.exp(log_y), 0.0)
-    y = np.where(y <= 2 * TINY_F64, 0.0, y)
     e = np.asarray(energy_edges, dtype=float).reshape((-1,) + (1,) * (log_y.ndim - 1))
     log_ratio_e = np.log(e[1:] / e[:-1])
+    y_lo = np.exp(log_y[:-1])
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        index = (log_y[:-1] - log_y[1:]) / log_ratio_e
-        val = 1.0 - index
-        integral = y[:-1] * e[:-1] / val * np.expm1(val * log_ratio_e)
-        integral = np.where(np.abs(val) <= 1e-8, y[:-1] * e[:-1] * log_ratio_e, integral)
-    both = (y[:-1] > 0) & (y[1:] > 0)
-    return np.where(both, integral, 0.0)
+        val = 1.0 - (log_y[:-1] - log_y[1:]) / log_ratio_e
+        integral = np.expm1(val * log_ratio_e)
+        integral /= val
+        flat = np.abs(val) <= 1e-8
+        if flat.any():
+            integral[flat] = np.broadcast_to(log_ratio_e, integral.shape)[flat]
+        integral *= y_lo
+        integral *= e[:-1]
+    integral[~(inside[:-1] & inside[1:])] = 0.0
+    return integral
 
 
 def integrate_power_law(values, energy_edges):

@@ -5,6 +5,7 @@ images, the correlated maps (arrays with their WCS), the summary and a ``write``
 """
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -45,6 +46,19 @@ def _datastore(path):
     return DataStore.from_dir(path)
 
 
+_GEOMS = {}
+
+
+def _shared_geom(geom):
+    """One `Geom` per distinct geometry in this process, so its cached pixel coordinates
+    and solid angles are computed once per worker, not once per observation."""
+    key = geom.key
+    if key not in _GEOMS:
+        _GEOMS.clear()
+        _GEOMS[key] = geom
+    return _GEOMS[key]
+
+
 def process_observation(store_dir, obs_id, geom, offset_max_deg, methods, parameters,
                         cache_dir=None):
     """Load and reduce one observation; returns ``(obs_id, reduced or None, error or None)``.
@@ -54,6 +68,7 @@ def process_observation(store_dir, obs_id, geom, offset_max_deg, methods, parame
     """
     from . import cache
 
+    geom = _shared_geom(geom)
     try:
         store = _datastore(store_dir)
         key = None
@@ -129,6 +144,36 @@ class Result:
         from .outputs import write_outputs
 
         return write_outputs(self, outdir, overwrite=overwrite, figures=figures)
+
+
+def available_memory_bytes():
+    """Memory available to this run (MemAvailable on Linux, physical memory elsewhere)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def memory_estimate_bytes(config, geom, jobs):
+    """Rough peak memory of a run: full-map arrays plus the cutouts in flight."""
+    npix = geom.shape[0] * geom.shape[1]
+    n_e = geom.n_energy
+    bands = n_e if config.excess.energy_bands else 0
+    # stack sums and exposure, ~40 full-size float64 maps in the excess step, band stacks
+    full = npix * 8 * (6 + n_e + 40 + bands * (6 + n_e))
+    cut = int(np.round(2 * config.geom.offset_max / geom.binsize_deg)) ** 2
+    cut = min(cut, npix)
+    # cubes of one reduced observation (counts, exposure, background, mask, temporaries)
+    per_obs = cut * n_e * (4 + 8 + 8 + 1 + 3 * 8)
+    in_flight = 2 * max(jobs, 1) + 1
+    return int(full + per_obs * in_flight + 300e6)
 
 
 def _ring_fn(config, binsize_deg):
@@ -226,6 +271,14 @@ def run(config, jobs=None, progress=False, cache_dir=None):
 
     t0 = time.perf_counter()
     geom = make_geom(config)
+    jobs = config.parallel.jobs if jobs is None else jobs
+    need, have = memory_estimate_bytes(config, geom, jobs), available_memory_bytes()
+    if have is not None and need > have:
+        raise RunError(
+            f"geom: a {geom.shape[1]} x {geom.shape[0]} pixel map with {geom.n_energy} energy "
+            f"bins needs about {need / 1e9:.1f} GB, but {have / 1e9:.1f} GB are available; use "
+            "a larger geom.binsize, a smaller geom.width or fewer energy bins"
+        )
     circles = [(c.lon, c.lat, c.frame, c.radius) for c in config.exclusion.regions]
     try:
         exclusion = exclusion_mask(geom, circles, config.exclusion.files)
@@ -241,7 +294,6 @@ def run(config, jobs=None, progress=False, cache_dir=None):
     images, band_images, per_obs = [], [[] for _ in range(n_bands)], []
     used = []
     t_reduce = time.perf_counter()
-    jobs = config.parallel.jobs if jobs is None else jobs
     sm = config.safe_mask
     params = {"aeff_percent": sm.parameters.aeff_percent,
               "offset_max_deg": sm.parameters.offset_max}

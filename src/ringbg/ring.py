@@ -47,11 +47,24 @@ def tophat_kernel(radius_px):
     return ((x.astype(float) ** 2 + y.astype(float) ** 2) <= radius_px**2).astype(float)
 
 
+_KERNEL_FFT = {}
+
+
+def _kernel_fft(kernel, shape):
+    """The kernel's padded FFT, kept for the next image of the same shape."""
+    key = (kernel.shape, kernel.tobytes(), tuple(shape))
+    if key not in _KERNEL_FFT:
+        if len(_KERNEL_FFT) > 64:
+            _KERNEL_FFT.clear()
+        _KERNEL_FFT[key] = sp_fft.rfft2(kernel, shape)
+    return _KERNEL_FFT[key]
+
+
 def _fft_convolve_same(image, kernel):
     """Linear convolution cropped to the image ('same'), via real FFTs of padded arrays."""
     full = [n + k - 1 for n, k in zip(image.shape, kernel.shape)]
     shape = [sp_fft.next_fast_len(n, real=True) for n in full]
-    spectrum = sp_fft.rfft2(image, shape) * sp_fft.rfft2(kernel, shape)
+    spectrum = sp_fft.rfft2(image, shape) * _kernel_fft(kernel, shape)
     out = sp_fft.irfft2(spectrum, shape)
     start = [(k - 1) // 2 for k in kernel.shape]
     return out[start[0]:start[0] + image.shape[0], start[1]:start[1] + image.shape[1]]
@@ -119,8 +132,12 @@ def to_image(reduced, band=None):
         sel = np.zeros(mask.shape[0], dtype=bool)
         sel[band] = True
         mask = mask & sel[:, None, None]
-    counts = np.sum(reduced.counts * mask, axis=0, dtype=np.float64)
-    background = np.sum(reduced.background * mask, axis=0)
+    # bin by bin, in order: the same bits whatever the memory layout of the cubes
+    counts = np.zeros(mask.shape[1:])
+    background = np.zeros(mask.shape[1:])
+    for k in range(mask.shape[0]):
+        counts += np.where(mask[k], reduced.counts[k], 0.0)
+        background += np.where(mask[k], reduced.background[k], 0.0)
     return ObsImage(reduced.obs_id, reduced.slices, counts, background, mask.any(axis=0),
                     reduced.exposure, reduced.livetime_s)
 
