@@ -78,11 +78,6 @@ def _digests(path):
 # ---------------------------------------------------------------------------------------------
 # Layout, metadata, reproducibility
 # ---------------------------------------------------------------------------------------------
-def test_fast(store3d):
-    _, seconds = store3d
-    assert seconds < 10
-
-
 def test_file_layout(store3d):
     path, _ = store3d
     assert (path / "obs-index.fits.gz").is_file()
