@@ -80,19 +80,19 @@ def gammapy_in_process(cfg):
 
 
 def read_floor(cfg):
-    """Time to open, decompress and read the EVENTS, GTI, AEFF and BKG HDUs of the 20 runs."""
+    """Time to read and decompress the files of the 20 runs (the floor of any tool)."""
+    import gzip
+
     from ringbg.datastore import DataStore
-    from ringbg.dl3 import open_fits
 
     store = DataStore.from_dir(cfg["datastore"])
     ids = store.select(cone=(228.32, -59.08, "icrs", 2.5))
+    paths = {loc[0] for obs_id in ids for loc in store.hdu_locations(obs_id).values()}
     t0 = time.perf_counter()
-    for obs_id in ids:
-        locations = store.hdu_locations(obs_id)
-        for path in {locations[k][0] for k in ("events", "gti", "aeff", "bkg")}:
-            with open_fits(path) as hdul:
-                for hdu in hdul:
-                    _ = hdu.data
+    for path in paths:
+        raw = Path(path).read_bytes()
+        if raw[:2] == b"\x1f\x8b":
+            gzip.decompress(raw)
     return time.perf_counter() - t0
 
 

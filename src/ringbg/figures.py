@@ -19,6 +19,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+
+from .stats import fit_gaussian
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import Normalize
@@ -26,8 +28,6 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import PathPatch
 from matplotlib.path import Path as MplPath
-from scipy.optimize import OptimizeWarning, curve_fit
-from scipy.stats import norm
 
 __all__ = [
     "fit_gaussian",
@@ -39,12 +39,6 @@ __all__ = [
 
 #: Resolution of all PNG figures, in dots per inch.
 DPI = 120
-
-#: Fewest finite values for which `fit_gaussian` attempts a fit.
-MIN_FIT_VALUES = 10
-
-#: Number of histogram bins of the off-distribution fit (gammapy tutorial value).
-FIT_BINS = 51
 
 _BAD_COLOR = "#d0d0d0"
 _EXCLUSION_COLOR = "#1a1a1a"
@@ -140,6 +134,10 @@ def _cmap(name):
     return colormaps[name].with_extremes(bad=_BAD_COLOR)
 
 
+def _normal_pdf(x, mu, sigma):
+    return np.exp(-0.5 * ((x - mu) / sigma) ** 2) / (sigma * np.sqrt(2 * np.pi))
+
+
 def _finite(values):
     values = np.asarray(values, dtype=float)
     return values[np.isfinite(values)]
@@ -224,65 +222,6 @@ def _significance_limit(values):
 
 
 # --------------------------------------------------------------------------- fit
-
-
-def fit_gaussian(values):
-    """Fit a Gaussian to the distribution of values, as gammapy 2.1 does.
-
-    Reproduces ``gammapy.visualization.plot_distribution(..., func="norm",
-    kwargs_hist={"bins": 51})``: the finite values are histogrammed in 51 bins over
-    their full range with ``density=True``, and `scipy.stats.norm.pdf` is fitted to
-    (bin centre, density) with an unweighted `scipy.optimize.curve_fit` started at
-    ``mu = 1, sigma = 1``. The errors are the square roots of the covariance diagonal.
-
-    Parameters
-    ----------
-    values : array_like
-        Values (e.g. significances of off-region pixels); NaN and inf are ignored.
-
-    Returns
-    -------
-    fit : dict
-        ``mean``, ``sigma``, ``mean_err``, ``sigma_err`` (floats) and ``n_pixels`` (int,
-        the number of finite values used). The fitted values are NaN when there are
-        fewer than `MIN_FIT_VALUES` finite values or the fit fails.
-    """
-    finite = _finite(np.ravel(values))
-    result = {
-        "mean": math.nan,
-        "sigma": math.nan,
-        "mean_err": math.nan,
-        "sigma_err": math.nan,
-        "n_pixels": int(finite.size),
-    }
-    if finite.size < MIN_FIT_VALUES:
-        return result
-
-    density, edges = np.histogram(
-        finite, bins=FIT_BINS, range=[finite.min(), finite.max()], density=True
-    )
-    centers = 0.5 * (edges[1:] + edges[:-1])
-
-    def pdf(x, mu, sigma):
-        return norm.pdf(x, mu, sigma)
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", OptimizeWarning)
-            warnings.simplefilter("ignore", RuntimeWarning)
-            pars, cov = curve_fit(pdf, centers, density, p0=(1.0, 1.0))
-    except (RuntimeError, ValueError):
-        return result
-
-    errors = np.sqrt(np.diag(cov))
-    result.update(
-        mean=float(pars[0]),
-        # norm.pdf is symmetric in sigma only for sigma > 0; the fit may land on -sigma.
-        sigma=float(abs(pars[1])),
-        mean_err=float(errors[0]),
-        sigma_err=float(errors[1]),
-    )
-    return result
 
 
 # --------------------------------------------------------------------------- figures
@@ -481,13 +420,13 @@ def plot_significance_distribution(path, significance, exclusion, fit, *, title=
             f"$\\mu$ = {mean:.3f} \u00b1 {_fmt_err(mean_err)}\n"
             f"$\\sigma$ = {sigma:.3f} \u00b1 {_fmt_err(sigma_err)}"
         )
-        ax.plot(x, norm.pdf(x, mean, abs(sigma)), color="black", linewidth=1.8,
+        ax.plot(x, _normal_pdf(x, mean, abs(sigma)), color="black", linewidth=1.8,
                 label=label)
     else:
         ax.plot([], [], color="black", linewidth=1.8,
                 label="Gaussian fit: not available")
 
-    ax.plot(x, norm.pdf(x), color="#31a354", linestyle="--", linewidth=1.4,
+    ax.plot(x, _normal_pdf(x, 0.0, 1.0), color="#31a354", linestyle="--", linewidth=1.4,
             label="N(0, 1) (no signal)", zorder=3)
 
     ax.set_yscale("log")

@@ -86,9 +86,12 @@ def aeff_values_m2(aeff, energy_tev, offset_deg):
         out = rows[idx]
     else:
         out = rows[idx] * (1 - t)[:, None] + rows[idx + 1] * t[:, None]
-    out[~_inside(aeff.offset, flat)] = 0.0
+    outside = ~_inside(aeff.offset, flat)
+    if outside.any():
+        out[outside] = 0.0
     out[:, ~e_inside] = 0.0
-    out = np.clip(out, 0.0, None).T
+    np.clip(out, 0.0, None, out=out)
+    out = out.T
     return out.reshape((len(log_e),) + offset.shape)
 
 
@@ -171,41 +174,52 @@ def bkg_log_rate_at_edges(bkg, log_values_e, energy_edges_tev, spatial_coords):
     shape = np.shape(spatial_coords[0])
     m = len(log_e)
     # energy last, so that each spatial lookup fetches the m values in one contiguous row
-    table = np.ascontiguousarray(np.moveaxis(planes, 0, -1))
+    table = np.ascontiguousarray(np.moveaxis(planes, 0, -1)).reshape(-1, m)
+    spatial_shape = planes.shape[1:]
+    strides = [int(np.prod(spatial_shape[k + 1:])) for k in range(len(spatial_shape))]
     inside = np.ones(shape, dtype=bool)
-    corners = [((), 1.0)]
-    for axis, coord in zip(bkg.spatial, spatial_coords):
+    corners = [(0, 1.0)]
+    for axis, coord, stride in zip(bkg.spatial, spatial_coords, strides):
         flat = np.ravel(coord)
         idx, t, single = _bracket(axis.nodes, flat)
         hi = idx if single else idx + 1
-        corners = [(c + (i,), w * f) for c, w in corners
+        corners = [(c + i * stride, w * f) for c, w in corners
                    for i, f in ((idx, 1.0 - t), (hi, t))]
         inside &= _inside(axis, coord)
-    log_rate = sum(table[c] * w[:, None] for c, w in corners)
+    log_rate = None
+    for flat_index, weight in corners:
+        term = np.take(table, flat_index, axis=0)
+        term *= weight[:, None]
+        log_rate = term if log_rate is None else np.add(log_rate, term, out=log_rate)
     inside = inside[None] & e_inside.reshape((-1,) + (1,) * len(shape))
-    return log_rate.T.reshape((m,) + shape), inside
+    return np.ascontiguousarray(log_rate.T).reshape((m,) + shape), inside
 
 
 def integrate_power_law_log(log_y, inside, energy_edges):
     """Integrate along axis 0 between consecutive edges, each bin as a power law.
 
-    The same as `integrate_power_law` on ``exp(log_y)`` (zero where not ``inside``), using the
-    logs directly. ``log_y`` comes from `log_values` (>= log of float32 tiny), so a value is
-    zero only outside the IRF.
+    The same as `integrate_power_law` on ``exp(log_y)`` (zero where not ``inside``). With
+    ``g`` the bin's index and ``r = E_hi / E_lo``, ``y_lo E_lo (r**(1-g) - 1) / (1-g)`` equals
+    ``(E_hi y_hi - E_lo y_lo) / (1-g)``: one exponential per edge value, none per bin.
+    ``log_y`` comes from `log_values` (>= log of float32 tiny), so a value is zero only
+    outside the IRF.
     """
     e = np.asarray(energy_edges, dtype=float).reshape((-1,) + (1,) * (log_y.ndim - 1))
     log_ratio_e = np.log(e[1:] / e[:-1])
-    y_lo = np.exp(log_y[:-1])
+    ey = np.exp(log_y)
+    ey *= e
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        val = 1.0 - (log_y[:-1] - log_y[1:]) / log_ratio_e
-        integral = np.expm1(val * log_ratio_e)
+        val = log_y[1:] - log_y[:-1]
+        val /= log_ratio_e
+        val += 1.0
+        integral = ey[1:] - ey[:-1]
         integral /= val
         flat = np.abs(val) <= 1e-8
         if flat.any():
-            integral[flat] = np.broadcast_to(log_ratio_e, integral.shape)[flat]
-        integral *= y_lo
-        integral *= e[:-1]
-    integral[~(inside[:-1] & inside[1:])] = 0.0
+            integral[flat] = (ey[:-1] * log_ratio_e)[flat]
+    both = inside[:-1] & inside[1:]
+    if not both.all():
+        integral[~both] = 0.0
     return integral
 
 

@@ -23,6 +23,7 @@ from .parallel import map_ordered
 from .reduce import reduce_observation
 from .ring import adaptive_ring_background, adaptive_ring_radii, ring_background, to_image
 from .stack import Stack
+from .stats import fit_gaussian
 
 __all__ = ["run", "Result", "RunError", "make_geom", "fit_off_distribution"]
 
@@ -90,33 +91,13 @@ def process_observation(store_dir, obs_id, geom, offset_max_deg, methods, parame
 
 
 def fit_off_distribution(values):
-    """Gaussian fit of significance values as gammapy's ``plot_distribution(func='norm')``.
-
-    A 51-bin density histogram over [min, max], fitted with a normal pdf by least squares
-    (p0 = (1, 1)); returns mean, sigma, their errors and the number of values.
-    """
-    from scipy.optimize import curve_fit
-    from scipy.stats import norm
-
+    """Gaussian fit of significance values (`ringbg.stats.fit_gaussian`, gammapy's
+    procedure) plus the plain sample mean and standard deviation."""
     values = np.asarray(values, float)
     values = values[np.isfinite(values)]
-    out = {"mean": np.nan, "sigma": np.nan, "mean_err": np.nan, "sigma_err": np.nan,
-           "n_pixels": int(values.size), "sample_mean": np.nan, "sample_std": np.nan}
-    if values.size < 10:
-        return out
-    out["sample_mean"] = float(values.mean())
-    out["sample_std"] = float(values.std())
-    density, edges = np.histogram(values, bins=51, range=(values.min(), values.max()),
-                                  density=True)
-    centers = 0.5 * (edges[:-1] + edges[1:])
-    try:
-        pars, cov = curve_fit(lambda x, mu, sigma: norm.pdf(x, mu, sigma), centers, density,
-                              p0=(1.0, 1.0))
-    except RuntimeError:
-        return out
-    errs = np.sqrt(np.diag(cov))
-    out.update(mean=float(pars[0]), sigma=float(abs(pars[1])), mean_err=float(errs[0]),
-               sigma_err=float(errs[1]))
+    out = fit_gaussian(values)
+    out["sample_mean"] = float(values.mean()) if values.size else np.nan
+    out["sample_std"] = float(values.std()) if values.size else np.nan
     return out
 
 

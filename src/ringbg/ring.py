@@ -60,14 +60,24 @@ def _kernel_fft(kernel, shape):
     return _KERNEL_FFT[key]
 
 
-def _fft_convolve_same(image, kernel):
-    """Linear convolution cropped to the image ('same'), via real FFTs of padded arrays."""
-    full = [n + k - 1 for n, k in zip(image.shape, kernel.shape)]
+def _fft_convolve_same(images, kernel):
+    """Linear convolution of the last two axes, cropped to the image ('same'), via real FFTs
+    of padded arrays; leading axes are a batch of images."""
+    ny, nx = images.shape[-2:]
+    full = [n + k - 1 for n, k in zip((ny, nx), kernel.shape)]
     shape = [sp_fft.next_fast_len(n, real=True) for n in full]
-    spectrum = sp_fft.rfft2(image, shape) * _kernel_fft(kernel, shape)
+    spectrum = sp_fft.rfft2(images, shape)
+    spectrum *= _kernel_fft(kernel, shape)
     out = sp_fft.irfft2(spectrum, shape)
     start = [(k - 1) // 2 for k in kernel.shape]
-    return out[start[0]:start[0] + image.shape[0], start[1]:start[1] + image.shape[1]]
+    return out[..., start[0]:start[0] + ny, start[1]:start[1] + nx]
+
+
+def _clean(out, image, kernel):
+    """Zero the FFT noise around exact zeros of a float convolution."""
+    scale = np.abs(image).max() * kernel.sum() if image.size else 0.0
+    out[np.abs(out) < 1e-12 * scale] = 0.0
+    return out
 
 
 def convolve(image, kernel, integer=False):
@@ -77,12 +87,14 @@ def convolve(image, kernel, integer=False):
     """
     image = np.nan_to_num(np.asarray(image, dtype=np.float64))
     out = _fft_convolve_same(image, kernel)
-    if integer:
-        return np.rint(out)
-    # FFT noise around exact zeros
-    scale = np.abs(image).max() * kernel.sum() if image.size else 0.0
-    out[np.abs(out) < 1e-12 * scale] = 0.0
-    return out
+    return np.rint(out) if integer else _clean(out, image, kernel)
+
+
+def ring_sums(counts, background, kernel):
+    """Kernel sums of an integer counts image and a background image, in one batched FFT."""
+    images = np.nan_to_num(np.stack([counts, background]).astype(np.float64))
+    out = _fft_convolve_same(images, kernel)
+    return np.rint(out[0]), _clean(out[1], images[1], kernel)
 
 
 @dataclass
@@ -156,8 +168,7 @@ def ring_background(image, exclusion, r_in_px, width_px):
     """
     counts, background, mask = image.counts, image.background, image.mask
     kernel = ring_kernel(r_in_px, width_px)
-    counts_off = convolve(counts * exclusion, kernel, integer=True)
-    acceptance_off = convolve(background * exclusion, kernel)
+    counts_off, acceptance_off = ring_sums(counts * exclusion, background * exclusion, kernel)
     mask = mask & (acceptance_off > 0)
     return OnOffImage(image.obs_id, image.slices, counts, counts_off, background,
                       acceptance_off, mask, image.exposure, image.livetime_s)

@@ -5,9 +5,18 @@ on to off exposure). The significance is the signed square root of the likelihoo
 statistic, which for on/off counting is Li & Ma's equation 17.
 """
 
+import math
+import warnings
+
 import numpy as np
 
+#: Fewest finite values for which `fit_gaussian` attempts a fit.
+MIN_FIT_VALUES = 10
+#: Histogram bins of the fit, as gammapy's ``plot_distribution`` in the tutorial.
+FIT_BINS = 51
+
 __all__ = [
+    "fit_gaussian",
     "wstat",
     "wstat_mu_bkg",
     "ts",
@@ -123,3 +132,69 @@ def excess_upper_limit(n_on, n_off, alpha, n_sigma=2.0):
     exc = excess(n_on, n_off, alpha)
     err = excess_error(n_on, n_off, alpha)
     return _profile_root(n_on, n_off, alpha, exc, exc + 2 * n_sigma * (err + 1), n_sigma**2)
+
+
+def fit_gaussian(values):
+    """Fit a Gaussian to the distribution of values, as gammapy 2.1 does.
+
+    Reproduces ``gammapy.visualization.plot_distribution(..., func="norm",
+    kwargs_hist={"bins": 51})``: the finite values are histogrammed in 51 bins over
+    their full range with ``density=True``, and the normal pdf is fitted to
+    (bin centre, density) with an unweighted `scipy.optimize.curve_fit` started at
+    ``mu = 1, sigma = 1``. The errors are the square roots of the covariance diagonal.
+
+    Parameters
+    ----------
+    values : array_like
+        Values (e.g. significances of off-region pixels); NaN and inf are ignored.
+
+    Returns
+    -------
+    fit : dict
+        ``mean``, ``sigma``, ``mean_err``, ``sigma_err`` (floats) and ``n_pixels`` (int,
+        the number of finite values used). The fitted values are NaN when there are
+        fewer than `MIN_FIT_VALUES` finite values or the fit fails.
+    """
+    from scipy.optimize import OptimizeWarning, curve_fit
+
+    finite = np.ravel(np.asarray(values, dtype=float))
+    finite = finite[np.isfinite(finite)]
+    result = {
+        "mean": math.nan,
+        "sigma": math.nan,
+        "mean_err": math.nan,
+        "sigma_err": math.nan,
+        "n_pixels": int(finite.size),
+    }
+    if finite.size < MIN_FIT_VALUES:
+        return result
+
+    density, edges = np.histogram(
+        finite, bins=FIT_BINS, range=[finite.min(), finite.max()], density=True
+    )
+    centers = 0.5 * (edges[1:] + edges[:-1])
+
+    def pdf(x, mu, sigma):
+        # scipy.stats.norm.pdf, written out (NaN for sigma <= 0 as there)
+        if sigma <= 0:
+            return np.full_like(x, np.nan)
+        y = (x - mu) / sigma
+        return np.exp(-(y**2) / 2.0) / np.sqrt(2 * np.pi) / sigma
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", OptimizeWarning)
+            warnings.simplefilter("ignore", RuntimeWarning)
+            pars, cov = curve_fit(pdf, centers, density, p0=(1.0, 1.0))
+    except (RuntimeError, ValueError):
+        return result
+
+    errors = np.sqrt(np.diag(cov))
+    result.update(
+        mean=float(pars[0]),
+        # norm.pdf is symmetric in sigma only for sigma > 0; the fit may land on -sigma.
+        sigma=float(abs(pars[1])),
+        mean_err=float(errors[0]),
+        sigma_err=float(errors[1]),
+    )
+    return result
