@@ -160,7 +160,7 @@ def demo_command(outdir, jobs, quiet):
     data = out / "data"
     center = (83.63, 22.01)
     if not (data / "obs-index.fits.gz").exists():
-        simulate_datastore(data, n_obs=4, seed=1, center=center, frame="icrs",
+        simulate_datastore(data, n_obs=6, seed=1, center=center, frame="icrs",
                            sources=demo_sources(center, frame="icrs"))
     config_path = out / "demo.yaml"
     config_path.write_text(demo_config(data.resolve(), center, out.resolve() / "results"))

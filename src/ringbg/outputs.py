@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
-from astropy.table import Table
 
 __all__ = ["write_outputs", "write_onoff", "write_maps", "OutputError", "prepare_outdir"]
 
@@ -59,18 +58,17 @@ class OutputError(Exception):
 
 
 def _bands_hdu(name, edges_tev, true_energy=False):
+    """The ``<NAME>_BANDS`` table of the energy axis, as gammapy writes it."""
     edges = np.asarray(edges_tev, float)
     prefix = "ENERGY_TRUE" if true_energy else "ENERGY"
     lo_name, hi_name = (f"{prefix}_MIN", f"{prefix}_MAX") if true_energy else ("E_MIN", "E_MAX")
-    table = Table()
-    table["CHANNEL"] = np.arange(len(edges) - 1, dtype=np.int64)
-    table[prefix] = np.sqrt(edges[:-1] * edges[1:])
-    table[prefix].unit = "TeV"
-    table[lo_name] = edges[:-1]
-    table[lo_name].unit = "TeV"
-    table[hi_name] = edges[1:]
-    table[hi_name].unit = "TeV"
-    hdu = fits.BinTableHDU(table, name=f"{name}_BANDS")
+    columns = [
+        fits.Column("CHANNEL", "K", array=np.arange(len(edges) - 1, dtype=np.int64)),
+        fits.Column(prefix, "D", unit="TeV", array=np.sqrt(edges[:-1] * edges[1:])),
+        fits.Column(lo_name, "D", unit="TeV", array=edges[:-1]),
+        fits.Column(hi_name, "D", unit="TeV", array=edges[1:]),
+    ]
+    hdu = fits.BinTableHDU.from_columns(columns, name=f"{name}_BANDS")
     hdu.header["AXCOLS1"] = f"{lo_name},{hi_name}"
     hdu.header["INTERP1"] = "log"
     return hdu

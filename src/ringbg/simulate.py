@@ -574,7 +574,7 @@ def demo_sources(center=DEFAULT_CENTER, frame="icrs"):
     """Sources of the demo field.
 
     A bright point source at the centre (amplitude 1e-11 cm-2 s-1 TeV-1 at 1 TeV, about 30 %
-    of the Crab, index 2.3) and a fainter Gaussian source (sigma 0.2 deg, 3e-12
+    of the Crab, index 2.3) and a fainter Gaussian source (sigma 0.2 deg, 8e-12
     cm-2 s-1 TeV-1, index 2.5) 1 deg from the centre toward +lon.
 
     Parameters
@@ -607,7 +607,7 @@ def demo_sources(center=DEFAULT_CENTER, frame="icrs"):
             "lat_deg": float(g.spherical.lat.deg),
             "frame": frame,
             "sigma_deg": 0.2,
-            "amplitude": 3e-12,
+            "amplitude": 8e-12,
             "index": 2.5,
         },
     ]
