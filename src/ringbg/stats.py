@@ -83,24 +83,56 @@ def _wstat_offset(mu, n_on, n_off, alpha, target):
     return wstat(n_on, n_off, alpha, mu) - target
 
 
-def _profile_root(n_on, n_off, alpha, start, stop, delta):
+def _wstat_slope(mu, n_on, n_off, alpha):
+    """dWStat/dmu with the background profiled (envelope theorem: the partial derivative)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        npred = mu + alpha * wstat_mu_bkg(n_on, n_off, alpha, mu)
+        return 2 * (1 - np.where(n_on == 0, 0.0, n_on / npred))
+
+
+def _profile_root(n_on, n_off, alpha, start, stop, delta, from_stop):
     """Signal ``mu`` in [start, stop] where WStat rises by ``delta`` above its minimum.
 
-    Vectorised Chandrupatla root finding; NaN where the interval does not bracket a root.
+    WStat is convex in ``mu``, so Newton's method started from the bracket end where the
+    offset function is positive (``stop`` above the excess, ``start`` below it) moves
+    monotonically onto the root without overshooting. NaN where the interval does not
+    bracket a root.
     """
-    from scipy.optimize.elementwise import find_root
-
     n_on, n_off, alpha, start, stop = np.broadcast_arrays(*_f64(n_on, n_off, alpha, start, stop))
     target = wstat(n_on, n_off, alpha, excess(n_on, n_off, alpha)) + delta
     f_lo = _wstat_offset(start, n_on, n_off, alpha, target)
     f_hi = _wstat_offset(stop, n_on, n_off, alpha, target)
     ok = np.isfinite(f_lo) & np.isfinite(f_hi) & (np.sign(f_lo) != np.sign(f_hi)) & (start < stop)
     root = np.full(n_on.shape, np.nan)
-    if ok.any():
-        res = find_root(_wstat_offset, (start[ok], stop[ok]),
-                        args=(n_on[ok], n_off[ok], alpha[ok], target[ok]),
+    idx = np.flatnonzero(ok)
+    mu = (stop if from_stop else start)[ok].astype(float)
+    args = [a[ok] for a in (n_on, n_off, alpha, target)]
+    lo, hi = start[ok], stop[ok]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for _ in range(40):
+            if idx.size == 0:
+                break
+            f = _wstat_offset(mu, *args)
+            step = f / _wstat_slope(mu, *args[:3])
+            new = np.clip(mu - step, lo, hi)
+            done = ~np.isfinite(new) | (np.abs(new - mu) <= 1e-10 * (1 + np.abs(mu)))
+            root[idx[done]] = np.where(np.isfinite(new[done]), new[done], mu[done])
+            keep = ~done
+            idx, mu = idx[keep], new[keep]
+            args = [a[keep] for a in args]
+            lo, hi = lo[keep], hi[keep]
+        root[idx] = mu
+        # where the profile is not smooth (n_on = 0 at the edge of the physical region)
+        # Newton may stall: finish those with a bracketing method
+        residual = _wstat_offset(root, n_on, n_off, alpha, target)
+        slow = ok & ~(np.abs(residual) <= 1e-8 * (1 + np.abs(target)))
+    if slow.any():
+        from scipy.optimize.elementwise import find_root
+
+        res = find_root(_wstat_offset, (start[slow], stop[slow]),
+                        args=(n_on[slow], n_off[slow], alpha[slow], target[slow]),
                         tolerances={"xrtol": 1e-12, "xatol": 1e-12})
-        root[ok] = res.x
+        root[slow] = res.x
     exact = np.isfinite(f_lo) & (f_lo == 0)
     return np.where(exact, start, root)
 
@@ -113,7 +145,8 @@ def excess_errn(n_on, n_off, alpha, n_sigma=1.0):
     n_on, n_off, alpha = np.broadcast_arrays(*_f64(n_on, n_off, alpha))
     exc = excess(n_on, n_off, alpha)
     err = excess_error(n_on, n_off, alpha)
-    root = _profile_root(n_on, n_off, alpha, exc - 2 * n_sigma * (err + 1), exc, n_sigma**2)
+    root = _profile_root(n_on, n_off, alpha, exc - 2 * n_sigma * (err + 1), exc, n_sigma**2,
+                         from_stop=False)
     return np.where(np.isnan(root), n_on, exc - root)
 
 
@@ -122,7 +155,8 @@ def excess_errp(n_on, n_off, alpha, n_sigma=1.0):
     n_on, n_off, alpha = np.broadcast_arrays(*_f64(n_on, n_off, alpha))
     exc = excess(n_on, n_off, alpha)
     err = excess_error(n_on, n_off, alpha)
-    root = _profile_root(n_on, n_off, alpha, exc, exc + 2 * n_sigma * (err + 1), n_sigma**2)
+    root = _profile_root(n_on, n_off, alpha, exc, exc + 2 * n_sigma * (err + 1), n_sigma**2,
+                         from_stop=True)
     return root - exc
 
 
@@ -131,7 +165,8 @@ def excess_upper_limit(n_on, n_off, alpha, n_sigma=2.0):
     n_on, n_off, alpha = np.broadcast_arrays(*_f64(n_on, n_off, alpha))
     exc = excess(n_on, n_off, alpha)
     err = excess_error(n_on, n_off, alpha)
-    return _profile_root(n_on, n_off, alpha, exc, exc + 2 * n_sigma * (err + 1), n_sigma**2)
+    return _profile_root(n_on, n_off, alpha, exc, exc + 2 * n_sigma * (err + 1), n_sigma**2,
+                         from_stop=True)
 
 
 def fit_gaussian(values):
