@@ -275,12 +275,52 @@ def read_bkg(table, path, events_header=None):
     return Background(energy, spatial, values, alignment)
 
 
+_PREFETCH = {"pool": None, "pending": {}}
+
+
+def prefetch(paths):
+    """Start reading and decompressing files in a background thread.
+
+    File reading and zlib release the GIL, so the next observation's input arrives while the
+    current one is computed. `read_fits_tables` takes the bytes when it gets to the file.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    if _PREFETCH["pool"] is None:
+        _PREFETCH["pool"] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ringbg-io")
+    pending = _PREFETCH["pending"]
+    for path in paths:
+        key = str(path)
+        if key not in pending and len(pending) < 16:
+            pending[key] = _PREFETCH["pool"].submit(_read_decompressed, key)
+
+
+def _read_decompressed(path):
+    with open(path, "rb") as f:
+        raw = f.read()
+    return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+
+
+def _take_prefetched(path):
+    """Bytes read ahead for ``path``, or None (not asked for, or failed: read it again)."""
+    future = _PREFETCH["pending"].pop(str(path), None)
+    if future is None:
+        return None
+    try:
+        return future.result()
+    except Exception:  # the normal path reports the error with its message
+        return None
+
+
 def read_fits_tables(path):
     """The binary tables of a FITS file (gzipped or not) as ``{EXTNAME: Table}``.
 
     The file is read and decompressed in one pass and parsed by `ringbg.fitsfile`; files
     using features it leaves aside are read with astropy. Raises `DL3Error` naming the file.
     """
+    raw = _take_prefetched(path)
+    if raw is not None:
+        return _parse_tables(path, raw)
     try:
         with open(path, "rb") as f:
             raw = f.read()
@@ -291,6 +331,13 @@ def read_fits_tables(path):
     try:
         if raw[:2] == b"\x1f\x8b":
             raw = gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DL3Error(f"{path}: cannot be read as FITS ({exc})") from exc
+    return _parse_tables(path, raw)
+
+
+def _parse_tables(path, raw):
+    try:
         try:
             return read_tables(raw)
         except UnsupportedFITS:

@@ -15,7 +15,7 @@ import numpy as np
 from . import __version__
 from .config import load_config
 from .datastore import DataStore, DataStoreError
-from .dl3 import DL3Error
+from .dl3 import DL3Error, prefetch
 from .exclusion import dilate, exclusion_mask
 from .excess import excess_maps
 from .geom import Geom, energy_edges_tev, to_frame
@@ -61,17 +61,20 @@ def _shared_geom(geom):
 
 
 def process_observation(store_dir, obs_id, geom, offset_max_deg, methods, parameters,
-                        cache_dir=None):
+                        cache_dir=None, prefetch_id=None):
     """Load and reduce one observation; returns ``(obs_id, reduced or None, error or None)``.
 
     Runs in worker processes: errors in the observation's files come back as text. With
     ``cache_dir``, a cached reduction is used when its key matches (see `ringbg.cache`).
+    ``prefetch_id``: an observation whose files are read ahead in a background thread.
     """
     from . import cache
 
     geom = _shared_geom(geom)
     try:
         store = _datastore(store_dir)
+        if prefetch_id is not None and cache_dir is None:
+            prefetch(loc[0] for loc in store.hdu_locations(prefetch_id).values())
         key = None
         if cache_dir is not None:
             paths = [loc[0] for loc in store.hdu_locations(obs_id).values()]
@@ -278,8 +281,11 @@ def run(config, jobs=None, progress=False, cache_dir=None):
     sm = config.safe_mask
     params = {"aeff_percent": sm.parameters.aeff_percent,
               "offset_max_deg": sm.parameters.offset_max}
+    in_process = jobs <= 1 and config.parallel.address is None
+    following = obs_ids[1:] + [None] if in_process else [None] * len(obs_ids)
     tasks = [(config.datastore, obs_id, geom, config.geom.offset_max, tuple(sm.methods), params,
-              None if cache_dir is None else str(cache_dir)) for obs_id in obs_ids]
+              None if cache_dir is None else str(cache_dir), next_id)
+             for obs_id, next_id in zip(obs_ids, following)]
     results = map_ordered(process_observation, tasks, jobs, config.parallel.address)
     if progress:
         from tqdm import tqdm
