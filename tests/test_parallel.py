@@ -1,0 +1,41 @@
+"""Ordered parallel map: local processes and Dask, with a worker that dies."""
+
+import os
+
+import pytest
+
+from ringbg.parallel import map_ordered
+
+
+def square(x):
+    return x * x
+
+
+def die_once(x, marker):
+    """Kill the worker process the first time it is called with x == 3."""
+    if x == 3 and not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(1)
+    return x * x
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_results_in_input_order(jobs):
+    assert list(map_ordered(square, [(i,) for i in range(20)], jobs=jobs)) == [
+        i * i for i in range(20)]
+
+
+def test_bounded_window_still_complete():
+    out = list(map_ordered(square, [(i,) for i in range(50)], jobs=2, window=1))
+    assert out == [i * i for i in range(50)]
+
+
+def test_dask_worker_death_is_retried(tmp_path):
+    from distributed import LocalCluster
+
+    marker = str(tmp_path / "died")
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster:
+        out = list(map_ordered(die_once, [(i, marker) for i in range(8)], address=cluster))
+    assert os.path.exists(marker)  # a worker really died
+    assert out == [i * i for i in range(8)]
