@@ -96,3 +96,18 @@ def test_per_observation_files(tmp_path):
     ds = MapDatasetOnOff.read(out / "observations" / "20136_onoff.fits")
     assert ds.counts.data.sum() == 2558
     assert ds.counts_off.data.sum() == pytest.approx(5444473)
+
+
+def test_stale_temporaries_of_killed_runs_are_removed(tmp_path, msh_result):
+    import subprocess
+
+    proc = subprocess.Popen(["true"])
+    proc.wait()  # a pid that no longer runs
+    stale = tmp_path / f".out.tmp-{proc.pid}"
+    stale.mkdir()
+    (stale / "maps.fits").write_text("half written")
+    alive = tmp_path / f".out.tmp-{1}"  # pid 1 is alive: another run's folder is kept
+    alive.mkdir()
+    msh_result.write(tmp_path / "out", figures=False)
+    assert not stale.exists() and alive.exists()
+    assert (tmp_path / "out" / "maps.fits").stat().st_size > 1000

@@ -192,6 +192,33 @@ def prepare_outdir(outdir, overwrite):
     return outdir
 
 
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(outdir):
+    """Delete ``.NAME.tmp-PID`` / ``.NAME.old-PID`` folders left by runs that were killed."""
+    outdir = Path(outdir)
+    parent = outdir.resolve().parent
+    if not parent.is_dir():
+        return []
+    removed = []
+    for path in parent.glob(f".{outdir.name}.*-*"):
+        kind, _, pid = path.name.rpartition("-")
+        if not (kind.endswith(".tmp") or kind.endswith(".old")) or not pid.isdigit():
+            continue
+        if int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
 def write_outputs(result, outdir=None, overwrite=None, figures=None):
     """Write every output of ``result`` into ``outdir`` atomically; returns the folder."""
     cfg = result.config
@@ -199,6 +226,8 @@ def write_outputs(result, outdir=None, overwrite=None, figures=None):
     overwrite = cfg.output.overwrite if overwrite is None else overwrite
     figures = cfg.output.figures if figures is None else figures
     prepare_outdir(outdir, overwrite)
+    for path in remove_stale_temporaries(outdir):
+        log.info("removed %s, left by an interrupted run", path)
     t0 = time.perf_counter()
     tmp = outdir.resolve().parent / f".{outdir.name}.tmp-{os.getpid()}"
     if tmp.exists():
