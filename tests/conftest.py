@@ -5,8 +5,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+# property and fuzz tests draw the same examples on every run (CI must not be flaky);
+# HYPOTHESIS_PROFILE=explore draws new ones
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+settings.register_profile("explore", deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 MSH_CENTER = (228.32, -59.08)
 

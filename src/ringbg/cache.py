@@ -57,7 +57,7 @@ def load(cache_dir, obs_id, key):
                 exposure=f["exposure"], background=f["background"],
                 mask_safe=f["mask_safe"], livetime_s=float(f["livetime_s"]),
                 ontime_s=float(f["ontime_s"]))
-    except (OSError, KeyError, ValueError):
+    except Exception:  # any unreadable entry (truncated zip, bad arrays) is a cache miss
         return None
 
 

@@ -1,14 +1,29 @@
 """GADF data store: the observation and HDU index tables, observation selection and loading."""
 
+import gzip
+import io
 import logging
 import os
-from dataclasses import dataclass
+import warnings
+import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from astropy.table import Table
 
-from .dl3 import DL3Error, Observation, read_aeff, read_bkg, read_events, read_fits_tables, read_gti
+from .dl3 import (
+    DL3Error,
+    Observation,
+    header_number,
+    one_line,
+    read_aeff,
+    read_bkg,
+    read_events,
+    read_fits_tables,
+    read_gti,
+)
+from .fitsfile import UnsupportedFITS, read_tables
 from .geom import angular_separation_deg, to_frame
 
 __all__ = ["DataStore", "DataStoreError"]
@@ -31,6 +46,32 @@ class DataStoreError(Exception):
     """A data store that cannot be opened or a selection that is empty."""
 
 
+def _read_index(path):
+    """An index table, checked by ringbg's FITS reader before astropy parses it.
+
+    astropy loops without end on some damaged gzipped files (a broken SIMPLE card), so the
+    bytes are decompressed here and astropy only sees a file whose structure is sound.
+    """
+    try:
+        raw = path.read_bytes()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+        read_tables(raw)
+    except UnsupportedFITS:
+        pass
+    except (OSError, EOFError, ValueError, zlib.error) as exc:
+        raise DataStoreError(f"{path}: cannot be read as a FITS index table "
+                             f"({one_line(exc)})") from exc
+    try:
+        with warnings.catch_warnings():
+            # astropy's complaints about odd units or cards: the columns used are checked
+            warnings.simplefilter("ignore")
+            return Table.read(io.BytesIO(raw), hdu=1, format="fits")
+    except Exception as exc:  # astropy raises many kinds for broken files
+        raise DataStoreError(f"{path}: cannot be read as a FITS index table "
+                             f"({one_line(exc)})") from exc
+
+
 def _find(directory, names):
     for name in names:
         path = directory / name
@@ -41,7 +82,7 @@ def _find(directory, names):
 
 def _str(value):
     if isinstance(value, bytes):
-        value = value.decode()
+        value = value.decode(errors="replace")
     return str(value).strip()
 
 
@@ -62,6 +103,7 @@ class DataStore:
     obs_table: Table
     hdu_table: Table
     base_dir: Path
+    _warned: set = field(default_factory=set, repr=False, compare=False)
 
     @classmethod
     def from_dir(cls, path):
@@ -77,11 +119,8 @@ class DataStore:
         for name, found in (("obs-index.fits[.gz]", obs_path), ("hdu-index.fits[.gz]", hdu_path)):
             if found is None:
                 raise DataStoreError(f"datastore: {directory} has no {name}")
-        try:
-            obs_table = Table.read(obs_path, hdu=1)
-            hdu_table = Table.read(hdu_path, hdu=1)
-        except Exception as exc:  # astropy raises many kinds for broken files
-            raise DataStoreError(f"{obs_path.parent}: cannot read the index tables ({exc})") from exc
+        obs_table = _read_index(obs_path)
+        hdu_table = _read_index(hdu_path)
         for table, path, cols in (
             (obs_table, obs_path, ("OBS_ID", "RA_PNT", "DEC_PNT")),
             (hdu_table, hdu_path, ("OBS_ID", "HDU_TYPE", "HDU_CLASS", "FILE_DIR", "FILE_NAME",
@@ -90,6 +129,20 @@ class DataStore:
             missing = [c for c in cols if c not in table.colnames]
             if missing:
                 raise DataStoreError(f"{path}: missing columns {', '.join(missing)}")
+            numeric = ("OBS_ID", "RA_PNT", "DEC_PNT") if table is obs_table else ("OBS_ID",)
+            for name in numeric:
+                values = np.asarray(table[name])
+                if values.dtype.kind not in "iuf" or (
+                        name == "OBS_ID" and values.dtype.kind == "f"
+                        and not np.all(np.isfinite(values) & (values == np.round(values)))):
+                    raise DataStoreError(f"{path}: column {name} holds "
+                                         f"{'no integers' if name == 'OBS_ID' else 'no numbers'}")
+        ids, counts = np.unique(np.asarray(obs_table["OBS_ID"], dtype=np.int64),
+                                return_counts=True)
+        if np.any(counts > 1):
+            dup = ", ".join(str(i) for i in ids[counts > 1][:10])
+            log.warning("%s lists observation(s) %s more than once: each is used once, with "
+                        "its first row", obs_path, dup)
         base = hdu_table.meta.get("BASE_DIR")
         base_dir = Path(base) if base and Path(base).is_dir() else hdu_path.parent
         return cls(obs_table=obs_table, hdu_table=hdu_table, base_dir=base_dir)
@@ -122,7 +175,8 @@ class DataStore:
                 float(dec0),
             )
             keep &= sep < radius
-        selected = [int(i) for i in ids[keep]]
+        # an id listed twice in the index is used once
+        selected = list(dict.fromkeys(int(i) for i in ids[keep]))
         if obs_ids is not None:
             order = {int(i): k for k, i in enumerate(obs_ids)}
             selected = sorted(dict.fromkeys(selected), key=lambda i: order[i])
@@ -159,9 +213,15 @@ class DataStore:
         for row in rows:
             hdu_type = _str(row["HDU_TYPE"]).lower()
             path = self.base_dir / _str(row["FILE_DIR"]) / _str(row["FILE_NAME"])
-            found.setdefault(
-                hdu_type, (path, _str(row["HDU_NAME"]), _str(row["HDU_CLASS"]).lower())
-            )
+            location = (path, _str(row["HDU_NAME"]), _str(row["HDU_CLASS"]).lower())
+            first = found.setdefault(hdu_type, location)
+            if first != location and (obs_id, hdu_type) not in self._warned:
+                # as gammapy: the first row is used, with a warning (once)
+                self._warned.add((obs_id, hdu_type))
+                log.warning(
+                    "observation %s: the HDU index lists more than one '%s' HDU; using the "
+                    "first (%s [%s]), not %s [%s]", obs_id, hdu_type, first[0], first[1],
+                    location[0], location[1])
         return found
 
     def load(self, obs_id):
@@ -186,62 +246,116 @@ class DataStore:
                 files[path] = read_fits_tables(path)
             table = files[path].get(name.upper())
             if table is None:
-                raise DL3Error(f"{path}: no HDU named '{name}' (observation {obs_id})")
+                present = ", ".join(files[path]) or "none"
+                raise DL3Error(f"{path}: no HDU named '{name}' (observation {obs_id}; the file "
+                               f"has the tables {present})")
             hdus[hdu_type] = table
         return _build_observation(obs_id, hdus, locations)
 
 
-def _time_reference(header):
-    mjd = header.get("MJDREFI")
+#: astropy's time scales (``astropy.time.Time.SCALES``), for TIMESYS
+TIME_SCALES = ("tai", "tcb", "tcg", "tdb", "tt", "ut1", "utc", "local")
+
+
+def _time_reference(header, where):
+    mjd = header_number(header, "MJDREFI", None, where)
     if mjd is not None:
-        mjd = float(mjd) + float(header.get("MJDREFF", 0.0))
+        mjd = mjd + header_number(header, "MJDREFF", 0.0, where)
     else:
-        mjd = float(header.get("MJDREF", 51910.0))
+        mjd = header_number(header, "MJDREF", 51910.0, where)
+    if not np.isfinite(mjd):
+        raise DL3Error(f"{where}: the time reference MJDREF is {mjd}")
     return mjd, str(header.get("TIMESYS", "TT")).strip().lower()
 
 
-def _location(header):
+def _location(header, where):
     if "GEOLON" not in header or "GEOLAT" not in header:
         return None
-    height = header.get("GEOALT", header.get("ALTITUDE"))
+    key = "GEOALT" if "GEOALT" in header else "ALTITUDE"
+    height = header_number(header, key, None, where)
     if height is None:
         return None
     # gammapy 2.1 reads ALTITUDE as metres, whatever the file says
-    return float(header["GEOLON"]), float(header["GEOLAT"]), float(height)
+    location = (header_number(header, "GEOLON", None, where),
+                header_number(header, "GEOLAT", None, where), height)
+    if not (all(np.isfinite(location)) and abs(location[1]) <= 90):
+        raise DL3Error(f"{where}: observatory location GEOLON, GEOLAT, {key} = {location}")
+    return location
+
+
+def _deadc(header, where, obs_id):
+    """DEADC of the EVENTS header; without it, LIVETIME / ONTIME (GADF's definition)."""
+    deadc = header_number(header, "DEADC", None, where)
+    if deadc is None:
+        livetime = header_number(header, "LIVETIME", None, where)
+        ontime = header_number(header, "ONTIME", None, where)
+        if livetime is None or ontime is None or not ontime > 0:
+            raise DL3Error(f"{where}: no DEADC (nor LIVETIME and ONTIME) in the EVENTS header: "
+                           f"the live time of observation {obs_id} is unknown")
+        deadc = livetime / ontime
+        log.warning("%s: no DEADC in the EVENTS header; using LIVETIME / ONTIME = %.6g",
+                    where, deadc)
+    if not np.isfinite(deadc) or deadc <= 0 or deadc > 1:
+        raise DL3Error(f"{where}: DEADC={deadc} is not a dead-time correction in (0, 1]")
+    return deadc
 
 
 def _build_observation(obs_id, hdus, locations):
     events_path = locations["events"][0]
+    where = f"{events_path} [{hdus['events'].name}]"
     ra, dec, energy, header = read_events(hdus["events"], events_path)
+    if len(energy) == 0:
+        log.warning("%s: observation %s has no events (its exposure and background are used)",
+                    where, obs_id)
     start, stop = read_gti(hdus["gti"], locations["gti"][0])
     if len(start) == 0:
         raise DL3Error(f"{locations['gti'][0]}: GTI of observation {obs_id} is empty")
+    pointing = []
     for key in ("RA_PNT", "DEC_PNT"):
-        if key not in header:
+        value = header_number(header, key, None, where)
+        if value is None:
             raise DL3Error(f"{events_path}: EVENTS header has no {key} (observation {obs_id})")
-    deadc = float(header.get("DEADC", 1.0))
-    if not np.isfinite(deadc) or deadc <= 0:
-        raise DL3Error(f"{events_path}: DEADC={deadc} is not a dead-time fraction in (0, 1]")
-    time_ref, scale = _time_reference(header)
+        pointing.append(value)
+    if not (np.all(np.isfinite(pointing)) and abs(pointing[1]) <= 90):
+        raise DL3Error(f"{where}: pointing RA_PNT, DEC_PNT = {pointing[0]}, {pointing[1]} is "
+                       "not a sky position")
+    deadc = _deadc(header, where, obs_id)
     aeff = read_aeff(hdus["aeff"], locations["aeff"][0])
     bkg = read_bkg(hdus["bkg"], locations["bkg"][0], header)
     ontime = float(np.sum(stop - start))
     if not np.isfinite(ontime) or ontime <= 0:
         raise DL3Error(f"{locations['gti'][0]}: GTI of observation {obs_id} sums to {ontime} s")
+    # time reference and site: needed to turn sky pixels into the AltAz-aligned frame of an
+    # ALTAZ background, unused otherwise (broken values are then only warned about)
+    try:
+        time_ref, scale = _time_reference(header, where)
+        location = _location(header, where)
+        if bkg.alignment == "ALTAZ":
+            if location is None:
+                raise DL3Error(f"{where}: the ALTAZ background of observation {obs_id} needs "
+                               "the observatory location (GEOLON, GEOLAT, ALTITUDE)")
+            if scale not in TIME_SCALES:
+                raise DL3Error(f"{where}: TIMESYS = {scale!r} is not a time scale "
+                               f"({', '.join(TIME_SCALES)})")
+    except DL3Error as exc:
+        if bkg.alignment == "ALTAZ":
+            raise
+        log.warning("%s (not needed for this observation's %s background)", exc, bkg.alignment)
+        time_ref, scale, location = float("nan"), "tt", None
     meta = {k: header.get(k) for k in ("OBJECT", "ALT_PNT", "AZ_PNT", "ONTIME", "LIVETIME")}
     return Observation(
         obs_id=int(obs_id),
         ra_deg=ra,
         dec_deg=dec,
         energy_tev=energy,
-        pointing_ra_deg=float(header["RA_PNT"]),
-        pointing_dec_deg=float(header["DEC_PNT"]),
+        pointing_ra_deg=pointing[0],
+        pointing_dec_deg=pointing[1],
         gti_start_s=start,
         gti_stop_s=stop,
         deadc=deadc,
         time_ref_mjd=time_ref,
         time_scale=scale,
-        location=_location(header),
+        location=location,
         aeff=aeff,
         bkg=bkg,
         meta=meta,

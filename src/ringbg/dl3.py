@@ -8,6 +8,7 @@ gammapy 2.1 (natural log for energy, linear for angles), see `IrfAxis`.
 import gzip
 import io
 import logging
+import os
 import warnings
 import zlib
 from dataclasses import dataclass, field
@@ -39,6 +40,16 @@ _SASH_CREATOR = "SASH FITS::EventListWriter"
 
 class DL3Error(Exception):
     """A DL3 file or HDU that cannot be used; the message names the file and what is wrong."""
+
+
+def one_line(exc):
+    """``exc`` as one line of text: its type (when not ringbg's) and first line of message."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0].strip() if lines else ""
+    name = type(exc).__name__
+    if isinstance(exc, (DL3Error, ValueError, OSError, EOFError)) and text:
+        return text
+    return f"{name}: {text}" if text else name
 
 
 @dataclass(frozen=True)
@@ -162,12 +173,32 @@ def _column(table, names, path, unit=None):
     """A column by the first of ``names`` present, as float, converted to ``unit``."""
     for name in names:
         if name in table:
-            data = np.asarray(table.column(name), dtype=float)
+            where = f"{path} [{table.name}] column {name}"
+            try:
+                values = np.asarray(table.column(name))
+            except Exception as exc:  # a damaged column description (astropy raises many kinds)
+                raise DL3Error(f"{where}: cannot be read ({one_line(exc)})") from exc
+            if values.dtype.kind not in "biuf":
+                raise DL3Error(f"{where}: not a numeric column (data type {values.dtype})")
+            with np.errstate(invalid="ignore", over="ignore"):
+                data = values.astype(float)
             if unit is not None:
-                data = data * _unit_factor(table.unit(name), unit,
-                                           f"{path} [{table.name}] column {name}")
+                data = data * _unit_factor(table.unit(name), unit, where)
             return data
     raise DL3Error(f"{path}: HDU {table.name} has no column {' or '.join(names)}")
+
+
+def header_number(header, key, default, where):
+    """Header keyword ``key`` as a float (``default`` when absent); `DL3Error` if not a number.
+
+    ``where`` names the file and HDU in the message.
+    """
+    value = header.get(key)
+    if value is None:
+        return default
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+        raise DL3Error(f"{where}: header keyword {key} = {value!r} is not a number")
+    return float(value)
 
 
 def _unit_factor(unit_str, target, where):
@@ -176,14 +207,17 @@ def _unit_factor(unit_str, target, where):
     text = str(unit_str).strip().replace("^", "").replace("**", "")
     try:
         unit = Unit(text, parse_strict="raise")
-    except ValueError:
+    except (ValueError, TypeError):
         # as gammapy: an unreadable unit (e.g. CTA 1DC's '1/s/MeV/sr') is taken as the default
         log.warning("%s: unit %r not understood, assuming %s", where, unit_str, target)
         return 1.0
     try:
-        return unit.to(target)
-    except UnitsError as exc:
+        factor = float(unit.to(target))
+    except (UnitsError, ValueError, TypeError) as exc:  # ValueError: e.g. structured units
         raise DL3Error(f"{where}: unit {unit_str!r} cannot be converted to {target}") from exc
+    if not np.isfinite(factor) or factor == 0:
+        raise DL3Error(f"{where}: unit {unit_str!r} is {factor} {target}")
+    return factor
 
 
 def read_events(table, path):
@@ -195,9 +229,23 @@ def read_events(table, path):
 
 
 def read_gti(table, path):
-    """GTI start and stop times (s, relative to the time reference)."""
+    """GTI start and stop times (s, relative to the time reference).
+
+    Raises `DL3Error` for times that are not finite or an interval that ends before it starts.
+    """
     start = _column(table, ["START"], path, "s")
     stop = _column(table, ["STOP"], path, "s")
+    if start.shape != stop.shape or start.ndim != 1:
+        raise DL3Error(f"{path}: HDU {table.name} START and STOP are not one value per row")
+    bad = ~(np.isfinite(start) & np.isfinite(stop))
+    if bad.any():
+        raise DL3Error(f"{path}: HDU {table.name} row {int(np.argmax(bad))} has a START or STOP "
+                       "that is not a finite number")
+    backwards = stop < start
+    if backwards.any():
+        k = int(np.argmax(backwards))
+        raise DL3Error(f"{path}: HDU {table.name} row {k} stops before it starts "
+                       f"(START={start[k]}, STOP={stop[k]})")
     return start, stop
 
 
@@ -222,11 +270,43 @@ def _irf_values(table, names, path, unit, shape):
 
 
 def _axis(table, prefix, name, log, path, unit):
+    """An IRF axis from its ``_LO``/``_HI`` columns; `DL3Error` unless finite and increasing."""
     if len(table) == 0:
         raise DL3Error(f"{path}: HDU {table.name} has no rows")
-    lo = _column(table, [f"{prefix}_LO"], path, unit)[0]
-    hi = _column(table, [f"{prefix}_HI"], path, unit)[0]
-    return IrfAxis.from_lo_hi(name, lo, hi, log)
+    lo = np.ravel(_column(table, [f"{prefix}_LO"], path, unit)[0])
+    hi = np.ravel(_column(table, [f"{prefix}_HI"], path, unit)[0])
+    where = f"{path}: HDU {table.name} axis {prefix}_LO/{prefix}_HI"
+    if len(lo) == 0 or lo.shape != hi.shape:
+        raise DL3Error(f"{where}: empty or of different lengths ({len(lo)}, {len(hi)})")
+    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+        raise DL3Error(f"{where}: values that are not finite numbers")
+    if log and not (np.all(lo > 0) and np.all(hi > 0)):
+        raise DL3Error(f"{where}: energies must be positive")
+    with np.errstate(all="ignore"):
+        axis = IrfAxis.from_lo_hi(name, lo, hi, log)
+        ok = (np.all(np.isfinite(axis.edges)) and np.all(np.diff(axis.edges) > 0)
+              and np.all(np.diff(axis.nodes) > 0))
+    if not ok:
+        raise DL3Error(f"{where}: the bins are not in increasing order")
+    return axis
+
+
+def _warn_bad_values(values, where, background=False):
+    """Warn about IRF values that are not finite (or negative); they are used as gammapy 2.1
+    uses them: effective area as zero; background as missing (filled along energy between
+    valid values, else zero) and negative background as zero."""
+    bad = ~np.isfinite(values)
+    n_bad = int(bad.sum())
+    n_neg = int(np.sum(values[~bad] < 0))
+    what = "background" if background else "effective-area"
+    if n_bad:
+        use = ("missing: filled along energy where valid values bracket them, else zero"
+               if background else "taken as zero")
+        log.warning("%s: %d of the %d %s values are not finite, %s (as gammapy does)",
+                    where, n_bad, values.size, what, use)
+    if n_neg and background:
+        log.warning("%s: %d of the %d background values are negative, taken as zero (as "
+                    "gammapy does)", where, n_neg, values.size)
 
 
 def read_aeff(table, path):
@@ -235,9 +315,10 @@ def read_aeff(table, path):
     offset = _axis(table, "THETA", "offset", False, path, "deg")
     shape = (len(energy.nodes), len(offset.nodes))
     values = _irf_values(table, ["EFFAREA", "SPECRESP"], path, "m2", shape)
-    header = table.header
-    lo = header.get("LO_THRES")
-    hi = header.get("HI_THRES")
+    where = f"{path} [{table.name}]"
+    _warn_bad_values(values, where)
+    lo = header_number(table.header, "LO_THRES", None, where)
+    hi = header_number(table.header, "HI_THRES", None, where)
     return EffectiveArea(energy, offset, values, lo, hi)
 
 
@@ -262,6 +343,7 @@ def read_bkg(table, path, events_header=None):
         spatial = (offset,)
     else:
         raise DL3Error(f"{path}: HDU {table.name} is neither BKG_3D (DETX/DETY) nor BKG_2D (THETA)")
+    _warn_bad_values(values, f"{path} [{table.name}]", background=True)
     alignment = str(table.header.get("FOVALIGN", "RADEC")).strip().upper()
     if alignment not in ("RADEC", "ALTAZ"):
         raise DL3Error(f"{path}: HDU {table.name} has FOVALIGN={alignment!r}; RADEC or ALTAZ")
@@ -276,13 +358,23 @@ def read_bkg(table, path, events_header=None):
 
 
 _PREFETCH = {"pool": None, "pending": {}}
+#: at most this many files read ahead and not yet taken (the oldest are dropped)
+_PREFETCH_MAX = 16
+
+
+def _file_signature(path):
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns, st.st_ino
 
 
 def prefetch(paths):
     """Start reading and decompressing files in a background thread.
 
     File reading and zlib release the GIL, so the next observation's input arrives while the
-    current one is computed. `read_fits_tables` takes the bytes when it gets to the file.
+    current one is computed. `read_fits_tables` takes the bytes when it gets to the file, if
+    the file has not changed since (size, modification time, inode); files read ahead and
+    never taken (an observation skipped before its files are read) are dropped, oldest
+    first, so they neither pile up nor get served later.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -291,8 +383,22 @@ def prefetch(paths):
     pending = _PREFETCH["pending"]
     for path in paths:
         key = str(path)
-        if key not in pending and len(pending) < 16:
-            pending[key] = _PREFETCH["pool"].submit(_read_decompressed, key)
+        if key in pending:
+            continue
+        try:
+            signature = _file_signature(key)
+        except (OSError, ValueError):  # ValueError: a NUL in the name
+            continue  # read_fits_tables reports it
+        while len(pending) >= _PREFETCH_MAX:
+            pending.pop(next(iter(pending)))[0].cancel()
+        pending[key] = (_PREFETCH["pool"].submit(_read_decompressed, key), signature)
+
+
+def discard_prefetched():
+    """Drop the files read ahead and not taken (call at the end of a run to free them)."""
+    pending = _PREFETCH["pending"]
+    while pending:
+        pending.pop(next(iter(pending)))[0].cancel()
 
 
 def _read_decompressed(path):
@@ -302,11 +408,16 @@ def _read_decompressed(path):
 
 
 def _take_prefetched(path):
-    """Bytes read ahead for ``path``, or None (not asked for, or failed: read it again)."""
-    future = _PREFETCH["pending"].pop(str(path), None)
-    if future is None:
+    """Bytes read ahead for ``path``, or None (not asked for, failed or the file changed since:
+    read it again)."""
+    entry = _PREFETCH["pending"].pop(str(path), None)
+    if entry is None:
         return None
+    future, signature = entry
     try:
+        if _file_signature(path) != signature:
+            future.cancel()
+            return None
         return future.result()
     except Exception:  # the normal path reports the error with its message
         return None
@@ -328,23 +439,31 @@ def read_fits_tables(path):
         raise DL3Error(f"{path}: file not found") from exc
     except OSError as exc:
         raise DL3Error(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    except ValueError as exc:  # a NUL character in the name
+        raise DL3Error(f"{str(path)!r}: not a valid file name ({exc})") from exc
     try:
         if raw[:2] == b"\x1f\x8b":
             raw = gzip.decompress(raw)
     except (OSError, EOFError, zlib.error) as exc:
-        raise DL3Error(f"{path}: cannot be read as FITS ({exc})") from exc
+        raise DL3Error(f"{path}: cannot be read as FITS ({one_line(exc)})") from exc
     return _parse_tables(path, raw)
 
 
 def _parse_tables(path, raw):
     try:
-        try:
-            return read_tables(raw)
-        except UnsupportedFITS:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                with fits.open(io.BytesIO(raw), memmap=False) as hdul:
-                    return {h.name.upper(): Table.from_astropy(h) for h in hdul[1:]
-                            if isinstance(h, fits.BinTableHDU)}
-    except (OSError, EOFError, ValueError, TypeError, zlib.error) as exc:
-        raise DL3Error(f"{path}: cannot be read as FITS ({exc})") from exc
+        return read_tables(raw)
+    except UnsupportedFITS:
+        pass
+    except ValueError as exc:  # damaged: read_tables says what is wrong
+        raise DL3Error(f"{path}: cannot be read as FITS ({one_line(exc)})") from exc
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with fits.open(io.BytesIO(raw), memmap=False) as hdul:
+                tables = {}
+                for hdu in hdul[1:]:
+                    if isinstance(hdu, fits.BinTableHDU):
+                        tables.setdefault(hdu.name.upper(), Table.from_astropy(hdu))
+                return tables
+    except Exception as exc:  # astropy raises many kinds (VerifyError, KeyError...) for damage
+        raise DL3Error(f"{path}: cannot be read as FITS ({one_line(exc)})") from exc

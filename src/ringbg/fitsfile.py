@@ -4,9 +4,13 @@ astropy.io.fits spends most of its time on header-card objects and column machin
 observation needs a few tables read once, so this module parses the headers directly and
 views each table as a numpy record array. Anything it does not handle (variable-length
 arrays, images with data other than the primary) makes `read_tables` raise
-`UnsupportedFITS`, and the caller falls back to astropy.
+`UnsupportedFITS`, and the caller falls back to astropy. A damaged file (truncated, or with
+structural keywords that are not valid) raises `ValueError` saying what is wrong: the reader
+never loops, never reads outside the bytes it is given and never returns a table whose
+columns cannot be read.
 """
 
+import math
 import re
 
 import numpy as np
@@ -110,19 +114,46 @@ def _header(raw, offset):
                 header[key] = _value(card[10:])
 
 
+def _int(header, key, default=None, minimum=0, maximum=None):
+    """A structural integer keyword, checked; `ValueError` naming it when it is not valid."""
+    value = header.get(key, default)
+    if value is None:
+        raise ValueError(f"header of HDU {_hdu_name(header)} has no {key}")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"header of HDU {_hdu_name(header)}: {key} = {value!r} is not an integer")
+    if value < minimum or (maximum is not None and value > maximum):
+        raise ValueError(f"header of HDU {_hdu_name(header)}: {key} = {value} is out of range")
+    return value
+
+
+def _hdu_name(header):
+    return repr(str(header.get("EXTNAME", "PRIMARY" if "SIMPLE" in header else "")).strip())
+
+
 def _data_size(header):
-    naxis = int(header.get("NAXIS", 0))
+    naxis = _int(header, "NAXIS", 0, maximum=999)
     if naxis == 0:
         return 0
-    size = abs(int(header.get("BITPIX", 8))) // 8
+    bitpix = _int(header, "BITPIX", 8, minimum=-64)
+    if bitpix not in (8, 16, 32, 64, -32, -64):
+        raise ValueError(f"header of HDU {_hdu_name(header)}: BITPIX = {bitpix} is not valid")
+    size = abs(bitpix) // 8
     for k in range(1, naxis + 1):
-        size *= int(header.get(f"NAXIS{k}", 0))
-    size = int(header.get("GCOUNT", 1)) * (int(header.get("PCOUNT", 0)) + size)
+        size *= _int(header, f"NAXIS{k}", 0)
+    size = _int(header, "GCOUNT", 1) * (_int(header, "PCOUNT", 0) + size)
     return size
 
 
+def _scaling(header, key, default):
+    value = header.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+            isinstance(value, float) and not math.isfinite(value)):
+        raise ValueError(f"header of HDU {_hdu_name(header)}: {key} = {value!r} is not a number")
+    return value
+
+
 def _columns(header):
-    n = int(header.get("TFIELDS", 0))
+    n = _int(header, "TFIELDS", 0, maximum=999)
     names, formats, columns = [], [], {}
     for k in range(1, n + 1):
         form = str(header.get(f"TFORM{k}", "")).strip()
@@ -143,13 +174,19 @@ def _columns(header):
             shape = None
             tdim = header.get(f"TDIM{k}")
             if tdim and repeat > 1:
-                dims = [int(d) for d in str(tdim).strip("() ").split(",")]
+                try:
+                    dims = [int(d) for d in str(tdim).strip("() ").split(",")]
+                except ValueError:
+                    raise ValueError(f"TDIM{k} = {tdim!r} is not a list of integers") from None
+                if any(d <= 0 for d in dims) or int(np.prod(dims)) != repeat:
+                    # smaller than the repeat count is allowed by FITS: left to astropy
+                    raise UnsupportedFITS(f"TDIM{k} = {tdim!r} with TFORM{k} = {form!r}")
                 shape = tuple(reversed(dims))
         names.append(field)
         formats.append(fmt)
         unit = str(header.get(f"TUNIT{k}", "")).strip()
-        tzero = header.get(f"TZERO{k}", 0)
-        tscal = header.get(f"TSCAL{k}", 1)
+        tzero = _scaling(header, f"TZERO{k}", 0)
+        tscal = _scaling(header, f"TSCAL{k}", 1)
         columns[name.upper()] = (field, unit, tzero, tscal, shape)
     return np.dtype({"names": names, "formats": formats}), columns
 
@@ -160,35 +197,54 @@ def read_tables(raw):
     Raises
     ------
     ValueError
-        For a truncated or malformed file.
+        For a truncated or malformed file (message saying what is wrong).
     UnsupportedFITS
-        For features left to astropy.
+        For features left to astropy; raised only once the whole file has been walked, so
+        the bytes handed to astropy have sound headers and sizes (astropy can loop without
+        end on some damaged files).
     """
     if not raw.startswith(b"SIMPLE  ="):
         raise ValueError("not a FITS file (no SIMPLE card)")
     tables = {}
+    unsupported = None
     offset = 0
     first = True
     while offset < len(raw):
         if not raw[offset:offset + 80].strip(b" \x00"):
             break  # padding at the end
         header, offset = _header(raw, offset)
+        if first and header.get("SIMPLE") is not True:
+            raise ValueError(f"not a standard FITS file (SIMPLE = {header.get('SIMPLE')!r})")
+        if not first and "XTENSION" not in header:
+            raise ValueError(f"HDU at byte {offset} has no XTENSION keyword")
         size = _data_size(header)
         end = offset + size
         if end > len(raw):
-            raise ValueError(f"truncated data of HDU {header.get('EXTNAME', '')!r}")
-        if not first:
-            xtension = str(header.get("XTENSION", "")).strip()
-            if xtension == "BINTABLE":
-                if int(header.get("PCOUNT", 0)) != 0:
-                    raise UnsupportedFITS("variable-length arrays")
-                dtype, columns = _columns(header)
-                nrows = int(header.get("NAXIS2", 0))
-                if dtype.itemsize != int(header.get("NAXIS1", 0)):
-                    raise UnsupportedFITS("row size does not match the column formats")
-                data = np.frombuffer(raw, dtype=dtype, count=nrows, offset=offset)
-                table = Table(header, data, columns)
+            raise ValueError(f"truncated data of HDU {_hdu_name(header)}")
+        if not first and str(header.get("XTENSION", "")).strip() == "BINTABLE":
+            try:
+                table = _table(raw, offset, header)
+            except UnsupportedFITS as exc:
+                # the rest of the file is still checked: astropy only sees sound files
+                unsupported = unsupported or exc
+            else:
                 tables.setdefault(table.name.upper(), table)
         first = False
         offset += -(-size // BLOCK) * BLOCK
+    if unsupported is not None:
+        raise unsupported
     return tables
+
+
+def _table(raw, offset, header):
+    if _int(header, "PCOUNT", 0) != 0:
+        raise UnsupportedFITS("variable-length arrays")
+    if _int(header, "NAXIS") != 2 or _int(header, "BITPIX") != 8 or _int(header, "GCOUNT", 1) != 1:
+        raise ValueError(f"HDU {_hdu_name(header)}: BINTABLE with NAXIS, BITPIX or GCOUNT not "
+                         "2, 8 and 1")
+    dtype, columns = _columns(header)
+    nrows = _int(header, "NAXIS2")
+    if dtype.itemsize != _int(header, "NAXIS1"):
+        raise UnsupportedFITS("row size does not match the column formats")
+    data = np.frombuffer(raw, dtype=dtype, count=nrows, offset=offset)
+    return Table(header, data, columns)

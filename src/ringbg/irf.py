@@ -100,11 +100,12 @@ def interp_missing_energy(values):
 
     As gammapy's ``interp_missing_data(axis_name="energy")``: for each spatial bin, a missing
     value is replaced by interpolating the log of the valid values in the bin index, only when
-    it is bracketed by valid values (no extrapolation at the ends).
+    it is bracketed by valid values (no extrapolation at the ends). Negative values are valid
+    and count as float32 tiny in the log, as there.
     """
     values = np.array(values, dtype=float, copy=True)
     flat = values.reshape(values.shape[0], -1)
-    valid = np.isfinite(flat) & (flat > 0)
+    valid = np.isfinite(flat) & (flat != 0)
     n = flat.shape[0]
     idx = np.arange(n)[:, None]
     has = valid.any(axis=0)
@@ -118,7 +119,8 @@ def interp_missing_energy(values):
     rows, cols = np.nonzero(fill)
     lo, hi = below[rows, cols], above[rows, cols]
     with np.errstate(divide="ignore"):
-        log_lo, log_hi = np.log(flat[lo, cols]), np.log(flat[hi, cols])
+        log_lo = np.log(np.maximum(flat[lo, cols], TINY_F32))
+        log_hi = np.log(np.maximum(flat[hi, cols], TINY_F32))
     t = (rows - lo) / (hi - lo)
     flat[rows, cols] = np.exp(log_lo + t * (log_hi - log_lo))
     return flat.reshape(values.shape)

@@ -240,7 +240,11 @@ def write_outputs(result, outdir=None, overwrite=None, figures=None):
         if outdir.exists():
             old = outdir.resolve().parent / f".{outdir.name}.old-{os.getpid()}"
             os.replace(outdir, old)
-            os.replace(tmp, outdir)
+            try:
+                os.replace(tmp, outdir)
+            except BaseException:
+                os.replace(old, outdir)  # put the previous results back
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, outdir)

@@ -43,8 +43,20 @@ def make_geom(config):
 
 
 @lru_cache(maxsize=4)
-def _datastore(path):
+def _datastore_cached(path, stamp):
     return DataStore.from_dir(path)
+
+
+def _datastore(path):
+    """The data store of ``path``, read again when its index files change."""
+    stamp = []
+    for name in ("obs-index.fits.gz", "obs-index.fits", "hdu-index.fits.gz", "hdu-index.fits"):
+        try:
+            st = os.stat(os.path.join(os.path.expandvars(str(path)), name))
+            stamp.append((name, st.st_size, st.st_mtime_ns))
+        except OSError:
+            pass
+    return _datastore_cached(path, tuple(stamp))
 
 
 _GEOMS = {}
