@@ -111,3 +111,20 @@ def test_stale_temporaries_of_killed_runs_are_removed(tmp_path, msh_result):
     msh_result.write(tmp_path / "out", figures=False)
     assert not stale.exists() and alive.exists()
     assert (tmp_path / "out" / "maps.fits").stat().st_size > 1000
+
+
+def test_killed_between_renames_previous_results_come_back(tmp_path, msh_result):
+    import subprocess
+
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    out = tmp_path / "out"
+    msh_result.write(out, figures=False)
+    before = (out / "maps.fits").read_bytes()
+    # the state a kill between 'OUTDIR -> .old' and '.tmp -> OUTDIR' leaves
+    os_old = tmp_path / f".out.old-{proc.pid}"
+    out.rename(os_old)
+    from ringbg.outputs import remove_stale_temporaries
+
+    remove_stale_temporaries(out)
+    assert (out / "maps.fits").read_bytes() == before and not os_old.exists()

@@ -91,3 +91,22 @@ def test_huge_geometry_refused_up_front(tmp_path):
     cfg["geom"]["projection"] = "CAR"
     with pytest.raises(RunError, match=r"needs about \d+\.\d GB, but .* GB are available"):
         run(cfg)
+
+
+def test_unexpected_error_in_one_observation_skips_it(tmp_path, monkeypatch):
+    import ringbg.pipeline as pipeline
+
+    real = pipeline.reduce_observation
+
+    def flaky(obs, *args, **kwargs):
+        if obs.obs_id == 20137:
+            raise TypeError("something nobody foresaw\nsecond line")
+        return real(obs, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "reduce_observation", flaky)
+    cfg = msh_config(tmp_path)
+    cfg["observations"] = {"obs_ids": [20136, 20137]}
+    result = run(cfg)
+    assert result.summary["obs_ids"] == [20136]
+    assert result.summary["skipped"] == [
+        {"obs_id": 20137, "reason": "unexpected TypeError: something nobody foresaw"}]

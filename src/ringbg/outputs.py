@@ -203,7 +203,11 @@ def _pid_alive(pid):
 
 
 def remove_stale_temporaries(outdir):
-    """Delete ``.NAME.tmp-PID`` / ``.NAME.old-PID`` folders left by runs that were killed."""
+    """Delete ``.NAME.tmp-PID`` / ``.NAME.old-PID`` folders left by runs that were killed.
+
+    A ``.old`` folder without OUTDIR (a run killed between its two renames) holds the previous
+    results: it is renamed back to OUTDIR.
+    """
     outdir = Path(outdir)
     parent = outdir.resolve().parent
     if not parent.is_dir():
@@ -214,6 +218,10 @@ def remove_stale_temporaries(outdir):
         if not (kind.endswith(".tmp") or kind.endswith(".old")) or not pid.isdigit():
             continue
         if int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            if kind.endswith(".old") and not outdir.exists():
+                # killed between the two renames: these are the previous results
+                os.replace(path, outdir)
+                continue
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed

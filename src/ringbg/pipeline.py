@@ -15,7 +15,7 @@ import numpy as np
 from . import __version__
 from .config import load_config
 from .datastore import DataStore, DataStoreError
-from .dl3 import DL3Error, prefetch
+from .dl3 import DL3Error, discard_prefetched, prefetch
 from .exclusion import dilate, exclusion_mask
 from .excess import excess_maps
 from .geom import Geom, energy_edges_tev, to_frame
@@ -100,6 +100,10 @@ def process_observation(store_dir, obs_id, geom, offset_max_deg, methods, parame
             cache.save(cache_dir, reduced, key)
     except (DL3Error, ValueError, KeyError, IndexError, OSError) as exc:
         return obs_id, None, str(exc)
+    except Exception as exc:  # an unforeseen problem of one observation must not stop the run
+        log.debug("observation %s", obs_id, exc_info=True)
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        return obs_id, None, f"unexpected {type(exc).__name__}: {first}"
     if reduced is None:
         return obs_id, None, "its cutout does not overlap the map (pointing far outside it)"
     return obs_id, reduced, None
@@ -327,6 +331,7 @@ def run(config, jobs=None, progress=False, cache_dir=None):
     if not used:
         reasons = "; ".join(f"{i}: {r}" for i, r in skipped[:3])
         raise RunError(f"no observation could be used ({reasons})")
+    discard_prefetched()
     timings["reduction"] = time.perf_counter() - t_reduce - ring_time
     timings["ring"] = ring_time
 

@@ -26,6 +26,8 @@ SAFE_MASK_METHODS = ("aeff-default", "offset-max", "aeff-max", "bkg-peak")
 FOV_ROTATION_STEP_DEG = 1.0
 MINIMUM_TIME_STEP_S = 1.0
 EARTH_ANGULAR_VELOCITY_DEG_S = 360.0 / 86400.0
+#: more rotation steps than this means broken GTI times (a day at 10 s steps)
+MAX_ALTAZ_STEPS = 10000
 
 
 @dataclass
@@ -121,6 +123,11 @@ def _altaz_fov_coords(obs, ra_deg, dec_deg):
         step = FOV_ROTATION_STEP_DEG * np.cos(pnt.alt.rad) / denom if denom > 0 else np.inf
         step = max(step, MINIMUM_TIME_STEP_S)
         offsets.append(min(offsets[-1] + step, duration))
+        if len(offsets) > MAX_ALTAZ_STEPS:
+            raise ValueError(
+                f"observation {obs.obs_id}: its GTIs ({duration:.0f} s) need more than "
+                f"{MAX_ALTAZ_STEPS} field-rotation steps; check the GTI times"
+            )
     offsets = np.array(offsets)
     times = t_start + offsets * u.s
 
