@@ -51,7 +51,7 @@ def test_parallel_processes_identical(tmp_path):
 
 
 def test_dask_local_cluster_identical(tmp_path):
-    from distributed import Client, LocalCluster
+    from distributed import LocalCluster
 
     cfg = msh_config(tmp_path)
     cfg["observations"] = {"obs_ids": [20136, 20137, 20151]}

@@ -17,7 +17,6 @@ from astropy.wcs.utils import celestial_frame_to_wcs
 __all__ = [
     "Geom",
     "energy_edges_tev",
-    "lonlat_to_vector",
     "offset_frame_lonlat",
     "angular_separation_deg",
     "to_frame",
@@ -51,14 +50,6 @@ def to_frame(lon_deg, lat_deg, frame_in, frame_out):
     coord = SkyCoord(lon_deg, lat_deg, unit="deg", frame=frame_in).transform_to(frame_out)
     sph = coord.spherical
     return sph.lon.deg, sph.lat.deg
-
-
-def lonlat_to_vector(lon_deg, lat_deg):
-    """Unit vectors (..., 3) for longitudes and latitudes in degrees."""
-    lon = np.radians(lon_deg)
-    lat = np.radians(lat_deg)
-    cos_lat = np.cos(lat)
-    return np.stack([cos_lat * np.cos(lon), cos_lat * np.sin(lon), np.sin(lat)], axis=-1)
 
 
 def offset_frame_lonlat(lon_deg, lat_deg, lon0_deg, lat0_deg):

@@ -12,12 +12,10 @@ __all__ = [
     "interp_missing_energy",
     "aeff_values_m2",
     "bkg_log_rate_at_edges",
-    "integrate_power_law",
     "integrate_power_law_log",
 ]
 
 TINY_F32 = float(np.finfo(np.float32).tiny)
-TINY_F64 = float(np.finfo(np.float64).tiny)
 
 
 def _bracket(nodes, x):
@@ -48,25 +46,6 @@ def interp_1d_axis(values, axis, x, along=0):
         t = np.reshape(t, shape)
         out = v[idx] * (1 - t) + v[idx + 1] * t
     return np.moveaxis(out, 0, along)
-
-
-def bilinear(values, axis_a, a, axis_b, b):
-    """Bilinear interpolation of ``values[..., ia, ib]`` at scattered points ``(a, b)``.
-
-    Returns an array of shape ``values.shape[:-2] + a.shape``; zero outside the axis edges.
-    """
-    ia, ta, single_a = _bracket(axis_a.nodes, a)
-    ib, tb, single_b = _bracket(axis_b.nodes, b)
-    ia1 = ia if single_a else ia + 1
-    ib1 = ib if single_b else ib + 1
-    out = (
-        values[..., ia, ib] * (1 - ta) * (1 - tb)
-        + values[..., ia1, ib] * ta * (1 - tb)
-        + values[..., ia, ib1] * (1 - ta) * tb
-        + values[..., ia1, ib1] * ta * tb
-    )
-    inside = _inside(axis_a, a) & _inside(axis_b, b)
-    return np.where(inside, out, 0.0)
 
 
 def aeff_values_m2(aeff, energy_tev, offset_deg):
@@ -133,22 +112,6 @@ def log_values(values):
         return np.log(np.maximum(v, np.float32(TINY_F32)))
 
 
-def _fractional_index(axis, x):
-    """Continuous node index of ``x`` (linear between nodes, extrapolated beyond the ends)."""
-    idx, t, single = _bracket(axis.nodes, x)
-    return np.zeros(np.shape(x)) if single else idx + t
-
-
-def _pad_linear(values, dim):
-    """Add one node at each end of ``dim``, on the line through the two outer nodes."""
-    v = np.moveaxis(values, dim, 0)
-    if v.shape[0] == 1:
-        lo, hi = v[:1], v[-1:]
-    else:
-        lo, hi = 2 * v[:1] - v[1:2], 2 * v[-1:] - v[-2:-1]
-    return np.moveaxis(np.concatenate([lo, v, hi]), 0, dim)
-
-
 def bkg_log_rate_at_edges(bkg, log_values_e, energy_edges_tev, spatial_coords):
     """Log of the background rate (s-1 MeV-1 sr-1) at the reconstructed-energy edges.
 
@@ -200,7 +163,7 @@ def bkg_log_rate_at_edges(bkg, log_values_e, energy_edges_tev, spatial_coords):
 def integrate_power_law_log(log_y, inside, energy_edges):
     """Integrate along axis 0 between consecutive edges, each bin as a power law.
 
-    The same as `integrate_power_law` on ``exp(log_y)`` (zero where not ``inside``). With
+    gammapy's ``integrate_log_log`` on ``exp(log_y)`` (zero where not ``inside``). With
     ``g`` the bin's index and ``r = E_hi / E_lo``, ``y_lo E_lo (r**(1-g) - 1) / (1-g)`` equals
     ``(E_hi y_hi - E_lo y_lo) / (1-g)``: one exponential per edge value, none per bin.
     ``log_y`` comes from `log_values` (>= log of float32 tiny), so a value is zero only
@@ -222,23 +185,4 @@ def integrate_power_law_log(log_y, inside, energy_edges):
     both = inside[:-1] & inside[1:]
     if not both.all():
         integral[~both] = 0.0
-    return integral
-
-
-def integrate_power_law(values, energy_edges):
-    """Integrate along axis 0 between consecutive edges, each bin as a power law.
-
-    gammapy's ``trapz_loglog``: the index is taken from the values at the two edges.
-    """
-    e = np.asarray(energy_edges, dtype=float).reshape((-1,) + (1,) * (values.ndim - 1))
-    e_lo, e_hi = e[:-1], e[1:]
-    y_lo, y_hi = values[:-1], values[1:]
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        ratio = np.maximum(y_lo / y_hi, TINY_F64)
-        index = -np.log(ratio) / np.log(e_lo / e_hi)
-        index = np.where(np.isnan(index), np.inf, index)
-        val = 1.0 - index
-        integral = y_lo * e_lo / val * ((e_hi / e_lo) ** val - 1.0)
-        flat = np.isclose(val, 0.0)
-        integral = np.where(flat, y_lo * e_lo * np.log(e_hi / e_lo), integral)
     return integral
