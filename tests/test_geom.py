@@ -53,3 +53,22 @@ def test_separation_and_offset_frame():
     lon, lat = offset_frame_lonlat(228.3, -59.1, 228.6, -58.8)
     assert lon == pytest.approx(off.lon.wrap_at("180d").deg, abs=1e-10)
     assert lat == pytest.approx(off.lat.deg, abs=1e-10)
+
+
+@pytest.mark.parametrize("frame", ["icrs", "galactic"])
+def test_pointing_frame_matches_offset_frame_and_separation(frame):
+    g = Geom.create(350.0, 88.0 if frame == "icrs" else -5.0, frame, 6.0, 0.1, "TAN", [1, 10])
+    ra0, dec0 = (a[20, 35] + d for a, d in zip(g.radec_deg, (0.013, -0.021)))
+    slices = g.cutout_slices(ra0, dec0, 4.0)
+    lon, lat, offset = g.pointing_frame(slices, ra0, dec0)
+    ra, dec = (a[slices[0], slices[1]] for a in g.radec_deg)
+    ref_lon, ref_lat = offset_frame_lonlat(ra, dec, ra0, dec0)
+    assert lon.shape == ra.shape
+    assert np.allclose(lon, ref_lon, rtol=0, atol=1e-9)
+    assert np.allclose(lat, ref_lat, rtol=0, atol=1e-9)
+    assert np.allclose(offset, angular_separation_deg(ra, dec, ra0, dec0), rtol=0, atol=1e-9)
+    # and against astropy's SkyOffsetFrame
+    centre = SkyCoord(ra0, dec0, unit="deg")
+    off = SkyCoord(ra.ravel(), dec.ravel(), unit="deg").transform_to(centre.skyoffset_frame())
+    assert np.allclose(lon.ravel(), off.lon.wrap_at("180d").deg, atol=1e-9)
+    assert np.allclose(lat.ravel(), off.lat.deg, atol=1e-9)

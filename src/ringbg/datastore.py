@@ -1,5 +1,6 @@
 """GADF data store: the observation and HDU index tables, observation selection and loading."""
 
+import functools
 import gzip
 import io
 import logging
@@ -187,33 +188,46 @@ class DataStore:
         known = set(self.obs_ids)
         return [int(i) for i in obs_ids if int(i) not in known]
 
+    @functools.cached_property
+    def _obs_rows(self):
+        """``{obs_id: {column: plain value}}`` from the first row of each id."""
+        columns = {}
+        for name in self.obs_table.colnames:
+            values = np.asarray(self.obs_table[name])
+            if values.ndim != 1:
+                continue
+            if values.dtype.kind in "SUO":
+                columns[name] = [_str(v) for v in values]
+            else:
+                columns[name] = values.tolist()
+        rows = {}
+        for k, obs_id in enumerate(np.asarray(self.obs_table["OBS_ID"], dtype=np.int64)):
+            rows.setdefault(int(obs_id), {name: col[k] for name, col in columns.items()})
+        return rows
+
+    @functools.cached_property
+    def _hdu_rows(self):
+        """``{obs_id: [(hdu_type, path, hdu_name, hdu_class), ...]}`` in index order."""
+        table = self.hdu_table
+        text = {name: [_str(v) for v in np.asarray(table[name])]
+                for name in ("HDU_TYPE", "FILE_DIR", "FILE_NAME", "HDU_NAME", "HDU_CLASS")}
+        rows = {}
+        for k, obs_id in enumerate(np.asarray(table["OBS_ID"], dtype=np.int64)):
+            path = self.base_dir / text["FILE_DIR"][k] / text["FILE_NAME"][k]
+            rows.setdefault(int(obs_id), []).append(
+                (text["HDU_TYPE"][k].lower(), path, text["HDU_NAME"][k],
+                 text["HDU_CLASS"][k].lower()))
+        return rows
+
     def obs_info(self, obs_id):
         """The observation-index row of ``obs_id`` as a dict of plain values."""
-        rows = self.obs_table[np.asarray(self.obs_table["OBS_ID"]) == obs_id]
-        if len(rows) == 0:
-            return {}
-        row = rows[0]
-        info = {}
-        for name in self.obs_table.colnames:
-            value = row[name]
-            if isinstance(value, (bytes, str, np.str_)):
-                value = _str(value)
-            elif np.ndim(value) == 0:
-                value = value.item() if hasattr(value, "item") else value
-            else:
-                continue
-            info[name] = value
-        return info
+        return dict(self._obs_rows.get(int(obs_id), {}))
 
     def hdu_locations(self, obs_id):
         """``{hdu_type: (path, hdu_name, hdu_class)}`` for one observation."""
-        table = self.hdu_table
-        rows = table[np.asarray(table["OBS_ID"]) == obs_id]
         found = {}
-        for row in rows:
-            hdu_type = _str(row["HDU_TYPE"]).lower()
-            path = self.base_dir / _str(row["FILE_DIR"]) / _str(row["FILE_NAME"])
-            location = (path, _str(row["HDU_NAME"]), _str(row["HDU_CLASS"]).lower())
+        for hdu_type, *location in self._hdu_rows.get(int(obs_id), []):
+            location = tuple(location)
             first = found.setdefault(hdu_type, location)
             if first != location and (obs_id, hdu_type) not in self._warned:
                 # as gammapy: the first row is used, with a warning (once)

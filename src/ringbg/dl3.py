@@ -5,6 +5,7 @@ Readers return plain numpy arrays with units in the names (``_deg``, ``_tev``, `
 gammapy 2.1 (natural log for energy, linear for angles), see `IrfAxis`.
 """
 
+import functools
 import gzip
 import io
 import logging
@@ -201,20 +202,30 @@ def header_number(header, key, default, where):
     return float(value)
 
 
+@functools.lru_cache(maxsize=256)
+def _conversion(text, target):
+    """``(factor, problem)`` for a unit string: problem is None, "unknown" or "convert"."""
+    try:
+        unit = Unit(text, parse_strict="raise")
+    except (ValueError, TypeError):
+        return 1.0, "unknown"
+    try:
+        return float(unit.to(target)), None
+    except (UnitsError, ValueError, TypeError):  # ValueError: e.g. structured units
+        return None, "convert"
+
+
 def _unit_factor(unit_str, target, where):
     if not unit_str or not str(unit_str).strip():
         return 1.0
     text = str(unit_str).strip().replace("^", "").replace("**", "")
-    try:
-        unit = Unit(text, parse_strict="raise")
-    except (ValueError, TypeError):
+    factor, problem = _conversion(text, target)
+    if problem == "unknown":
         # as gammapy: an unreadable unit (e.g. CTA 1DC's '1/s/MeV/sr') is taken as the default
         log.warning("%s: unit %r not understood, assuming %s", where, unit_str, target)
         return 1.0
-    try:
-        factor = float(unit.to(target))
-    except (UnitsError, ValueError, TypeError) as exc:  # ValueError: e.g. structured units
-        raise DL3Error(f"{where}: unit {unit_str!r} cannot be converted to {target}") from exc
+    if problem == "convert":
+        raise DL3Error(f"{where}: unit {unit_str!r} cannot be converted to {target}")
     if not np.isfinite(factor) or factor == 0:
         raise DL3Error(f"{where}: unit {unit_str!r} is {factor} {target}")
     return factor

@@ -68,22 +68,15 @@ class Table:
         return values
 
 
+_STRING = re.compile(r"'((?:[^']|'')*)")
+
+
 def _value(text):
     """A header value: quoted string, logical, integer, float or raw text."""
     text = text.strip()
     if text.startswith("'"):
-        end = 1
-        out = []
-        while end < len(text):
-            if text[end] == "'":
-                if end + 1 < len(text) and text[end + 1] == "'":
-                    out.append("'")
-                    end += 2
-                    continue
-                break
-            out.append(text[end])
-            end += 1
-        return "".join(out).rstrip()
+        # up to the closing quote ('' is a quote inside the string; unterminated: to the end)
+        return _STRING.match(text).group(1).replace("''", "'").rstrip()
     value = text.split("/", 1)[0].strip()
     if value in ("T", "F"):
         return value == "T"

@@ -204,6 +204,38 @@ class Geom:
         return to_frame(lon, lat, self.frame, "icrs")
 
     @cached_property
+    def unit_vectors(self):
+        """Pixel-centre ICRS unit vectors, shape (3, ny, nx)."""
+        ra, dec = (np.radians(a) for a in self.radec_deg)
+        return np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)])
+
+    def pointing_frame(self, slices, ra0_deg, dec0_deg):
+        """Offset-frame (lon, lat) and separation (deg) of cutout pixels from an ICRS position.
+
+        The same quantities as `offset_frame_lonlat` and `angular_separation_deg` on
+        ``radec_deg[slices]``, from one rotation of the cached unit vectors.
+
+        Returns
+        -------
+        lon_deg, lat_deg, offset_deg : `~numpy.ndarray`
+            Arrays of the cutout's shape.
+        """
+        sy, sx = slices
+        v = self.unit_vectors[:, sy, sx]
+        a, d = np.radians(ra0_deg), np.radians(dec0_deg)
+        # rows: toward (ra0, dec0), local east, local north
+        rotation = np.array([
+            [np.cos(d) * np.cos(a), np.cos(d) * np.sin(a), np.sin(d)],
+            [-np.sin(a), np.cos(a), 0.0],
+            [-np.sin(d) * np.cos(a), -np.sin(d) * np.sin(a), np.cos(d)],
+        ])
+        x, y, z = np.tensordot(rotation, v, axes=1)
+        lon = np.degrees(np.arctan2(y, x))
+        lat = np.degrees(np.arcsin(np.clip(z, -1.0, 1.0)))
+        offset = np.degrees(np.arctan2(np.hypot(y, z), x))
+        return lon, lat, offset
+
+    @cached_property
     def solid_angle_sr(self):
         """Pixel solid angles (sr), from the four sky corners as gammapy computes them."""
         ny, nx = self.shape

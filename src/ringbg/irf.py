@@ -48,29 +48,34 @@ def interp_1d_axis(values, axis, x, along=0):
     return np.moveaxis(out, 0, along)
 
 
-def aeff_values_m2(aeff, energy_tev, offset_deg):
+def aeff_values_m2(aeff, energy_tev, offset_deg, scale=1.0):
     """Effective area (m2) at energies ``energy_tev`` (n,) and offsets (any shape).
 
     Returns an array of shape ``(n,) + offset.shape``; non-finite or negative values become 0.
+    ``scale`` multiplies the result (e.g. a live time, for an exposure in m2 s).
     """
     log_e = aeff.energy.scaled(energy_tev)
     values = np.nan_to_num(aeff.values_m2, nan=0.0, posinf=0.0, neginf=0.0)
     per_energy = interp_1d_axis(values, aeff.energy, log_e, along=0)  # (n, n_offset)
-    e_inside = _inside(aeff.energy, log_e)
+    per_energy[~_inside(aeff.energy, log_e)] = 0.0
+    np.clip(per_energy, 0.0, None, out=per_energy)
     offset = np.asarray(offset_deg, dtype=float)
     flat = offset.ravel()
     idx, t, single = _bracket(aeff.offset.nodes, flat)
-    rows = np.ascontiguousarray(per_energy.T)  # (n_offset, n): one contiguous row per lookup
     if single:
-        out = rows[idx]
+        out = np.take(per_energy, idx, axis=1, mode="clip")
     else:
-        out = rows[idx] * (1 - t)[:, None] + rows[idx + 1] * t[:, None]
+        # lower node plus t times the step to the next: one gather of each per energy row
+        step = np.diff(per_energy, axis=1)
+        out = np.take(step, idx, axis=1, mode="clip")
+        out *= t
+        out += np.take(per_energy, idx, axis=1, mode="clip")
     outside = ~_inside(aeff.offset, flat)
     if outside.any():
-        out[outside] = 0.0
-    out[:, ~e_inside] = 0.0
+        out[:, outside] = 0.0
     np.clip(out, 0.0, None, out=out)
-    out = out.T
+    if scale != 1.0:
+        out *= scale
     return out.reshape((len(log_e),) + offset.shape)
 
 
@@ -138,11 +143,11 @@ def bkg_log_rate_at_edges(bkg, log_values_e, energy_edges_tev, spatial_coords):
     e_inside = _inside(bkg.energy, log_e)
     shape = np.shape(spatial_coords[0])
     m = len(log_e)
-    # energy last, so that each spatial lookup fetches the m values in one contiguous row
-    table = np.ascontiguousarray(np.moveaxis(planes, 0, -1)).reshape(-1, m)
+    # one row per energy edge: each corner is one gather of all pixels per row
+    table = planes.reshape(m, -1)
     spatial_shape = planes.shape[1:]
     strides = [int(np.prod(spatial_shape[k + 1:])) for k in range(len(spatial_shape))]
-    inside = np.ones(shape, dtype=bool)
+    inside = np.ones(int(np.prod(shape)), dtype=bool)
     corners = [(0, 1.0)]
     for axis, coord, stride in zip(bkg.spatial, spatial_coords, strides):
         flat = np.ravel(coord)
@@ -150,14 +155,17 @@ def bkg_log_rate_at_edges(bkg, log_values_e, energy_edges_tev, spatial_coords):
         hi = idx if single else idx + 1
         corners = [(c + i * stride, w * f) for c, w in corners
                    for i, f in ((idx, 1.0 - t), (hi, t))]
-        inside &= _inside(axis, coord)
-    log_rate = None
+        inside &= _inside(axis, flat)
+    log_rate = term = None
     for flat_index, weight in corners:
-        term = np.take(table, flat_index, axis=0)
-        term *= weight[:, None]
-        log_rate = term if log_rate is None else np.add(log_rate, term, out=log_rate)
-    inside = inside[None] & e_inside.reshape((-1,) + (1,) * len(shape))
-    return np.ascontiguousarray(log_rate.T).reshape((m,) + shape), inside
+        term = np.take(table, flat_index, axis=1, out=term, mode="clip")
+        term *= weight
+        if log_rate is None:
+            log_rate, term = term, None
+        else:
+            log_rate += term
+    inside = e_inside[:, None] & inside[None, :]
+    return log_rate.reshape((m,) + shape), inside.reshape((m,) + shape)
 
 
 def integrate_power_law_log(log_y, inside, energy_edges):
@@ -174,10 +182,10 @@ def integrate_power_law_log(log_y, inside, energy_edges):
     ey = np.exp(log_y)
     ey *= e
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        val = log_y[1:] - log_y[:-1]
+        val = np.subtract(log_y[1:], log_y[:-1])
         val /= log_ratio_e
         val += 1.0
-        integral = ey[1:] - ey[:-1]
+        integral = np.subtract(ey[1:], ey[:-1])
         integral /= val
         flat = np.abs(val) <= 1e-8
         if flat.any():

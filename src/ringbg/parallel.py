@@ -5,12 +5,43 @@ gives the same bits with any number of workers. At most ``window`` tasks are in 
 waiting to be consumed, so memory does not grow with the number of observations.
 """
 
+import ctypes
+import ctypes.util
 import logging
+import sys
 from concurrent.futures import ProcessPoolExecutor
 
-__all__ = ["map_ordered"]
+__all__ = ["map_ordered", "keep_freed_memory"]
 
 log = logging.getLogger(__name__)
+
+#: glibc ``mallopt`` parameters (malloc.h)
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+_malloc_tuned = False
+
+
+def keep_freed_memory(mmap_threshold_bytes=32 * 2**20, trim_threshold_bytes=256 * 2**20):
+    """Let glibc keep freed memory for reuse instead of returning it to the system at once.
+
+    Each observation allocates and frees a few megabytes of cube temporaries; with glibc's
+    defaults the heap is trimmed after each and the next allocation takes a page fault per
+    4 kB again (about 35000 faults, ~15 % of the run time, on the 20-run MSH 15-52 config).
+    Blocks below ``mmap_threshold_bytes`` come from the heap, which keeps up to
+    ``trim_threshold_bytes`` of free memory. Once per process; a no-op without glibc.
+    """
+    global _malloc_tuned
+    if _malloc_tuned or not sys.platform.startswith("linux"):
+        return
+    _malloc_tuned = True
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (e.g. musl has no mallopt)
+        return
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold_bytes))
+    mallopt(_M_TRIM_THRESHOLD, int(trim_threshold_bytes))
 
 
 def _in_order(submit, n, window):

@@ -19,7 +19,7 @@ from .dl3 import DL3Error, discard_prefetched, prefetch
 from .exclusion import dilate, exclusion_mask
 from .excess import excess_maps
 from .geom import Geom, energy_edges_tev, to_frame
-from .parallel import map_ordered
+from .parallel import keep_freed_memory, map_ordered
 from .reduce import reduce_observation
 from .ring import adaptive_ring_background, adaptive_ring_radii, ring_background, to_image
 from .stack import Stack
@@ -82,6 +82,7 @@ def process_observation(store_dir, obs_id, geom, offset_max_deg, methods, parame
     """
     from . import cache
 
+    keep_freed_memory()
     geom = _shared_geom(geom)
     try:
         store = _datastore(store_dir)
@@ -255,6 +256,7 @@ def run(config, jobs=None, progress=False, cache_dir=None):
     result : `Result`
     """
     config = load_config(config)
+    keep_freed_memory()
     timings = {}
     t_start = time.perf_counter()
     try:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .geom import angular_separation_deg, offset_frame_lonlat
+from .geom import offset_frame_lonlat
 from .irf import (
     aeff_values_m2,
     bkg_log_rate_at_edges,
@@ -150,8 +150,11 @@ def _altaz_fov_coords(obs, ra_deg, dec_deg):
     return coords, offsets
 
 
-def background_cube(obs, geom, slices):
-    """Predicted background counts (n_energy, ny, nx) on the cutout."""
+def background_cube(obs, geom, slices, pointing_frame=None):
+    """Predicted background counts (n_energy, ny, nx) on the cutout.
+
+    ``pointing_frame``: ``geom.pointing_frame(slices, ra_pnt, dec_pnt)`` when already at hand.
+    """
     sy, sx = slices
     ra, dec = (a[sy, sx] for a in geom.radec_deg)
     solid_angle = geom.solid_angle_sr[sy, sx]
@@ -165,9 +168,10 @@ def background_cube(obs, geom, slices):
         log_rate, inside = bkg_log_rate_at_edges(prepared, logv, edges, coords)
         return integrate_power_law_log(log_rate, inside, edges)
 
+    if bkg.alignment != "ALTAZ" and pointing_frame is None:
+        pointing_frame = geom.pointing_frame(slices, obs.pointing_ra_deg, obs.pointing_dec_deg)
     if not bkg.is_3d:
-        offset = angular_separation_deg(ra, dec, obs.pointing_ra_deg, obs.pointing_dec_deg)
-        per_mev = integrated((offset,))
+        per_mev = integrated((pointing_frame[2],))
     elif bkg.alignment == "ALTAZ":
         coords, times = _altaz_fov_coords(obs, ra, dec)
         stack = np.stack([integrated(c) for c in coords], axis=0)
@@ -176,11 +180,12 @@ def background_cube(obs, geom, slices):
         else:
             per_mev = stack[0]
     else:
-        lon, lat = offset_frame_lonlat(ra, dec, obs.pointing_ra_deg, obs.pointing_dec_deg)
+        lon, lat, _ = pointing_frame
         sign = 1.0 if bkg.alignment == "REVERSE_LON_RADEC" else -1.0
         per_mev = integrated((sign * lon, lat))
     # rate per MeV integrated over TeV -> x 1e6
-    return per_mev * 1e6 * solid_angle[None] * obs.ontime_s
+    per_mev *= (solid_angle * (1e6 * obs.ontime_s))[None]
+    return per_mev
 
 
 def _energy_mask(edges, energy_min=None, energy_max=None):
@@ -219,19 +224,22 @@ def _bkg_peak_threshold(bkg):
     return float(np.exp(bkg.energy.edges[idx]))
 
 
-def safe_mask(obs, geom, slices, background, methods, parameters):
-    """Safe mask (n_energy, ny, nx) as gammapy's ``SafeMaskMaker`` for the given methods."""
+def safe_mask(obs, geom, slices, background, methods, parameters, offset_deg=None):
+    """Safe mask (n_energy, ny, nx) as gammapy's ``SafeMaskMaker`` for the given methods.
+
+    ``offset_deg``: the cutout pixels' offsets from the pointing, when already at hand.
+    """
     unknown = set(methods) - set(SAFE_MASK_METHODS)
     if unknown:
         raise ValueError(f"unknown safe mask methods {sorted(unknown)}")
     edges = geom.energy_edges_tev
     mask = np.isfinite(background) & (background > 0)
     if "offset-max" in methods:
-        sy, sx = slices
-        ra, dec = (a[sy, sx] for a in geom.radec_deg)
+        if offset_deg is None:
+            offset_deg = geom.pointing_frame(slices, obs.pointing_ra_deg,
+                                             obs.pointing_dec_deg)[2]
         offset_max = float(parameters.get("offset_max_deg", 3.0))
-        sep = angular_separation_deg(ra, dec, obs.pointing_ra_deg, obs.pointing_dec_deg)
-        mask &= (sep < offset_max)[None]
+        mask &= (offset_deg < offset_max)[None]
     energy_min, energy_max = [], []
     if "aeff-default" in methods:
         if obs.aeff.lo_thres_tev:
@@ -276,13 +284,12 @@ def reduce_observation(obs, geom, offset_max_deg, methods=("aeff-default",), par
     slices = geom.cutout_slices(obs.pointing_ra_deg, obs.pointing_dec_deg, 2 * offset_max_deg)
     if slices is None:
         return None
-    sy, sx = slices
     counts = bin_events(geom, slices, obs.ra_deg, obs.dec_deg, obs.energy_tev)
-    ra, dec = (a[sy, sx] for a in geom.radec_deg)
-    offset = angular_separation_deg(ra, dec, obs.pointing_ra_deg, obs.pointing_dec_deg)
-    exposure = aeff_values_m2(obs.aeff, geom.energy_center_tev, offset) * obs.livetime_s
-    background = background_cube(obs, geom, slices)
-    mask = safe_mask(obs, geom, slices, background, methods, parameters)
+    frame = geom.pointing_frame(slices, obs.pointing_ra_deg, obs.pointing_dec_deg)
+    offset = frame[2]
+    exposure = aeff_values_m2(obs.aeff, geom.energy_center_tev, offset, scale=obs.livetime_s)
+    background = background_cube(obs, geom, slices, frame)
+    mask = safe_mask(obs, geom, slices, background, methods, parameters, offset)
     return ReducedObservation(
         obs_id=obs.obs_id,
         slices=slices,
