@@ -64,12 +64,14 @@ def _fft_convolve_same(images, kernel):
     """Linear convolution of the last two axes, cropped to the image ('same'), via real FFTs
     of padded arrays; leading axes are a batch of images."""
     ny, nx = images.shape[-2:]
-    full = [n + k - 1 for n, k in zip((ny, nx), kernel.shape)]
-    shape = [sp_fft.next_fast_len(n, real=True) for n in full]
+    start = [(k - 1) // 2 for k in kernel.shape]
+    # the cyclic convolution of period L equals the linear one on the cropped window when
+    # L >= n + k - 1 - start: what wraps around lands before the window, not in it
+    shape = [sp_fft.next_fast_len(n + k - 1 - s, real=True)
+             for n, k, s in zip((ny, nx), kernel.shape, start)]
     spectrum = sp_fft.rfft2(images, shape)
     spectrum *= _kernel_fft(kernel, shape)
     out = sp_fft.irfft2(spectrum, shape)
-    start = [(k - 1) // 2 for k in kernel.shape]
     return out[..., start[0]:start[0] + ny, start[1]:start[1] + nx]
 
 
