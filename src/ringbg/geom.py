@@ -154,7 +154,7 @@ class Geom:
     def __setstate__(self, state):
         self.__dict__.update(state)
 
-    @property
+    @cached_property
     def key(self):
         """A string identifying the geometry (WCS, shape, energy edges)."""
         edges = ",".join(repr(float(e)) for e in self.energy_edges_tev)

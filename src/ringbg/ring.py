@@ -150,8 +150,8 @@ def to_image(reduced, band=None):
     counts = np.zeros(mask.shape[1:])
     background = np.zeros(mask.shape[1:])
     for k in range(mask.shape[0]):
-        counts += np.where(mask[k], reduced.counts[k], 0.0)
-        background += np.where(mask[k], reduced.background[k], 0.0)
+        np.add(counts, reduced.counts[k], out=counts, where=mask[k])
+        np.add(background, reduced.background[k], out=background, where=mask[k])
     return ObsImage(reduced.obs_id, reduced.slices, counts, background, mask.any(axis=0),
                     reduced.exposure, reduced.livetime_s)
 

@@ -29,14 +29,16 @@ class Stack:
         sl = onoff.slices
         m = onoff.mask
 
-        def clean(a):
-            return np.where(m & np.isfinite(a), a, 0.0)
+        def add(total, values):
+            np.add(total, values, out=total, where=m & np.isfinite(values))
 
-        self.counts[sl] += clean(onoff.counts)
-        self.counts_off[sl] += clean(onoff.counts_off)
-        self.acceptance[sl] += clean(onoff.acceptance)
-        self.alpha_off[sl] += clean(onoff.alpha * np.nan_to_num(onoff.counts_off))
-        self.exposure[(slice(None),) + tuple(sl)] += np.nan_to_num(onoff.exposure) * m[None]
+        add(self.counts[sl], onoff.counts)
+        add(self.counts_off[sl], onoff.counts_off)
+        add(self.acceptance[sl], onoff.acceptance)
+        add(self.alpha_off[sl], onoff.alpha * np.nan_to_num(onoff.counts_off))
+        exposure = self.exposure[(slice(None),) + tuple(sl)]
+        np.add(exposure, onoff.exposure, out=exposure,
+               where=m[None] & np.isfinite(onoff.exposure))
         self.mask[sl] |= m
         self.livetime_s += onoff.livetime_s
         self.obs_ids.append(onoff.obs_id)
