@@ -1,17 +1,12 @@
 """GADF data store: the observation and HDU index tables, observation selection and loading."""
 
 import functools
-import gzip
-import io
 import logging
 import os
-import warnings
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from astropy.table import Table
 
 from .dl3 import (
     DL3Error,
@@ -24,7 +19,7 @@ from .dl3 import (
     read_fits_tables,
     read_gti,
 )
-from .fitsfile import UnsupportedFITS, read_tables
+from .fitsfile import Table
 from .geom import angular_separation_deg, to_frame
 
 __all__ = ["DataStore", "DataStoreError"]
@@ -48,29 +43,16 @@ class DataStoreError(Exception):
 
 
 def _read_index(path):
-    """An index table, checked by ringbg's FITS reader before astropy parses it.
-
-    astropy loops without end on some damaged gzipped files (a broken SIMPLE card), so the
-    bytes are decompressed here and astropy only sees a file whose structure is sound.
-    """
+    """The first binary table of an index file (`ringbg.fitsfile.Table`)."""
     try:
-        raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-        read_tables(raw)
-    except UnsupportedFITS:
-        pass
-    except (OSError, EOFError, ValueError, zlib.error) as exc:
+        tables = read_fits_tables(path)
+    except DL3Error as exc:
         raise DataStoreError(f"{path}: cannot be read as a FITS index table "
-                             f"({one_line(exc)})") from exc
-    try:
-        with warnings.catch_warnings():
-            # astropy's complaints about odd units or cards: the columns used are checked
-            warnings.simplefilter("ignore")
-            return Table.read(io.BytesIO(raw), hdu=1, format="fits")
-    except Exception as exc:  # astropy raises many kinds for broken files
-        raise DataStoreError(f"{path}: cannot be read as a FITS index table "
-                             f"({one_line(exc)})") from exc
+                             f"({one_line(exc).removeprefix(f'{path}: ')})") from exc
+    if not tables:
+        raise DataStoreError(f"{path}: cannot be read as a FITS index table (it has no "
+                             "binary table)")
+    return next(iter(tables.values()))
 
 
 def _find(directory, names):
@@ -93,9 +75,9 @@ class DataStore:
 
     Parameters
     ----------
-    obs_table : `~astropy.table.Table`
+    obs_table : `~ringbg.fitsfile.Table`
         The observation index.
-    hdu_table : `~astropy.table.Table`
+    hdu_table : `~ringbg.fitsfile.Table`
         The HDU index.
     base_dir : `~pathlib.Path`
         Folder the HDU index paths are relative to.
@@ -144,7 +126,7 @@ class DataStore:
             dup = ", ".join(str(i) for i in ids[counts > 1][:10])
             log.warning("%s lists observation(s) %s more than once: each is used once, with "
                         "its first row", obs_path, dup)
-        base = hdu_table.meta.get("BASE_DIR")
+        base = hdu_table.header.get("BASE_DIR")
         base_dir = Path(base) if base and Path(base).is_dir() else hdu_path.parent
         return cls(obs_table=obs_table, hdu_table=hdu_table, base_dir=base_dir)
 

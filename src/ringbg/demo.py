@@ -1,11 +1,15 @@
 """The config of ``ringbg demo``: the simulated field, ready to edit and re-run."""
 
+import json
+
 __all__ = ["demo_config"]
 
 
 def demo_config(datastore, center, outdir):
     """YAML text of the demo run on a simulated store centred on ``center`` (ICRS deg)."""
     lon, lat = center
+    # JSON strings are YAML strings: any folder name (with '#', ': ', quotes) stays whole
+    datastore, outdir = json.dumps(str(datastore)), json.dumps(str(outdir))
     return f"""\
 # ringbg demo: simulated observations of a field with a bright point source at the centre
 # and a fainter extended source. Edit and re-run: ringbg run demo.yaml --overwrite

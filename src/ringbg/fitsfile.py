@@ -33,13 +33,13 @@ class Table:
     def __init__(self, header, data, columns):
         self.header = header
         self._data = data
-        self._columns = columns  # name -> (field, unit, tzero, tscal, shape)
+        self._columns = columns  # name -> (field, unit, tzero, tscal, shape, code, repeat)
         self.name = str(header.get("EXTNAME", "")).strip()
 
     @classmethod
     def from_astropy(cls, hdu):
         """Wrap an astropy ``BinTableHDU`` (which applies TZERO, TSCAL and TDIM itself)."""
-        columns = {c.name.upper(): (c.name, str(c.unit or ""), 0, 1, None)
+        columns = {c.name.upper(): (c.name, str(c.unit or ""), 0, 1, None, None, 1)
                    for c in hdu.columns}
         return cls(dict(hdu.header), hdu.data, columns)
 
@@ -56,19 +56,37 @@ class Table:
     def __contains__(self, name):
         return name.upper() in self._columns
 
+    def __getitem__(self, name):
+        return self.column(name)
+
     def column(self, name):
         """Column values as a native-endian array (TZERO/TSCAL applied, TDIM shape)."""
-        field, _, tzero, tscal, shape = self._columns[name.upper()]
+        field, _, tzero, tscal, shape, code, repeat = self._columns[name.upper()]
         values = np.asarray(self._data[field])
         if shape is not None:
             values = values.reshape((len(values),) + shape)
         values = values.astype(values.dtype.newbyteorder("="), copy=False)
-        if tscal != 1 or tzero != 0:
-            values = values * tscal + tzero
-        return values
+        if code == "L":
+            return values == ord("T")
+        if code == "X":
+            return np.unpackbits(values, axis=-1)[..., :repeat].astype(bool)
+        if tscal == 1 and tzero == 0:
+            return values
+        if tscal == 1 and code in _SIGN_FLIP and tzero == _SIGN_FLIP[code][0]:
+            # FITS's unsigned integers: adding TZERO flips the sign bit
+            bits = 8 * values.itemsize
+            flipped = values.view(f"u{values.itemsize}") ^ (1 << (bits - 1))
+            return flipped.view(_SIGN_FLIP[code][1])
+        # physical values in float64, as astropy: no wrap-around, no float32 rounding
+        return values.astype(np.float64) * tscal + tzero
 
 
 _STRING = re.compile(r"'((?:[^']|'')*)")
+
+
+#: TZERO of FITS's unsigned-integer convention per column code, and the resulting type
+#: (signed bytes, B with TZERO -128, come out as floats, as astropy gives them)
+_SIGN_FLIP = {"I": (2**15, np.uint16), "J": (2**31, np.uint32), "K": (2**63, np.uint64)}
 
 
 def _value(text):
@@ -93,6 +111,7 @@ def _value(text):
 def _header(raw, offset):
     """Parse the header starting at ``offset``; returns (dict, offset after the header)."""
     header = {}
+    last = None  # keyword whose string value may go on in CONTINUE cards
     while True:
         if offset + BLOCK > len(raw):
             raise ValueError("truncated header")
@@ -105,6 +124,14 @@ def _header(raw, offset):
                 return header, offset
             if card[8:10] == "= " and key:
                 header[key] = _value(card[10:])
+                last = key
+            elif key == "CONTINUE" and last is not None:
+                # long-string convention: a string ending in '&' goes on in the next card
+                head, more = header[last], _value(card[8:])
+                if isinstance(head, str) and head.endswith("&") and isinstance(more, str):
+                    header[last] = head[:-1] + more
+                else:
+                    last = None
 
 
 def _int(header, key, default=None, minimum=0, maximum=None):
@@ -180,7 +207,7 @@ def _columns(header):
         unit = str(header.get(f"TUNIT{k}", "")).strip()
         tzero = _scaling(header, f"TZERO{k}", 0)
         tscal = _scaling(header, f"TSCAL{k}", 1)
-        columns[name.upper()] = (field, unit, tzero, tscal, shape)
+        columns[name.upper()] = (field, unit, tzero, tscal, shape, code, repeat)
     return np.dtype({"names": names, "formats": formats}), columns
 
 

@@ -58,7 +58,6 @@ def aeff_values_m2(aeff, energy_tev, offset_deg, scale=1.0):
     values = np.nan_to_num(aeff.values_m2, nan=0.0, posinf=0.0, neginf=0.0)
     per_energy = interp_1d_axis(values, aeff.energy, log_e, along=0)  # (n, n_offset)
     per_energy[~_inside(aeff.energy, log_e)] = 0.0
-    np.clip(per_energy, 0.0, None, out=per_energy)
     offset = np.asarray(offset_deg, dtype=float)
     flat = offset.ravel()
     idx, t, single = _bracket(aeff.offset.nodes, flat)

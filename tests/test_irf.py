@@ -1,0 +1,278 @@
+"""IRF evaluation: multilinear interpolation against scipy, power-law integration against the
+analytic integral and numerical quadrature, and the missing-value fill worked out by hand."""
+
+import numpy as np
+import pytest
+from scipy.integrate import quad
+from scipy.interpolate import RegularGridInterpolator
+
+from conftest import gammapy_data
+from ringbg.dl3 import Background, EffectiveArea, IrfAxis, read_aeff, read_fits_tables
+from ringbg.irf import (
+    aeff_values_m2,
+    bkg_log_rate_at_edges,
+    integrate_power_law_log,
+    interp_missing_energy,
+    log_values,
+)
+
+TINY = float(np.finfo(np.float32).tiny)
+
+
+def energy_axis(edges_tev):
+    edges = np.asarray(edges_tev, float)
+    return IrfAxis.from_lo_hi("energy", edges[:-1], edges[1:], log=True)
+
+
+def linear_axis(edges, name="offset"):
+    edges = np.asarray(edges, float)
+    return IrfAxis.from_lo_hi(name, edges[:-1], edges[1:], log=False)
+
+
+def reference(axes, values, points):
+    """scipy's multilinear interpolation on the axis nodes, extrapolating linearly."""
+    rgi = RegularGridInterpolator([a.nodes for a in axes], values, method="linear",
+                                  bounds_error=False, fill_value=None)
+    return rgi(points)
+
+
+def inside(axis, scaled):
+    return (scaled >= axis.edges[0]) & (scaled <= axis.edges[-1])
+
+
+@pytest.fixture
+def synthetic_aeff():
+    rng = np.random.default_rng(3)
+    energy = energy_axis(np.geomspace(0.05, 80, 13))
+    offset = linear_axis([0.0, 0.3, 0.7, 1.0, 1.6, 2.0, 2.5])
+    values = rng.uniform(-2e3, 1e5, (12, 6))  # some negative: clipped after interpolation
+    values[4, 2] = np.nan
+    return EffectiveArea(energy, offset, values, None, None)
+
+
+def _aeff_reference(aeff, energy_tev, offset_deg):
+    values = np.nan_to_num(aeff.values_m2, nan=0.0, posinf=0.0, neginf=0.0)
+    log_e = np.log(energy_tev)
+    le, off = np.meshgrid(log_e, offset_deg, indexing="ij")
+    out = reference((aeff.energy, aeff.offset), values, np.stack([le, off], axis=-1))
+    out[~(inside(aeff.energy, le) & inside(aeff.offset, off))] = 0.0
+    return np.clip(out, 0.0, None)
+
+
+def test_aeff_against_scipy(synthetic_aeff):
+    rng = np.random.default_rng(4)
+    # through, between and beyond the nodes and the edges
+    energy = np.geomspace(0.03, 120, 57)
+    offset = np.concatenate([rng.uniform(-0.2, 2.8, 200), [0.0, 0.15, 2.5, 2.6]])
+    ours = aeff_values_m2(synthetic_aeff, energy, offset)
+    assert ours.shape == (57, 204)
+    np.testing.assert_allclose(ours, _aeff_reference(synthetic_aeff, energy, offset),
+                               rtol=1e-12, atol=1e-9)
+    assert np.all(ours >= 0) and np.all(np.isfinite(ours))
+    # beyond the edges: zero, within the end half-bins: extrapolated (nonzero somewhere)
+    assert np.all(ours[:, offset > 2.5] == 0) and np.all(ours[:, offset < 0] == 0)
+    assert np.all(ours[energy > 80] == 0) and np.all(ours[energy < 0.05] == 0)
+    assert np.any(ours[:, offset > synthetic_aeff.offset.nodes[-1]] > 0)
+
+
+def test_aeff_offset_shape_is_kept(synthetic_aeff):
+    energy = np.array([0.2, 1.0, 7.0])
+    offset = np.linspace(0, 2.4, 20).reshape(4, 5)
+    ours = aeff_values_m2(synthetic_aeff, energy, offset)
+    assert ours.shape == (3, 4, 5)
+    np.testing.assert_allclose(ours.reshape(3, 20),
+                               _aeff_reference(synthetic_aeff, energy, offset.ravel()),
+                               rtol=1e-12, atol=1e-9)
+
+
+def test_aeff_nodes_are_exact(synthetic_aeff):
+    """At the nodes the table values come back (NaN as zero, negatives as zero)."""
+    energy = np.exp(synthetic_aeff.energy.nodes)
+    ours = aeff_values_m2(synthetic_aeff, energy, synthetic_aeff.offset.nodes)
+    expected = np.clip(np.nan_to_num(synthetic_aeff.values_m2), 0, None)
+    np.testing.assert_allclose(ours, expected, rtol=1e-9, atol=1e-6)
+
+
+@pytest.mark.parametrize("obs_id", [20136, 20282])
+def test_aeff_dr1_against_scipy_and_gammapy(obs_id):
+    """H.E.S.S. DR1 tables (some hold negative values at low energies, e.g. run 20282)."""
+    import astropy.units as u
+    from gammapy.irf import EffectiveAreaTable2D
+
+    path = gammapy_data() / f"hess-dl3-dr1/data/hess_dl3_dr1_obs_id_{obs_id:06d}.fits.gz"
+    aeff = read_aeff(read_fits_tables(path)["AEFF"], path)
+    energy = np.geomspace(0.1, 100, 60)
+    offset = np.linspace(0, 2.5, 51)
+    ours = aeff_values_m2(aeff, energy, offset)
+    np.testing.assert_allclose(ours, _aeff_reference(aeff, energy, offset), rtol=1e-10,
+                               atol=1e-6)
+    theirs = EffectiveAreaTable2D.read(path, hdu="AEFF").evaluate(
+        energy_true=energy[:, None] * u.TeV, offset=offset[None, :] * u.deg).to_value("m2")
+    np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-6)
+
+
+def test_single_node_axis_is_constant_along_it():
+    energy = energy_axis([0.1, 1.0, 10.0])
+    offset = IrfAxis.from_lo_hi("offset", [0.0], [2.0], log=False)
+    aeff = EffectiveArea(energy, offset, np.array([[10.0], [30.0]]), None, None)
+    ours = aeff_values_m2(aeff, np.array([np.sqrt(0.1), np.sqrt(10.0)]), np.array([0.1, 1.9]))
+    np.testing.assert_allclose(ours, [[10.0, 10.0], [30.0, 30.0]])
+    assert np.all(aeff_values_m2(aeff, np.array([1.0]), np.array([2.1])) == 0)
+
+
+# --------------------------------------------------------------------------------------------
+# background
+
+
+def test_log_values():
+    values = np.array([[1.0, 0.0, -3.0], [np.e, 1e-50, 1e30]])
+    logv = log_values(values)
+    assert logv.dtype == np.float32
+    expected = np.log(np.maximum(values.astype(np.float32), np.float32(TINY)))
+    np.testing.assert_array_equal(logv, expected)
+    assert logv[0, 1] == logv[0, 2] == np.float32(np.log(np.float32(TINY)))
+
+
+def test_bkg_3d_log_rate_against_scipy():
+    rng = np.random.default_rng(6)
+    energy = energy_axis(np.geomspace(0.1, 100, 9))
+    lon = linear_axis(np.linspace(-3, 3, 7), "fov_lon")
+    lat = linear_axis(np.linspace(-3, 3, 9), "fov_lat")
+    values = rng.uniform(1e-6, 1e-3, (8, 6, 8))
+    values[2, 1, 1] = 0.0
+    bkg = Background(energy, (lon, lat), values)
+    logv = log_values(values)
+    edges = np.geomspace(0.05, 150, 12)
+    coords = (rng.uniform(-3.5, 3.5, (5, 7)), rng.uniform(-3.5, 3.5, (5, 7)))
+    log_rate, ok = bkg_log_rate_at_edges(bkg, logv, edges, coords)
+    assert log_rate.shape == ok.shape == (12, 5, 7)
+    le = np.broadcast_to(np.log(edges)[:, None, None], log_rate.shape)
+    x = np.broadcast_to(coords[0], log_rate.shape)
+    y = np.broadcast_to(coords[1], log_rate.shape)
+    expected = reference((energy, lon, lat), logv.astype(float), np.stack([le, x, y], axis=-1))
+    np.testing.assert_allclose(log_rate, expected, rtol=1e-10, atol=1e-9)
+    np.testing.assert_array_equal(ok, inside(energy, le) & inside(lon, x) & inside(lat, y))
+    assert ok.any() and not ok.all()
+
+
+def test_bkg_2d_log_rate_against_scipy():
+    energy = energy_axis(np.geomspace(0.1, 100, 6))
+    offset = linear_axis([0.0, 0.5, 1.0, 2.0, 3.0])
+    values = np.outer(np.geomspace(1.0, 1e-5, 5), [1.0, 0.9, 0.6, 0.2])
+    bkg = Background(energy, (offset,), values)
+    logv = log_values(values)
+    edges = np.geomspace(0.2, 50, 7)
+    off = np.linspace(-0.2, 3.3, 15)
+    log_rate, ok = bkg_log_rate_at_edges(bkg, logv, edges, (off,))
+    le, oo = np.meshgrid(np.log(edges), off, indexing="ij")
+    expected = reference((energy, offset), logv.astype(float), np.stack([le, oo], axis=-1))
+    np.testing.assert_allclose(log_rate, expected, rtol=1e-10, atol=1e-9)
+    np.testing.assert_array_equal(ok, inside(offset, oo) & inside(energy, le))
+
+
+# --------------------------------------------------------------------------------------------
+# integration
+
+
+@pytest.mark.parametrize("index", [2.7, 2.0, 1.0, 0.0, -0.5])
+def test_integral_of_an_exact_power_law(index):
+    amplitude = 3.5e-4
+    edges = np.geomspace(0.3, 80, 9)
+    log_y = np.log(amplitude * edges ** -index)
+    ok = np.ones(len(edges), dtype=bool)
+    ours = integrate_power_law_log(log_y, ok, edges)
+    lo, hi = edges[:-1], edges[1:]
+    if index == 1.0:
+        expected = amplitude * np.log(hi / lo)
+    else:
+        expected = amplitude * (hi ** (1 - index) - lo ** (1 - index)) / (1 - index)
+    np.testing.assert_allclose(ours, expected, rtol=1e-10)
+
+
+def test_integral_of_a_broken_spectrum_against_quadrature():
+    """Each bin is the power law through its two end values: quad of that power law."""
+    rng = np.random.default_rng(7)
+    edges = np.geomspace(0.1, 100, 8)
+    y = rng.uniform(1e-3, 1.0, len(edges))
+    ours = integrate_power_law_log(np.log(y), np.ones(len(edges), bool), edges)
+    for k in range(len(edges) - 1):
+        e0, e1, y0, y1 = edges[k], edges[k + 1], y[k], y[k + 1]
+        slope = np.log(y1 / y0) / np.log(e1 / e0)
+        exact, _ = quad(lambda e: y0 * (e / e0) ** slope, e0, e1, epsrel=1e-13)
+        assert ours[k] == pytest.approx(exact, rel=1e-9)
+
+
+def test_integral_zero_unless_both_edges_inside_and_shape_kept():
+    edges = np.geomspace(1, 10, 5)
+    log_y = np.log(np.outer(edges ** -2.0, np.ones(6))).reshape(5, 2, 3)
+    ok = np.ones((5, 2, 3), dtype=bool)
+    ok[2, 0, 1] = False  # edge 2 of pixel (0, 1): bins 1 and 2 vanish there
+    ok[4, 1, 2] = False  # last edge of pixel (1, 2): the last bin vanishes there
+    ours = integrate_power_law_log(log_y, ok, edges)
+    assert ours.shape == (4, 2, 3)
+    full = edges[:-1] ** -1.0 - edges[1:] ** -1.0
+    expected = np.broadcast_to(full[:, None, None], (4, 2, 3)).copy()
+    expected[1:3, 0, 1] = 0.0
+    expected[3, 1, 2] = 0.0
+    np.testing.assert_allclose(ours, expected, rtol=1e-10)
+
+
+# --------------------------------------------------------------------------------------------
+# missing background values
+
+
+def test_interp_missing_energy_by_hand():
+    values = np.array([
+        [1.0, 0.0, 5.0, -1.0],
+        [0.0, 2.0, 5.0, 0.0],
+        [0.0, np.nan, 0.0, 4.0],
+        [8.0, 8.0, 0.0, 3.0],
+        [2.0, 0.0, 0.0, 0.0],
+    ])
+    before = values.copy()
+    filled = interp_missing_energy(values)
+    assert np.array_equal(values, before, equal_nan=True)  # input untouched
+    # column 0: 1, _, _, 8 -> log-linear in the bin index: 2 and 4
+    np.testing.assert_allclose(filled[:, 0], [1, 2, 4, 8, 2], rtol=1e-12)
+    # column 1: missing at the start and the end: left as they are, the middle filled
+    np.testing.assert_allclose(filled[:, 1], [0, 2, 4, 8, 0], rtol=1e-12)
+    # column 2: nothing valid after: nothing filled
+    np.testing.assert_array_equal(filled[:, 2], [5, 5, 0, 0, 0])
+    # column 3: a negative value is valid and counts as float32 tiny in the log
+    np.testing.assert_allclose(filled[1, 3], np.sqrt(TINY * 4.0), rtol=1e-6)
+    np.testing.assert_array_equal(filled[[0, 2, 3, 4], 3], [-1, 4, 3, 0])
+
+
+def test_interp_missing_energy_multidimensional():
+    rng = np.random.default_rng(8)
+    values = rng.uniform(0.1, 1.0, (6, 3, 4))
+    holes = values.copy()
+    holes[2:4, 1, 2] = 0.0
+    filled = interp_missing_energy(holes)
+    assert filled.shape == values.shape
+    mask = np.ones(values.shape, bool)
+    mask[2:4, 1, 2] = False
+    np.testing.assert_array_equal(filled[mask], values[mask])
+    lo, hi = np.log(values[1, 1, 2]), np.log(values[4, 1, 2])
+    np.testing.assert_allclose(filled[2:4, 1, 2], np.exp(lo + np.array([1, 2]) / 3 * (hi - lo)),
+                               rtol=1e-12)
+
+
+def test_aeff_as_gammapy_in_the_end_half_bins(synthetic_aeff):
+    """gammapy 2.1's own evaluation, energies and offsets across the whole axes, the half bins
+    between the outer nodes and the edges included (extrapolated, clipped at zero at the end)."""
+    import astropy.units as u
+    from gammapy.irf import EffectiveAreaTable2D
+    from gammapy.maps import MapAxis
+
+    e_axis = MapAxis.from_edges(np.exp(synthetic_aeff.energy.edges), unit="TeV",
+                                name="energy_true", interp="log")
+    o_axis = MapAxis.from_edges(synthetic_aeff.offset.edges, unit="deg", name="offset")
+    theirs = EffectiveAreaTable2D(axes=[e_axis, o_axis], unit="m2",
+                                  data=np.nan_to_num(synthetic_aeff.values_m2))
+    energy = np.geomspace(0.051, 79, 41)
+    offset = np.linspace(0.0, 2.5, 26)
+    expected = theirs.evaluate(energy_true=energy[:, None] * u.TeV,
+                               offset=offset[None, :] * u.deg).to_value("m2")
+    np.testing.assert_allclose(aeff_values_m2(synthetic_aeff, energy, offset), expected,
+                               rtol=1e-9, atol=1e-6)

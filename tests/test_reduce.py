@@ -1,0 +1,381 @@
+"""One observation -> counts, exposure, background and safe mask on its cutout.
+
+Counts are checked against numpy.histogramdd of the pixel coordinates astropy gives; exposure
+and background against values computed from the IRF definition (an effective area linear in
+ln E, a background that is an exact power law, so interpolation and integration are exact);
+the safe-mask energy thresholds against gammapy's rule (energy bins fully inside the range).
+"""
+
+import numpy as np
+import pytest
+from astropy.coordinates import SkyCoord
+from astropy.io import fits
+from scipy.interpolate import RegularGridInterpolator
+
+from conftest import gammapy_data
+from ringbg.datastore import DataStore
+from ringbg.dl3 import Background, EffectiveArea, IrfAxis, Observation
+from ringbg.geom import Geom, energy_edges_tev
+from ringbg.reduce import (
+    SAFE_MASK_METHODS,
+    ReducedObservation,
+    bin_events,
+    reduce_observation,
+    safe_mask,
+)
+
+CENTER = (83.6, 22.0)
+EDGES = energy_edges_tev(0.5, 20.0, 6)
+LIVETIME_FRACTION = 0.9
+BKG_AMPLITUDE = 2e-8  # s-1 MeV-1 sr-1 at 1 TeV
+BKG_INDEX = 2.5
+
+
+def geom(frame="icrs", width=2.0, binsize=0.05, center=CENTER, edges=EDGES):
+    lon, lat = center
+    if frame == "galactic":
+        c = SkyCoord(lon, lat, unit="deg").galactic
+        lon, lat = c.l.deg, c.b.deg
+    return Geom.create(lon, lat, frame, width, binsize, "CAR", edges)
+
+
+def log_axis(edges, name="energy"):
+    edges = np.asarray(edges, float)
+    return IrfAxis.from_lo_hi(name, edges[:-1], edges[1:], log=True)
+
+
+def lin_axis(edges, name="offset"):
+    edges = np.asarray(edges, float)
+    return IrfAxis.from_lo_hi(name, edges[:-1], edges[1:], log=False)
+
+
+def aeff_linear_in_log_e(a=2e4, b=1.5e4, lo=None, hi=None):
+    """Effective area ``a + b ln(E/TeV)`` (m2), the same at all offsets up to 3 deg."""
+    energy = log_axis(np.geomspace(0.1, 100, 16))
+    offset = lin_axis(np.linspace(0, 3, 7))
+    values = np.repeat((a + b * energy.nodes)[:, None], 6, axis=1)
+    return EffectiveArea(energy, offset, values, lo, hi)
+
+
+def bkg_power_law():
+    """BKG_2D ``A (E/TeV)**-index``, flat in offset up to 3 deg."""
+    energy = log_axis(np.geomspace(0.1, 100, 13))
+    offset = lin_axis(np.linspace(0, 3, 4))
+    rate = BKG_AMPLITUDE * np.exp(energy.nodes) ** -BKG_INDEX
+    return Background(energy, (offset,), np.repeat(rate[:, None], 3, axis=1))
+
+
+def observation(ra=(), dec=(), energy=(), aeff=None, bkg=None, pointing=CENTER,
+                gti=((0.0, 1000.0), (2000.0, 2600.0))):
+    gti = np.asarray(gti, float)
+    return Observation(
+        obs_id=7, ra_deg=np.asarray(ra, float), dec_deg=np.asarray(dec, float),
+        energy_tev=np.asarray(energy, float), pointing_ra_deg=pointing[0],
+        pointing_dec_deg=pointing[1], gti_start_s=gti[:, 0], gti_stop_s=gti[:, 1],
+        deadc=LIVETIME_FRACTION, time_ref_mjd=51910.0, time_scale="tt", location=None,
+        aeff=aeff or aeff_linear_in_log_e(), bkg=bkg or bkg_power_law(),
+    )
+
+
+def random_events(n=4000, seed=0, spread=1.3):
+    rng = np.random.default_rng(seed)
+    # float32 values, as event lists store them
+    ra = (CENTER[0] + rng.uniform(-spread, spread, n)).astype(np.float32).astype(float)
+    dec = (CENTER[1] + rng.uniform(-spread, spread, n)).astype(np.float32).astype(float)
+    energy = np.exp(rng.uniform(np.log(0.3), np.log(40), n))
+    return ra, dec, energy
+
+
+def histogram_counts(g, slices, ra, dec, energy):
+    """numpy.histogramdd of (energy, y, x) with astropy's pixel coordinates."""
+    x, y = g.wcs.world_to_pixel(SkyCoord(ra, dec, unit="deg", frame="icrs"))
+    sy, sx = slices
+    bins = [g.energy_edges_tev, np.arange(sy.start, sy.stop + 1) - 0.5,
+            np.arange(sx.start, sx.stop + 1) - 0.5]
+    counts, _ = np.histogramdd(np.stack([energy, y, x], axis=1), bins=bins)
+    return counts
+
+
+# --------------------------------------------------------------------------------------------
+# counts
+
+
+@pytest.mark.parametrize("frame", ["icrs", "galactic"])
+def test_bin_events_full_image_as_histogramdd(frame):
+    g = geom(frame)
+    ra, dec, energy = random_events()
+    full = (slice(0, g.shape[0]), slice(0, g.shape[1]))
+    counts = bin_events(g, full, ra, dec, energy)
+    expected = histogram_counts(g, full, ra, dec, energy)
+    assert counts.dtype == np.float32 and counts.shape == (g.n_energy,) + g.shape
+    np.testing.assert_array_equal(counts, expected)
+    # some events were outside the map or the energy range, the rest all counted
+    assert 0 < counts.sum() < len(ra)
+
+
+def test_bin_events_on_a_cutout():
+    g = geom()
+    ra, dec, energy = random_events(seed=1)
+    slices = (slice(5, 23), slice(17, 40))
+    counts = bin_events(g, slices, ra, dec, energy)
+    assert counts.shape == (g.n_energy, 18, 23)
+    np.testing.assert_array_equal(counts, histogram_counts(g, slices, ra, dec, energy))
+    full = bin_events(g, (slice(0, 40), slice(0, 40)), ra, dec, energy)
+    np.testing.assert_array_equal(counts, full[:, 5:23, 17:40])
+
+
+def test_bin_events_without_events():
+    g = geom()
+    counts = bin_events(g, (slice(2, 6), slice(0, 3)), np.zeros(0), np.zeros(0), np.zeros(0))
+    assert counts.shape == (g.n_energy, 4, 3) and counts.dtype == np.float32
+    assert not counts.any()
+
+
+def test_bin_events_energy_edges():
+    """An event on an inner energy edge goes to the bin above; outside the axis: dropped."""
+    g = geom()
+    ra = np.full(4, CENTER[0])
+    dec = np.full(4, CENTER[1])
+    energy = np.array([EDGES[2], EDGES[0] * 0.999, EDGES[-1] * 1.001, EDGES[0]])
+    counts = bin_events(g, (slice(0, 40), slice(0, 40)), ra, dec, energy)
+    assert counts.sum() == 2
+    assert counts[2].sum() == 1 and counts[0].sum() == 1
+
+
+# --------------------------------------------------------------------------------------------
+# exposure and background
+
+
+def test_reduce_observation_synthetic():
+    g = geom()
+    ra, dec, energy = random_events(seed=2)
+    obs = observation(ra, dec, energy)
+    red = reduce_observation(obs, g, offset_max_deg=0.6)
+    assert isinstance(red, ReducedObservation) and red.obs_id == 7
+    assert red.slices == g.cutout_slices(*CENTER, 1.2)
+    sy, sx = red.slices
+    assert (sy.stop - sy.start, sx.stop - sx.start) == (24, 24)
+    shape = (g.n_energy, 24, 24)
+    assert red.counts.shape == red.exposure.shape == red.background.shape == shape
+    assert red.mask_safe.shape == shape and red.mask_safe.dtype == bool
+
+    ontime = 1000.0 + 600.0
+    assert red.ontime_s == ontime
+    assert red.livetime_s == pytest.approx(ontime * LIVETIME_FRACTION, rel=1e-15)
+
+    np.testing.assert_array_equal(red.counts, histogram_counts(g, red.slices, ra, dec, energy))
+
+    # exposure: a + b ln(E_centre) times the live time in every pixel
+    e_center = np.sqrt(EDGES[:-1] * EDGES[1:])
+    aeff = 2e4 + 1.5e4 * np.log(e_center)
+    expected = np.broadcast_to((aeff * red.livetime_s)[:, None, None], shape)
+    np.testing.assert_allclose(red.exposure, expected, rtol=1e-10)
+
+    # background: the power law integrated over each bin (TeV -> MeV), x solid angle x on-time
+    # (within float32 precision: the log of the template is taken in float32, as gammapy)
+    g_ = 1 - BKG_INDEX
+    per_tev = BKG_AMPLITUDE * (EDGES[1:] ** g_ - EDGES[:-1] ** g_) / g_
+    solid_angle = g.solid_angle_sr[sy, sx]
+    expected = per_tev[:, None, None] * 1e6 * solid_angle[None] * ontime
+    np.testing.assert_allclose(red.background, expected, rtol=2e-6)
+
+    # aeff-default without thresholds: everything with background is safe
+    assert red.mask_safe.all()
+
+
+def test_exposure_zero_beyond_the_aeff_offset_axis():
+    """Effective area known to 0.5 deg: exposure zero further out, aeff x livetime within."""
+    aeff = aeff_linear_in_log_e()
+    short = EffectiveArea(aeff.energy, lin_axis([0.0, 0.25, 0.5]), aeff.values_m2[:, :2],
+                          None, None)
+    g = geom()
+    red = reduce_observation(observation(aeff=short), g, offset_max_deg=1.0)
+    sy, sx = red.slices
+    sep = SkyCoord(*g.radec_deg, unit="deg")[sy, sx].separation(
+        SkyCoord(*CENTER, unit="deg")).deg
+    assert (sep > 0.5).any() and (sep < 0.5).any()
+    assert np.all(red.exposure[:, sep > 0.5 + 1e-9] == 0)
+    e_center = np.sqrt(EDGES[:-1] * EDGES[1:])
+    expected = (2e4 + 1.5e4 * np.log(e_center)) * red.livetime_s
+    within = red.exposure[:, sep < 0.5 - 1e-9]
+    np.testing.assert_allclose(within, np.broadcast_to(expected[:, None], within.shape),
+                               rtol=1e-10)
+
+
+def test_background_lon_reversal_mirrors_the_template():
+    """A BKG_3D read as REVERSE_LON_RADEC is the RADEC one mirrored in FoV longitude."""
+    rng = np.random.default_rng(3)
+    energy = log_axis(np.geomspace(0.1, 100, 9))
+    lon = lin_axis(np.linspace(-3, 3, 13), "fov_lon")
+    lat = lin_axis(np.linspace(-3, 3, 13), "fov_lat")
+    values = rng.uniform(1e-9, 1e-7, (8, 12, 12))
+    radec = Background(energy, (lon, lat), values, "RADEC")
+    reverse = Background(energy, (lon, lat), values[:, ::-1, :].copy(), "REVERSE_LON_RADEC")
+    g = geom()
+    a = reduce_observation(observation(bkg=radec), g, 1.0).background
+    b = reduce_observation(observation(bkg=reverse), g, 1.0).background
+    np.testing.assert_allclose(a, b, rtol=1e-9)
+    # and the template is not symmetric: the mirroring matters
+    c = reduce_observation(observation(bkg=Background(energy, (lon, lat), values[:, ::-1, :]
+                                                      .copy(), "RADEC")), g, 1.0).background
+    assert not np.allclose(a, c, rtol=1e-3)
+
+
+def test_reduce_observation_off_the_map_is_none():
+    g = geom()
+    assert reduce_observation(observation(pointing=(CENTER[0] + 10, CENTER[1])), g, 1.0) is None
+
+
+# --------------------------------------------------------------------------------------------
+# safe mask
+
+
+def _mask(obs, methods, parameters=None, background=None, g=None):
+    g = g or geom()
+    slices = (slice(0, g.shape[0]), slice(0, g.shape[1]))
+    if background is None:
+        background = np.ones((g.n_energy,) + g.shape)
+    return safe_mask(obs, g, slices, background, methods, parameters or {})
+
+
+def _fully_inside(lo=None, hi=None):
+    """gammapy's energy mask: bins fully inside [lo, hi]."""
+    keep = np.ones(len(EDGES) - 1, bool)
+    if lo is not None:
+        keep &= EDGES[:-1] >= lo
+    if hi is not None:
+        keep &= EDGES[1:] <= hi
+    return keep
+
+
+@pytest.mark.parametrize("lo, hi", [
+    (float(EDGES[2]), None),                   # exactly on an edge: that bin is kept
+    (float(EDGES[2]) * 1.0001, None),          # just above: that bin goes
+    (0.6, float(EDGES[4])),
+    (None, float(EDGES[4]) * 0.9999),
+    (0.01, 1000.0),
+])
+def test_aeff_default_thresholds(lo, hi):
+    obs = observation(aeff=aeff_linear_in_log_e(lo=lo, hi=hi))
+    mask = _mask(obs, ["aeff-default"])
+    expected = _fully_inside(lo, hi)
+    assert 0 < expected.sum() <= len(expected)
+    np.testing.assert_array_equal(mask, np.broadcast_to(expected[:, None, None], mask.shape))
+
+
+def test_no_background_is_not_safe():
+    obs = observation()
+    g = geom()
+    background = np.ones((g.n_energy,) + g.shape)
+    background[0, 3, 4] = 0.0
+    background[2, 5, 6] = np.nan
+    background[1, 0, 0] = -1.0
+    mask = _mask(obs, ["aeff-default"], background=background, g=g)
+    assert mask.sum() == mask.size - 3
+    assert not mask[0, 3, 4] and not mask[2, 5, 6] and not mask[1, 0, 0]
+
+
+def test_offset_max_mask():
+    obs = observation(pointing=(CENTER[0] + 0.4, CENTER[1] - 0.2))
+    g = geom()
+    mask = _mask(obs, ["offset-max"], {"offset_max_deg": 0.7}, g=g)
+    sep = SkyCoord(*g.radec_deg, unit="deg").separation(
+        SkyCoord(CENTER[0] + 0.4, CENTER[1] - 0.2, unit="deg")).deg
+    np.testing.assert_array_equal(mask, np.broadcast_to(sep < 0.7, mask.shape))
+    assert 0 < mask[0].sum() < mask[0].size
+
+
+def test_aeff_max_threshold():
+    """The lowest IRF energy edge where the on-axis area exceeds the percentage of its max."""
+    energy = log_axis(np.geomspace(0.1, 100, 10))
+    offset = lin_axis([0.0, 1.5, 3.0])
+    # values at the nodes; at the inner edges (half way in ln E) the mean of two nodes
+    nodes = np.array([0.0, 0.0, 1.0, 10.0, 100.0, 200.0, 200.0, 200.0, 200.0])
+    aeff = EffectiveArea(energy, offset, np.repeat(nodes[:, None], 2, axis=1), None, None)
+    edges = np.exp(energy.edges)
+    edge_values = np.concatenate([[0.0], (nodes[:-1] + nodes[1:]) / 2, [200.0]])
+    for percent in (2.0, 10.0, 50.0):
+        threshold = edges[np.argmax(edge_values > percent / 100 * 200.0)]
+        g = geom(edges=np.geomspace(0.2, 50, 9))
+        mask = _mask(observation(aeff=aeff), ["aeff-max"], {"aeff_percent": percent}, g=g)
+        keep = g.energy_edges_tev[:-1] >= threshold
+        assert 0 < keep.sum() < len(keep), percent
+        np.testing.assert_array_equal(mask, np.broadcast_to(keep[:, None, None], mask.shape))
+
+
+def test_bkg_peak_threshold():
+    """The lower edge of the IRF energy bin where the offset-integrated background peaks."""
+    energy = log_axis(np.geomspace(0.1, 100, 9))
+    offset = lin_axis([0.0, 1.0, 2.0, 3.0])
+    spectrum = np.array([1.0, 3.0, 7.0, 9.0, 4.0, 2.0, 1.0, 0.5])
+    bkg = Background(energy, (offset,), np.outer(spectrum, [1.0, 0.8, 0.3]))
+    threshold = np.exp(energy.edges[3])
+    g = geom(edges=np.geomspace(0.3, 60, 9))
+    mask = _mask(observation(bkg=bkg), ["bkg-peak"], g=g)
+    keep = g.energy_edges_tev[:-1] >= threshold
+    assert 0 < keep.sum() < len(keep)
+    np.testing.assert_array_equal(mask, np.broadcast_to(keep[:, None, None], mask.shape))
+
+
+def test_methods_combine_as_and():
+    obs = observation(pointing=(CENTER[0] + 0.3, CENTER[1]),
+                      aeff=aeff_linear_in_log_e(lo=float(EDGES[1]), hi=float(EDGES[5])))
+    params = {"offset_max_deg": 0.8, "aeff_percent": 60.0}
+    single = {m: _mask(obs, [m], params) for m in SAFE_MASK_METHODS}
+    both = _mask(obs, list(SAFE_MASK_METHODS), params)
+    expected = np.logical_and.reduce(list(single.values()))
+    np.testing.assert_array_equal(both, expected)
+    assert both.sum() < min(m.sum() for m in single.values())
+
+
+def test_unknown_safe_mask_method():
+    with pytest.raises(ValueError, match="unknown safe mask methods"):
+        _mask(observation(), ["aeff-default", "edisp-bias"])
+
+
+# --------------------------------------------------------------------------------------------
+# a real observation
+
+
+def test_dr1_run_counts_and_on_axis_exposure():
+    """H.E.S.S. DR1 run 20136 on a map centred on its pointing (odd pixel count: one pixel
+    centre on the pointing): counts as numpy.histogramdd, exposure there = aeff x livetime,
+    both computed from the file with astropy and scipy."""
+    obs_id = 20136
+    store = DataStore.from_dir(gammapy_data() / "hess-dl3-dr1")
+    obs = store.load(obs_id)
+    path = store.hdu_locations(obs_id)["events"][0]
+    with fits.open(path) as hdul:
+        events = hdul["EVENTS"].data
+        header = hdul["EVENTS"].header
+        gti = hdul["GTI"].data
+        aeff = hdul["AEFF"].data
+        e_lo, e_hi = (aeff[c][0].astype(float) for c in ("ENERG_LO", "ENERG_HI"))
+        th_lo, th_hi = (aeff[c][0].astype(float) for c in ("THETA_LO", "THETA_HI"))
+        area = np.asarray(aeff["EFFAREA"][0], float)  # (n_theta, n_energy)
+        ra, dec = events["RA"].astype(float), events["DEC"].astype(float)
+        energy = events["ENERGY"].astype(float)
+        pointing = (header["RA_PNT"], header["DEC_PNT"])
+        livetime = float(np.sum(gti["STOP"] - gti["START"])) * header["DEADC"]
+    edges = energy_edges_tev(0.3, 10, 5)
+    g = Geom.create(pointing[0], pointing[1], "icrs", 2.02, 0.02, "CAR", edges)
+    assert g.shape == (101, 101)
+    x, y = g.world_to_pix(*pointing)
+    assert x[0] == pytest.approx(50, abs=1e-9) and y[0] == pytest.approx(50, abs=1e-9)
+    red = reduce_observation(obs, g, offset_max_deg=1.01)
+    assert red.livetime_s == pytest.approx(livetime, rel=1e-12)
+    np.testing.assert_array_equal(red.counts, histogram_counts(g, red.slices, ra, dec, energy))
+    assert red.counts.sum() > 1000
+
+    rgi = RegularGridInterpolator((np.log(np.sqrt(e_lo * e_hi)), (th_lo + th_hi) / 2), area.T)
+    e_center = np.sqrt(edges[:-1] * edges[1:])
+    expected = rgi(np.stack([np.log(e_center), np.zeros(5)], axis=1)) * livetime
+    sy, sx = red.slices
+    np.testing.assert_allclose(red.exposure[:, 50 - sy.start, 50 - sx.start], expected,
+                               rtol=1e-9)
+    # the safe energy threshold of the file (LO_THRES) masks the lowest bin
+    lo = fits.getheader(path, "AEFF")["LO_THRES"]
+    keep = edges[:-1] >= lo
+    assert not keep[0] and keep[1:].all()
+    np.testing.assert_array_equal(red.mask_safe.any(axis=(1, 2)), keep)
+
