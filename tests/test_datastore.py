@@ -273,3 +273,9 @@ def test_unusable_stores(tmp_path, case, message):
         (root / "hdu-index.fits.gz").write_bytes(b"not a fits file at all")
     with pytest.raises(DataStoreError, match=message):
         DataStore.from_dir(root)
+
+
+def test_select_repeated_id_keeps_its_first_place(tmp_path):
+    root = write_store(tmp_path / "s", [(1, 10.0, 20.0), (2, 10.5, 20.0), (3, 11.0, 20.0)],
+                       hdu_rows(1) + hdu_rows(2) + hdu_rows(3))
+    assert DataStore.from_dir(root).select(obs_ids=[3, 1, 3, 2]) == [3, 1, 2]

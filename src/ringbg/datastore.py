@@ -161,7 +161,9 @@ class DataStore:
         # an id listed twice in the index is used once
         selected = list(dict.fromkeys(int(i) for i in ids[keep]))
         if obs_ids is not None:
-            order = {int(i): k for k, i in enumerate(obs_ids)}
+            order = {}
+            for k, i in enumerate(obs_ids):
+                order.setdefault(int(i), k)  # a repeated id keeps its first place
             selected = sorted(dict.fromkeys(selected), key=lambda i: order[i])
         return selected
 
