@@ -102,3 +102,24 @@ def test_empty_selection_is_an_error(tmp_path, data_dir):
     cfg["observations"] = {"obs_ids": [999999]}
     result = CliRunner().invoke(main, ["run", str(_write(tmp_path, cfg)), "-q"])
     assert result.exit_code == 1 and "no observation selected" in result.output
+
+
+def test_interrupt_exits_130_and_leaves_outdir(tmp_path, data_dir, monkeypatch):
+    import ringbg.outputs
+
+    cfg = msh_config(tmp_path)
+    cfg["observations"] = {"obs_ids": [20136]}
+    path = _write(tmp_path, cfg)
+    out = tmp_path / "res"
+    assert CliRunner().invoke(main, ["run", str(path), "-o", str(out), "-q"]).exit_code == 0
+    before = sorted(p.name for p in out.iterdir())
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # Ctrl-C while the outputs are being written
+
+    monkeypatch.setattr(ringbg.outputs, "_write_summary", interrupted)
+    result = CliRunner().invoke(main, ["run", str(path), "-o", str(out), "--overwrite", "-q"])
+    assert result.exit_code == 130
+    assert "interrupted" in result.output
+    assert sorted(p.name for p in out.iterdir()) == before
+    assert not list(tmp_path.glob(".res.*"))

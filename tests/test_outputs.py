@@ -99,6 +99,7 @@ def test_per_observation_files(tmp_path):
 
 
 def test_stale_temporaries_of_killed_runs_are_removed(tmp_path, msh_result):
+    import socket
     import subprocess
 
     proc = subprocess.Popen(["true"])
@@ -108,8 +109,14 @@ def test_stale_temporaries_of_killed_runs_are_removed(tmp_path, msh_result):
     (stale / "maps.fits").write_text("half written")
     alive = tmp_path / f".out.tmp-{1}"  # pid 1 is alive: another run's folder is kept
     alive.mkdir()
+    here = tmp_path / f".out.tmp-{proc.pid}@{socket.gethostname()}"  # this host, pid gone
+    here.mkdir()
+    # another host's run on a shared filesystem: its pid means nothing here, kept
+    elsewhere = tmp_path / f".out.tmp-{proc.pid}@other-host.example.org"
+    elsewhere.mkdir()
     msh_result.write(tmp_path / "out", figures=False)
-    assert not stale.exists() and alive.exists()
+    assert not stale.exists() and not here.exists()
+    assert alive.exists() and elsewhere.exists()
     assert (tmp_path / "out" / "maps.fits").stat().st_size > 1000
 
 

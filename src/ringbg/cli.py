@@ -1,6 +1,7 @@
 """The ``ringbg`` command line.
 
-Exit status: 0 success, 1 bad input (one clear line on stderr, no traceback), 2 usage error.
+Exit status: 0 success, 1 bad input (one clear line on stderr, no traceback), 2 usage error,
+130 interrupted (Ctrl-C).
 """
 
 import logging
@@ -62,6 +63,9 @@ def run_config(config_path_or_obj, outdir, jobs, overwrite, quiet, verbose, figu
         folder = result.write(out, overwrite=overwrite, figures=figures)
     except _user_errors() as exc:
         _fail(str(exc))
+    except KeyboardInterrupt:
+        click.echo("ringbg: interrupted; the output folder was left as it was", err=True)
+        sys.exit(130)
     s = result.summary
     if not quiet:
         m = s["max_significance"]

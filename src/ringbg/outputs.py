@@ -8,7 +8,9 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
+import socket
 import time
 from pathlib import Path
 
@@ -202,23 +204,34 @@ def _pid_alive(pid):
     return True
 
 
-def remove_stale_temporaries(outdir):
-    """Delete ``.NAME.tmp-PID`` / ``.NAME.old-PID`` folders left by runs that were killed.
+def _temporary(outdir, kind):
+    """``.NAME.KIND-PID@HOST`` beside OUTDIR: the host tells runs on a shared filesystem apart."""
+    outdir = Path(outdir)
+    return outdir.resolve().parent / f".{outdir.name}.{kind}-{os.getpid()}@{socket.gethostname()}"
 
-    A ``.old`` folder without OUTDIR (a run killed between its two renames) holds the previous
-    results: it is renamed back to OUTDIR.
+
+def remove_stale_temporaries(outdir):
+    """Delete ``.NAME.tmp-PID@HOST`` / ``.NAME.old-PID@HOST`` folders left by killed runs.
+
+    Only folders of this host whose process is gone are touched (another host's run may be
+    alive). A ``.old`` folder without OUTDIR (a run killed between its two renames) holds the
+    previous results: it is renamed back to OUTDIR.
     """
     outdir = Path(outdir)
     parent = outdir.resolve().parent
     if not parent.is_dir():
         return []
+    pattern = re.compile(rf"^\.{re.escape(outdir.name)}\.(tmp|old)-(\d+)(?:@(.+))?$")
     removed = []
     for path in parent.glob(f".{outdir.name}.*-*"):
-        kind, _, pid = path.name.rpartition("-")
-        if not (kind.endswith(".tmp") or kind.endswith(".old")) or not pid.isdigit():
+        match = pattern.match(path.name)
+        if not match:
             continue
-        if int(pid) != os.getpid() and not _pid_alive(int(pid)):
-            if kind.endswith(".old") and not outdir.exists():
+        kind, pid, host = match.group(1), int(match.group(2)), match.group(3)
+        if host not in (None, socket.gethostname()):
+            continue
+        if pid != os.getpid() and not _pid_alive(pid):
+            if kind == "old" and not outdir.exists():
                 # killed between the two renames: these are the previous results
                 os.replace(path, outdir)
                 continue
@@ -237,7 +250,7 @@ def write_outputs(result, outdir=None, overwrite=None, figures=None):
     for path in remove_stale_temporaries(outdir):
         log.info("removed %s, left by an interrupted run", path)
     t0 = time.perf_counter()
-    tmp = outdir.resolve().parent / f".{outdir.name}.tmp-{os.getpid()}"
+    tmp = _temporary(outdir, "tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
@@ -246,7 +259,7 @@ def write_outputs(result, outdir=None, overwrite=None, figures=None):
         result.summary["timings"]["write"] = round(time.perf_counter() - t0, 4)
         _write_summary(result, tmp)
         if outdir.exists():
-            old = outdir.resolve().parent / f".{outdir.name}.old-{os.getpid()}"
+            old = _temporary(outdir, "old")
             os.replace(outdir, old)
             try:
                 os.replace(tmp, outdir)
