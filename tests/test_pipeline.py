@@ -110,3 +110,20 @@ def test_unexpected_error_in_one_observation_skips_it(tmp_path, monkeypatch):
     assert result.summary["obs_ids"] == [20136]
     assert result.summary["skipped"] == [
         {"obs_id": 20137, "reason": "unexpected TypeError: something nobody foresaw"}]
+
+
+def test_warning_when_most_pixels_find_no_ring(tmp_path, caplog):
+    # gammapy's adaptive defaults on a small ring: alpha_approx of the theta disc is already
+    # above threshold_alpha for the first ring, so most pixels find none
+    cfg = msh_config(tmp_path)
+    cfg["observations"] = {"obs_ids": [20136, 20137]}
+    cfg["ring"]["adaptive"] = {"theta": "0.22 deg", "threshold_alpha": 0.1,
+                               "r_out_max": "1.0 deg", "stepsize": "0.1 deg"}
+    with caplog.at_level("WARNING", logger="ringbg"):
+        result = run(cfg)
+    assert "no off estimate" in caplog.text and "threshold_alpha" in caplog.text
+    assert result.summary["n_pixels_no_off"] > 0.5 * result.stack.mask.size
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="ringbg"):
+        run(msh_config(tmp_path, observations={"obs_ids": [20136, 20137]}))
+    assert "no off estimate" not in caplog.text

@@ -312,6 +312,7 @@ def run(config, jobs=None, progress=False, cache_dir=None):
 
         results = tqdm(results, total=len(tasks), unit="obs", desc="observations")
     ring_time = 0.0
+    safe_pixels = no_ring_pixels = 0
     for obs_id, reduced, error in results:
         if error is not None:
             log.warning("observation %s skipped: %s", obs_id, error)
@@ -320,6 +321,8 @@ def run(config, jobs=None, progress=False, cache_dir=None):
         t1 = time.perf_counter()
         image = to_image(reduced)
         onoff = ring_fn(image, exclusion[image.slices])
+        safe_pixels += int(image.mask.sum())
+        no_ring_pixels += int(np.sum(image.mask & ~onoff.mask))
         stack.add(onoff)
         if config.output.per_observation:
             per_obs.append(onoff)
@@ -336,6 +339,12 @@ def run(config, jobs=None, progress=False, cache_dir=None):
         reasons = "; ".join(f"{i}: {r}" for i, r in skipped[:3])
         raise RunError(f"no observation could be used ({reasons})")
     discard_prefetched()
+    if no_ring_pixels > 0.5 * safe_pixels:
+        log.warning(
+            "%.0f%% of the observations' safe pixels have no off estimate: no ring has enough "
+            "acceptance outside the exclusion mask%s", 100 * no_ring_pixels / safe_pixels,
+            " (ring.adaptive: raise threshold_alpha or r_out_max, or lower theta)"
+            if config.ring.adaptive is not None else " (ring: widen it or shrink the exclusion)")
     timings["reduction"] = time.perf_counter() - t_reduce - ring_time
     timings["ring"] = ring_time
 
