@@ -200,3 +200,23 @@ def test_fit_gaussian_matches_gammapy_plot_distribution():
     assert fit["sigma"] == pytest.approx(expected_pars[1], rel=1e-9)
     assert fit["mean_err"] == pytest.approx(expected_errs[0], rel=1e-6)
     assert fit["sigma_err"] == pytest.approx(expected_errs[1], rel=1e-6)
+
+
+def test_off_histogram_and_fit_use_the_fit_mask_run(tmp_path, monkeypatch):
+    """The off distribution is the significance of the run with the exclusion as fit mask
+    (``OFF_SIGNIFICANCE``), not the main map's off pixels."""
+    import ringbg.figures as figures
+
+    maps = make_maps()
+    off = maps["SIGNIFICANCE"] + 3.0
+    seen = []
+    monkeypatch.setattr(figures, "fit_gaussian",
+                        lambda values: seen.append(np.asarray(values)) or fit_gaussian(values))
+    plain = make_figures(tmp_path / "a", maps, make_wcs(), {}, None, None)
+    with_off = make_figures(tmp_path / "b", dict(maps, OFF_SIGNIFICANCE=off), make_wcs(), {},
+                            None, None)
+    used = maps["EXCLUSION"] > 0.5
+    np.testing.assert_array_equal(seen[0], maps["SIGNIFICANCE"][used])
+    np.testing.assert_array_equal(seen[1], off[used])
+    a = plain["significance_distribution"].read_bytes()
+    assert a != with_off["significance_distribution"].read_bytes()

@@ -346,7 +346,8 @@ def plot_excess(path, excess, wcs, exclusion=None, *, title=None):
     return Path(path)
 
 
-def plot_significance_distribution(path, significance, exclusion, fit, *, title=None):
+def plot_significance_distribution(path, significance, exclusion, fit, *, title=None,
+                                   off_significance=None):
     """Plot the distribution of pixel significances to a PNG file.
 
     Shows, as probability densities on a logarithmic axis, the significances of all
@@ -366,6 +367,9 @@ def plot_significance_distribution(path, significance, exclusion, fit, *, title=
         ``sigma``, ``mean_err``, ``sigma_err``, ``n_pixels``).
     title : str, optional
         Figure title; a default is used when None.
+    off_significance : `~numpy.ndarray`, optional
+        The significance the fit was made on (the run with the exclusion as fit mask): its
+        non-excluded pixels are the off histogram. Default: ``significance``.
 
     Returns
     -------
@@ -373,9 +377,11 @@ def plot_significance_distribution(path, significance, exclusion, fit, *, title=
         The written file.
     """
     significance = np.asarray(significance, dtype=float)
+    off_source = significance if off_significance is None else np.asarray(off_significance,
+                                                                             dtype=float)
     values_all = _finite(significance)
     if exclusion is None:
-        values_off = values_all
+        values_off = _finite(off_source)
     else:
         exclusion = np.asarray(exclusion).astype(bool)
         if exclusion.shape != significance.shape:
@@ -383,7 +389,7 @@ def plot_significance_distribution(path, significance, exclusion, fit, *, title=
                 f"exclusion mask shape {exclusion.shape} differs from map shape "
                 f"{significance.shape}"
             )
-        values_off = _finite(significance[exclusion])
+        values_off = _finite(off_source[exclusion])
 
     fig = Figure(figsize=(8.0, 5.2), dpi=DPI)
     FigureCanvasAgg(fig)
@@ -457,7 +463,9 @@ def make_figures(outdir, maps, wcs, summary, r_in_deg, r_out_deg):
         Output folder (created if needed).
     maps : dict of `~numpy.ndarray`
         2D maps with keys ``"SIGNIFICANCE"``, ``"EXCESS"`` and ``"EXCLUSION"``
-        (1 = pixel not excluded, 0 = excluded).
+        (1 = pixel not excluded, 0 = excluded), optionally ``"OFF_SIGNIFICANCE"`` (the
+        significance of the run with the exclusion as fit mask, histogrammed for the off
+        pixels; default ``"SIGNIFICANCE"``).
     wcs : `~astropy.wcs.WCS`
         Celestial WCS of the maps.
     summary : dict
@@ -479,10 +487,11 @@ def make_figures(outdir, maps, wcs, summary, r_in_deg, r_out_deg):
     if exclusion is not None:
         exclusion = np.nan_to_num(np.asarray(exclusion, dtype=float), nan=0.0) > 0.5
 
+    off_significance = maps.get("OFF_SIGNIFICANCE")
     fit = (summary or {}).get("off_distribution")
     if not fit:
-        off = significance if exclusion is None else significance[exclusion]
-        fit = fit_gaussian(off)
+        off = significance if off_significance is None else np.asarray(off_significance, float)
+        fit = fit_gaussian(off if exclusion is None else off[exclusion])
 
     n_obs = (summary or {}).get("n_obs")
     suffix = f" ({n_obs} observation{'s' if n_obs != 1 else ''})" if n_obs else ""
@@ -503,5 +512,6 @@ def make_figures(outdir, maps, wcs, summary, r_in_deg, r_out_deg):
         "significance_distribution": plot_significance_distribution(
             outdir / "significance_distribution.png", significance, exclusion, fit,
             title="Significance distribution" + suffix,
+            off_significance=off_significance,
         ),
     }

@@ -323,7 +323,7 @@ def _write_figures_and_report(result, folder):
 
     cfg = result.config
     maps = {"SIGNIFICANCE": result.maps["SIGNIFICANCE"], "EXCESS": result.maps["EXCESS"],
-            "EXCLUSION": result.exclusion}
+            "EXCLUSION": result.exclusion, "OFF_SIGNIFICANCE": result.off_significance}
     r_out = cfg.ring.r_in + cfg.ring.width
     paths = make_figures(folder, maps, result.geom.wcs, result.summary, cfg.ring.r_in, r_out)
     config_text = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
