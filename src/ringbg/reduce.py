@@ -62,6 +62,14 @@ def bin_events(geom, slices, ra_deg, dec_deg, energy_tev):
     shape = (geom.n_energy, sy.stop - sy.start, sx.stop - sx.start)
     if len(ra_deg) == 0:
         return np.zeros(shape, dtype=np.float32)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ie = np.floor(np.interp(np.log(energy_tev), np.log(geom.energy_edges_tev),
+                                np.arange(geom.n_energy + 1), left=-1, right=np.inf))
+    # only events in the energy range are projected
+    in_energy = (ie >= 0) & (ie < shape[0])
+    ra_deg, dec_deg, ie = (np.asarray(a)[in_energy] for a in (ra_deg, dec_deg, ie))
+    if len(ie) == 0:
+        return np.zeros(shape, dtype=np.float32)
     if geom.frame != "icrs":
         # gammapy transforms the event list's float32 columns as they are: do the same, so
         # that events on pixel borders land in the same pixel
@@ -70,11 +78,7 @@ def bin_events(geom, slices, ra_deg, dec_deg, energy_tev):
     with np.errstate(invalid="ignore"):
         ix = np.floor(x + 0.5) - sx.start
         iy = np.floor(y + 0.5) - sy.start
-        ie = np.floor(np.interp(np.log(energy_tev), np.log(geom.energy_edges_tev),
-                                np.arange(geom.n_energy + 1), left=-1, right=np.inf))
-    ok = (
-        (ix >= 0) & (ix < shape[2]) & (iy >= 0) & (iy < shape[1]) & (ie >= 0) & (ie < shape[0])
-    )
+    ok = (ix >= 0) & (ix < shape[2]) & (iy >= 0) & (iy < shape[1])
     flat = (ie[ok].astype(np.int64) * shape[1] + iy[ok].astype(np.int64)) * shape[2] + ix[
         ok
     ].astype(np.int64)
