@@ -184,7 +184,9 @@ def _column(table, names, path, unit=None):
             with np.errstate(invalid="ignore", over="ignore"):
                 data = values.astype(float)
             if unit is not None:
-                data = data * _unit_factor(table.unit(name), unit, where)
+                factor = _unit_factor(table.unit(name), unit, where)
+                if factor != 1.0:
+                    data = data * factor
             return data
     raise DL3Error(f"{path}: HDU {table.name} has no column {' or '.join(names)}")
 

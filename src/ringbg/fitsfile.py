@@ -188,9 +188,10 @@ def _columns(header):
             fmt = f"S{repeat}"
             shape = None
         elif code == "X":
-            fmt, shape = f"({(repeat + 7) // 8},)u1", None
+            fmt, shape = (np.dtype("u1"), ((repeat + 7) // 8,)), None
         else:
-            fmt = _NUMPY[code] if repeat == 1 else f"({repeat},){_NUMPY[code]}"
+            # (type, shape) tuples: numpy parses "(n,)type" strings with ast.literal_eval
+            fmt = _NUMPY[code] if repeat == 1 else (np.dtype(_NUMPY[code]), (repeat,))
             shape = None
             tdim = header.get(f"TDIM{k}")
             if tdim and repeat > 1:
