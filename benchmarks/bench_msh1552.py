@@ -131,12 +131,18 @@ def main():
             times["ringbg_process"].append(whole_process("ringbg", cfg, workdir))
             times["gammapy_process"].append(whole_process("gammapy", cfg, workdir))
     med = {k: statistics.median(v) for k, v in times.items()}
+
+    def spread(tool):
+        # ratio of each repeat's pair (the two tools ran back to back): the machine's drift
+        ratios = [g / r for r, g in zip(times[tool], times[tool.replace("ringbg", "gammapy")])]
+        return f"(repeats {min(ratios):.1f}-{max(ratios):.1f}x)"
+
     print(f"MSH 15-52, 20 runs, one worker, {args.repeats} repeats (medians, s)")
     print(f"  in-process     ringbg {med['ringbg']:7.3f}   gammapy {med['gammapy']:7.3f}   "
-          f"ratio {med['gammapy'] / med['ringbg']:5.1f}x")
+          f"ratio {med['gammapy'] / med['ringbg']:5.1f}x {spread('ringbg')}")
     print(f"  whole process  ringbg {med['ringbg_process']:7.3f}   gammapy "
           f"{med['gammapy_process']:7.3f}   ratio "
-          f"{med['gammapy_process'] / med['ringbg_process']:5.1f}x")
+          f"{med['gammapy_process'] / med['ringbg_process']:5.1f}x {spread('ringbg_process')}")
     print(f"  read floor     {med['read_floor']:7.3f}   ringbg / floor "
           f"{med['ringbg'] / med['read_floor']:5.1f}x")
 

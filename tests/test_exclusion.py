@@ -58,3 +58,31 @@ def test_combined_and_dilated(tmp_path):
     hot[50, 50] = True
     grown = dilate(hot, 3)
     assert grown.sum() == 29 and grown[50, 53] and not grown[50, 54]
+
+
+def test_circles_identical_to_regions_package():
+    """circles_mask does without `regions`; it must give its pixel circles bit for bit
+    (gammapy's region_mask goes through CircleSkyRegion.to_pixel(wcs).contains)."""
+    import astropy.units as u
+    from astropy.coordinates import SkyCoord
+    from regions import CircleSkyRegion, PixCoord
+
+    rng = np.random.default_rng(11)
+    for frame, projection, centre in (("icrs", "CAR", (228.32, -59.08)),
+                                      ("galactic", "TAN", (320.3, -1.2)),
+                                      ("icrs", "AIT", (83.6, 22.0)),
+                                      ("galactic", "CAR", (0.0, 0.0))):
+        geom = Geom.create(*centre, frame, (4.0, 3.0), 0.05, projection, [1, 10])
+        ny, nx = geom.shape
+        y, x = np.mgrid[0:ny, 0:nx]
+        for _ in range(6):
+            circle_frame = rng.choice(["icrs", "galactic"])
+            sky = SkyCoord(centre[0] + rng.uniform(-2.5, 2.5), centre[1] + rng.uniform(-2, 2),
+                           unit="deg", frame=frame).transform_to(circle_frame)
+            lon, lat = sky.spherical.lon.deg, sky.spherical.lat.deg
+            radius = rng.uniform(0.05, 1.5)
+            region = CircleSkyRegion(SkyCoord(lon, lat, unit="deg", frame=circle_frame),
+                                     radius * u.deg)
+            theirs = region.to_pixel(geom.wcs).contains(PixCoord(x=x, y=y))
+            ours = ~circles_mask(geom, [(lon, lat, circle_frame, radius)])
+            assert np.array_equal(ours, theirs)

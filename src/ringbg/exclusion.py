@@ -29,15 +29,28 @@ def _excluded_by_regions(geom, sky_regions):
 
 
 def circles_mask(geom, circles):
-    """Mask excluding circles ``[(lon_deg, lat_deg, frame, radius_deg), ...]``."""
-    import astropy.units as u
-    from regions import CircleSkyRegion
+    """Mask excluding circles ``[(lon_deg, lat_deg, frame, radius_deg), ...]``.
 
-    regions = [
-        CircleSkyRegion(SkyCoord(lon, lat, unit="deg", frame=frame), radius * u.deg)
-        for lon, lat, frame, radius in circles
-    ]
-    return ~_excluded_by_regions(geom, regions)
+    A circle becomes a pixel circle as ``regions`` makes one (``CircleSkyRegion.to_pixel``):
+    centred on the centre's pixel position, with the radius divided by the pixel scale
+    measured along the local north over one arcsecond; pixel centres strictly closer than
+    the radius are inside. The same astropy operations in the same order give the same
+    bits, without importing ``regions`` for the common case.
+    """
+    import astropy.units as u
+
+    ny, nx = geom.shape
+    y, x = np.mgrid[0:ny, 0:nx]
+    inside = np.zeros(geom.shape, dtype=bool)
+    offset = 1 * u.arcsec
+    for lon, lat, frame, radius_deg in circles:
+        centre = SkyCoord(lon, lat, unit="deg", frame=frame)
+        cx, cy = geom.wcs.world_to_pixel(centre)
+        north_x, north_y = geom.wcs.world_to_pixel(centre.directional_offset_by(0.0, offset))
+        scale = offset.to(u.arcsec) / (np.hypot(north_x - cx, north_y - cy) * u.pixel)
+        radius_px = ((radius_deg * u.deg) / scale).to(u.pixel).value
+        inside |= np.hypot(x - cx, y - cy) < radius_px
+    return ~inside
 
 
 def region_file_mask(geom, path):
