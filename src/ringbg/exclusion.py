@@ -1,8 +1,9 @@
 """Exclusion masks: circles, DS9 region files, FITS mask maps, and automatic exclusion.
 
 Masks follow gammapy's convention: True where a pixel may be used for the background estimate,
-False inside excluded regions. Sky regions are turned into pixel regions with the ``regions``
-package, as gammapy's ``WcsGeom.region_mask`` does.
+False inside excluded regions. Sky regions become pixel regions as gammapy's
+``WcsGeom.region_mask`` makes them with the ``regions`` package (circles with its arithmetic
+written out, DS9 files through ``regions`` itself).
 """
 
 import numpy as np
