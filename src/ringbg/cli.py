@@ -5,6 +5,7 @@ Exit status: 0 success, 1 bad input (one clear line on stderr, no traceback), 2 
 """
 
 import logging
+import shlex
 import sys
 from pathlib import Path
 
@@ -170,7 +171,7 @@ def demo_command(outdir, jobs, quiet):
     config_path.write_text(demo_config(data.resolve(), center, out.resolve() / "results"))
     if not quiet:
         click.echo(f"ringbg: demo data in {data}, config in {config_path} (edit and re-run "
-                   f"with 'ringbg run {config_path} --overwrite')")
+                   f"with 'ringbg run {shlex.quote(str(config_path))} --overwrite')")
     run_config(str(config_path), None, jobs, True, quiet, 0)
 
 
