@@ -170,8 +170,8 @@ def demo_command(outdir, jobs, quiet):
     config_path = out / "demo.yaml"
     config_path.write_text(demo_config(data.resolve(), center, out.resolve() / "results"))
     if not quiet:
-        click.echo(f"ringbg: demo data in {data}, config in {config_path} (edit and re-run "
-                   f"with 'ringbg run {shlex.quote(str(config_path))} --overwrite')")
+        click.echo(f"ringbg: demo data in {data}, config in {config_path}; edit it and re-run "
+                   f"with: ringbg run {shlex.quote(str(config_path))} --overwrite")
     run_config(str(config_path), None, jobs, True, quiet, 0)
 
 
