@@ -276,3 +276,26 @@ def test_aeff_as_gammapy_in_the_end_half_bins(synthetic_aeff):
                                offset=offset[None, :] * u.deg).to_value("m2")
     np.testing.assert_allclose(aeff_values_m2(synthetic_aeff, energy, offset), expected,
                                rtol=1e-9, atol=1e-6)
+
+
+@pytest.mark.parametrize("nodes", [
+    np.linspace(-2.45, 2.45, 50).astype(np.float32).astype(float),  # H.E.S.S. FoV nodes
+    np.array([0.0, 0.5, 1.0, 1.5, 2.0, 2.5]),
+    np.log(np.geomspace(0.1, 100, 24)),
+    np.array([0.0, 0.1, 0.5, 2.0, 2.1]),  # uneven: binary search
+    np.array([1.0, 3.0]),
+])
+def test_bracket_is_searchsorted(nodes):
+    from ringbg.irf import _bracket
+
+    rng = np.random.default_rng(2)
+    span = nodes[-1] - nodes[0]
+    x = np.concatenate([rng.uniform(nodes[0] - 0.2 * span, nodes[-1] + 0.2 * span, 5000),
+                        nodes, np.nextafter(nodes, -np.inf), np.nextafter(nodes, np.inf),
+                        [np.inf, -np.inf]])
+    idx, t, single = _bracket(nodes, x)
+    expected = np.clip(np.searchsorted(nodes, x, side="right") - 1, 0, len(nodes) - 2)
+    assert not single
+    np.testing.assert_array_equal(idx, expected)
+    lo, hi = nodes[expected], nodes[expected + 1]
+    np.testing.assert_array_equal(t, (x - lo) / (hi - lo))

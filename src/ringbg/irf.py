@@ -26,7 +26,18 @@ def _bracket(nodes, x):
     n = len(nodes)
     if n == 1:
         return np.zeros(np.shape(x), dtype=int), np.zeros(np.shape(x)), True
-    idx = np.clip(np.searchsorted(nodes, x, side="right") - 1, 0, n - 2)
+    x = np.asarray(x, dtype=float)
+    step = (nodes[-1] - nodes[0]) / (n - 1)
+    if step > 0 and np.all(np.abs(nodes - (nodes[0] + step * np.arange(n))) <= 0.25 * step):
+        # (nearly) even nodes: the index from arithmetic is off by at most one, then
+        # corrected to what searchsorted gives (a binary search per value costs 3x more)
+        with np.errstate(invalid="ignore"):
+            guess = np.clip(np.nan_to_num((x - nodes[0]) / step, nan=0.0), 0, n - 2)
+        idx = np.floor(guess).astype(np.intp)
+        idx -= (x < nodes[idx]) & (idx > 0)
+        idx += (x >= nodes[idx + 1]) & (idx < n - 2)
+    else:
+        idx = np.clip(np.searchsorted(nodes, x, side="right") - 1, 0, n - 2)
     t = (x - nodes[idx]) / (nodes[idx + 1] - nodes[idx])
     return idx, t, False
 
