@@ -147,9 +147,10 @@ class Geom:
                    frame=frame)
 
     def __getstate__(self):
-        # cached coordinate arrays are recomputed where needed, not pickled to workers
-        return {k: v for k, v in self.__dict__.items() if k in ("wcs", "shape",
-                                                                  "energy_edges_tev", "frame")}
+        # cached coordinate arrays are recomputed where needed, not pickled to workers (the
+        # short identifying key is: workers look their cached geometry up by it)
+        return {k: v for k, v in self.__dict__.items()
+                if k in ("wcs", "shape", "energy_edges_tev", "frame", "key")}
 
     def __setstate__(self, state):
         self.__dict__.update(state)
