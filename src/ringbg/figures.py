@@ -488,10 +488,12 @@ def make_figures(outdir, maps, wcs, summary, r_in_deg, r_out_deg):
         exclusion = np.nan_to_num(np.asarray(exclusion, dtype=float), nan=0.0) > 0.5
 
     off_significance = maps.get("OFF_SIGNIFICANCE")
+    off_significance = (significance if off_significance is None
+                        else np.asarray(off_significance, dtype=float))
     fit = (summary or {}).get("off_distribution")
     if not fit:
-        off = significance if off_significance is None else np.asarray(off_significance, float)
-        fit = fit_gaussian(off if exclusion is None else off[exclusion])
+        fit = fit_gaussian(off_significance if exclusion is None
+                           else off_significance[exclusion])
 
     n_obs = (summary or {}).get("n_obs")
     suffix = f" ({n_obs} observation{'s' if n_obs != 1 else ''})" if n_obs else ""

@@ -65,8 +65,6 @@ _GEOMS = {}
 def _shared_geom(geom):
     """One `Geom` per distinct geometry in this process, so its cached pixel coordinates
     and solid angles are computed once per worker, not once per observation."""
-    if any(g is geom for g in _GEOMS.values()):
-        return geom
     key = geom.key
     if key not in _GEOMS:
         _GEOMS.clear()

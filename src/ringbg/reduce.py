@@ -60,8 +60,6 @@ def bin_events(geom, slices, ra_deg, dec_deg, energy_tev):
     """Counts cube of events on the cutout; events outside the cutout or energy range drop."""
     sy, sx = slices
     shape = (geom.n_energy, sy.stop - sy.start, sx.stop - sx.start)
-    if len(ra_deg) == 0:
-        return np.zeros(shape, dtype=np.float32)
     with np.errstate(invalid="ignore", divide="ignore"):
         ie = np.floor(np.interp(np.log(energy_tev), np.log(geom.energy_edges_tev),
                                 np.arange(geom.n_energy + 1), left=-1, right=np.inf))
