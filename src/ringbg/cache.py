@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from .version import __version__
 from .reduce import ReducedObservation
 
 __all__ = ["cache_key", "load", "save"]

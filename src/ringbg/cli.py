@@ -11,19 +11,10 @@ from pathlib import Path
 
 import click
 
-from . import __version__
+from .errors import RingbgError
+from .version import __version__
 
 log = logging.getLogger("ringbg")
-
-
-def _user_errors():
-    from .config import ConfigError
-    from .datastore import DataStoreError
-    from .dl3 import DL3Error
-    from .outputs import OutputError
-    from .pipeline import RunError
-
-    return (ConfigError, DataStoreError, DL3Error, OutputError, RunError)
 
 
 def _fail(message):
@@ -62,7 +53,7 @@ def run_config(config_path_or_obj, outdir, jobs, overwrite, quiet, verbose, figu
         progress = not quiet and sys.stderr.isatty()
         result = run(config, jobs=jobs, progress=progress, cache_dir=cache_dir)
         folder = result.write(out, overwrite=overwrite, figures=figures)
-    except _user_errors() as exc:
+    except RingbgError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
         click.echo("ringbg: interrupted; the output folder was left as it was", err=True)

@@ -13,11 +13,9 @@ import astropy.units as u
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from .errors import ConfigError
+
 __all__ = ["Config", "ConfigError", "load_config", "TEMPLATE"]
-
-
-class ConfigError(Exception):
-    """A configuration that cannot be used; the message is one line for the user."""
 
 
 def _quantity(value, unit, what):

@@ -19,6 +19,7 @@ from .dl3 import (
     read_fits_tables,
     read_gti,
 )
+from .errors import DataStoreError
 from .fitsfile import Table
 from .geom import angular_separation_deg, to_frame
 
@@ -36,10 +37,6 @@ KNOWN_CLASSES = {
     "aeff": {"aeff_2d"},
     "bkg": {"bkg_3d", "bkg_2d"},
 }
-
-
-class DataStoreError(Exception):
-    """A data store that cannot be opened or a selection that is empty."""
 
 
 def _read_index(path):

@@ -18,6 +18,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.units import Unit, UnitsError
 
+from .errors import DL3Error
 from .fitsfile import Table, UnsupportedFITS, read_tables
 
 __all__ = [
@@ -37,10 +38,6 @@ log = logging.getLogger(__name__)
 #: events written by the H.E.S.S. DR1 exporter have their BKG_3D longitude reversed
 #: (gammapy's REVERSE_LON_RADEC quirk).
 _SASH_CREATOR = "SASH FITS::EventListWriter"
-
-
-class DL3Error(Exception):
-    """A DL3 file or HDU that cannot be used; the message names the file and what is wrong."""
 
 
 def one_line(exc):

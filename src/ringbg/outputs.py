@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
+from .errors import OutputError
+
 __all__ = ["write_outputs", "write_onoff", "write_maps", "OutputError", "prepare_outdir"]
 
 log = logging.getLogger(__name__)
@@ -53,10 +55,6 @@ MAP_COMMENTS = {
     "EXCESS_UL": "upper limit of the signal counts at n_sigma_ul",
     "TS": "test statistic of the correlated excess",
 }
-
-
-class OutputError(Exception):
-    """OUTDIR cannot be written (exists without --overwrite, not writable...)."""
 
 
 def _bands_hdu(name, edges_tev, true_energy=False):

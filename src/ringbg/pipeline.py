@@ -12,9 +12,10 @@ from functools import lru_cache
 
 import numpy as np
 
-from . import __version__
 from .config import load_config
 from .datastore import DataStore, DataStoreError
+from .errors import RunError
+from .version import __version__
 from .dl3 import DL3Error, discard_prefetched, prefetch
 from .exclusion import dilate, exclusion_mask
 from .excess import excess_maps
@@ -28,10 +29,6 @@ from .stats import fit_gaussian
 __all__ = ["run", "Result", "RunError", "make_geom", "fit_off_distribution"]
 
 log = logging.getLogger(__name__)
-
-
-class RunError(Exception):
-    """The run cannot go on (no usable observation, bad exclusion file...); one line."""
 
 
 def make_geom(config):
