@@ -298,7 +298,11 @@ def _analysis_config(cfg):
     config.datasets.geom.axes.energy_true = energy_axis
 
     config.datasets.safe_mask.methods = list(cfg["safe_mask"]["methods"])
-    config.datasets.safe_mask.parameters = dict(cfg["safe_mask"]["parameters"] or {})
+    parameters = dict(cfg["safe_mask"]["parameters"] or {})
+    # ringbg's contract (DESIGN.md, issue 11): the offset-max cut defaults to the geometry's
+    # offset_max; gammapy's bare SafeMaskMaker default is 3 deg, so it is passed on explicitly
+    parameters.setdefault("offset_max", geom["offset_max"])
+    config.datasets.safe_mask.parameters = parameters
     return config
 
 

@@ -16,7 +16,7 @@ from astropy.io import fits
 from conftest import gammapy_data, msh_config
 from gammapy_ref import run_gammapy
 from ringbg import run
-from ringbg.pipeline import make_geom, process_observation
+from ringbg.pipeline import make_geom, process_observation, safe_mask_parameters
 from ringbg.config import load_config
 
 RTOL = 1e-4
@@ -34,8 +34,7 @@ def _compare_per_obs(cfg, ref):
     config = load_config(cfg)
     geom = make_geom(config)
     sm = config.safe_mask
-    params = {"aeff_percent": sm.parameters.aeff_percent,
-              "offset_max_deg": sm.parameters.offset_max}
+    params = safe_mask_parameters(config)
     for obs_id, r in ref["per_obs"].items():
         _, red, err = process_observation(config.datastore, obs_id, geom,
                                           config.geom.offset_max, tuple(sm.methods), params)
@@ -181,3 +180,60 @@ def test_adaptive_ring_against_corrected_gammapy():
     # the ring had to grow in the exclusion region: the fixed ring gives other numbers
     fixed = dict(cfg, ring={"r_in": "0.3 deg", "width": "0.2 deg"})
     assert not np.allclose(run(fixed).stack.counts_off, result.stack.counts_off)
+
+
+def _pks_config(methods, parameters, energy):
+    cfg = msh_config()
+    cfg["observations"] = {"obs_ids": [33787, 33788, 33789]}
+    cfg["geom"].update({
+        "skydir": {"frame": "icrs", "lon": "330.2 deg", "lat": "-30.0 deg"},
+        "width": "2.6 deg", "binsize": "0.02 deg", "projection": "CAR",
+        "energy": energy, "offset_max": "2 deg"})
+    cfg["safe_mask"] = {"methods": methods, "parameters": parameters}
+    cfg["exclusion"] = {"regions": [{"frame": "icrs", "lon": "329.717 deg",
+                                     "lat": "-30.226 deg", "radius": "0.3 deg"}]}
+    cfg["ring"] = {"r_in": "0.4 deg", "width": "0.3 deg"}
+    return cfg
+
+
+FINE = {"min": "0.2 TeV", "max": "50 TeV", "nbins": 16}
+COARSE = {"min": "0.3 TeV", "max": "20 TeV", "nbins": 6}
+
+
+@pytest.mark.parametrize("methods, percent, energy", [
+    (["aeff-max"], 40, FINE),
+    (["bkg-peak"], 10, COARSE),
+    (["aeff-max", "bkg-peak"], 40, FINE),
+    (["aeff-default", "offset-max", "aeff-max", "bkg-peak"], 40, COARSE),
+])
+def test_safe_mask_dl3_and_dl4(methods, percent, energy):
+    """aeff-max and bkg-peak alone and combined, in gammapy's irfs="DL4" variant (its
+    default: from the exposure at the cutout centre and the cutout's background) and the
+    "DL3" variant (from the IRFs): per-observation masks identical to gammapy's."""
+    counts = {}
+    for irfs in ("DL3", "DL4"):
+        cfg = _pks_config(methods, {"aeff_percent": percent, "irfs": irfs}, energy)
+        result, _ = _check(cfg)
+        counts[irfs] = result.summary["totals"]["counts"]
+    # the two variants differ on these settings, so both are really tested
+    if methods != ["aeff-default", "offset-max", "aeff-max", "bkg-peak"]:
+        assert counts["DL3"] != counts["DL4"]
+    # DL4 is the default
+    cfg = _pks_config(methods, {"aeff_percent": percent}, energy)
+    assert run(cfg).summary["totals"]["counts"] == counts["DL4"]
+
+
+def test_offset_max_defaults_to_geom_offset_max():
+    """offset-max without a parameter cuts at geom.offset_max, not at SafeMaskMaker's 3 deg."""
+    cfg = msh_config()
+    cfg["observations"] = {"obs_ids": [23523, 23526, 23559, 23592]}
+    cfg["geom"].update({
+        "skydir": {"frame": "icrs", "lon": "83.633 deg", "lat": "22.014 deg"},
+        "width": "5 deg", "binsize": "0.02 deg", "offset_max": "2 deg"})
+    cfg["safe_mask"] = {"methods": ["offset-max"]}
+    cfg["exclusion"] = {"regions": [{"frame": "icrs", "lon": "83.633 deg", "lat": "22.014 deg",
+                                     "radius": "0.3 deg"}]}
+    result, ref = _check(cfg)
+    explicit = dict(cfg, safe_mask={"methods": ["offset-max"],
+                                    "parameters": {"offset_max": "3 deg"}})
+    assert run(explicit).summary["totals"]["counts"] > result.summary["totals"]["counts"]

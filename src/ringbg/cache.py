@@ -34,7 +34,7 @@ def cache_key(obs_id, paths, geom, offset_max_deg, methods, parameters):
         "energy": [float(e) for e in geom.energy_edges_tev],
         "offset_max": float(offset_max_deg),
         "methods": list(methods),
-        "parameters": {k: float(v) for k, v in sorted(parameters.items())},
+        "parameters": dict(sorted(parameters.items())),
         "files": files,
     }, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()

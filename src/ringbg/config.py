@@ -106,7 +106,11 @@ class GeomConfig(_Model):
 
 class SafeMaskParameters(_Model):
     aeff_percent: float = Field(10.0, gt=0, le=100)
-    offset_max: PositiveAngle = 3.0
+    #: None: geom.offset_max (the cutout half-width)
+    offset_max: PositiveAngle | None = None
+    #: "DL4": aeff-max and bkg-peak from the reduced cubes (gammapy's default), "DL3": from
+    #: the IRFs on axis
+    irfs: Literal["DL3", "DL4"] = "DL4"
 
 
 class SafeMask(_Model):

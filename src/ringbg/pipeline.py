@@ -26,7 +26,8 @@ from .ring import adaptive_ring_background, adaptive_ring_radii, ring_background
 from .stack import Stack
 from .stats import fit_gaussian
 
-__all__ = ["run", "Result", "RunError", "make_geom", "fit_off_distribution"]
+__all__ = ["run", "Result", "RunError", "make_geom", "fit_off_distribution",
+           "safe_mask_parameters"]
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +175,14 @@ def memory_estimate_bytes(config, geom, jobs):
     return int(full + per_obs * in_flight + 300e6)
 
 
+def safe_mask_parameters(config):
+    """The ``parameters`` of `ringbg.reduce.safe_mask` for a config: ``offset_max`` defaults
+    to ``geom.offset_max``."""
+    p = config.safe_mask.parameters
+    offset_max = config.geom.offset_max if p.offset_max is None else p.offset_max
+    return {"aeff_percent": p.aeff_percent, "offset_max_deg": offset_max, "irfs": p.irfs}
+
+
 def _ring_fn(config, binsize_deg):
     ring = config.ring
     r_in_px, width_px = ring.r_in / binsize_deg, ring.width / binsize_deg
@@ -294,8 +303,7 @@ def run(config, jobs=None, progress=False, cache_dir=None):
     used = []
     t_reduce = time.perf_counter()
     sm = config.safe_mask
-    params = {"aeff_percent": sm.parameters.aeff_percent,
-              "offset_max_deg": sm.parameters.offset_max}
+    params = safe_mask_parameters(config)
     in_process = jobs <= 1 and config.parallel.address is None
     following = obs_ids[1:] + [None] if in_process else [None] * len(obs_ids)
     tasks = [(config.datastore, obs_id, geom, config.geom.offset_max, tuple(sm.methods), params,
