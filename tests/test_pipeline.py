@@ -5,6 +5,7 @@ import pytest
 
 from conftest import msh_config
 from ringbg import run
+from ringbg.ring import convolve, tophat_kernel
 
 
 def test_tutorial_totals(msh_result):
@@ -127,3 +128,72 @@ def test_warning_when_most_pixels_find_no_ring(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="ringbg"):
         run(msh_config(tmp_path, observations={"obs_ids": [20136, 20137]}))
     assert "no off estimate" not in caplog.text
+
+
+def test_auto_exclusion_per_observation_uses_the_final_mask(tmp_path, monkeypatch):
+    """With exclusion.auto, the per-observation on/off images come from the last pass, with
+    the final mask: their off counts add up to the stack's. Each pass reduces the
+    observations again (nothing per observation is held in memory between passes)."""
+    from ringbg import pipeline
+
+    calls = []
+    original = pipeline.process_observation
+    monkeypatch.setattr(pipeline, "process_observation",
+                        lambda *args: calls.append(args[1]) or original(*args))
+    cfg = msh_config(tmp_path)
+    cfg["observations"] = {"obs_ids": [20136, 20137, 20151, 20282]}
+    cfg["exclusion"] = {"regions": [], "auto": {"threshold": 4, "iterations": 3,
+                                                 "dilate": "0.1 deg"}}
+    cfg["excess"]["correlation_radius"] = "0.1 deg"
+    cfg["output"]["per_observation"] = True
+    result = run(cfg)
+    n_iter = result.summary["auto_exclusion_iterations"]
+    assert n_iter >= 1 and (result.exclusion == 0).sum() > 0
+    changed = n_iter if n_iter == 3 else n_iter - 1  # the last round may find no change
+    assert len(calls) == 4 * (1 + changed)
+    total_off = np.zeros(result.geom.shape)
+    for onoff in result.per_observation:
+        np.add(total_off[onoff.slices], onoff.counts_off, out=total_off[onoff.slices],
+               where=onoff.mask & np.isfinite(onoff.counts_off))
+    np.testing.assert_array_equal(total_off, result.stack.counts_off)
+    # the first mask (nothing excluded) gives other off counts
+    first = run(dict(cfg, exclusion={"regions": []}))
+    assert first.stack.counts_off.sum() != result.stack.counts_off.sum()
+
+
+def test_band_exposure_from_the_runs_where_the_band_is_safe(tmp_path):
+    """A band's stack (and so its flux) holds the exposure of the observations for which that
+    band is safe, in that band's energy bin; the integrated stack holds every run's."""
+    from ringbg.config import load_config
+    from ringbg.pipeline import make_geom, process_observation, safe_mask_parameters
+
+    cfg = msh_config(tmp_path)
+    ids = [20136, 20137, 20151, 20282, 20283]
+    cfg["observations"] = {"obs_ids": ids}
+    # DR1 thresholds are 0.380 or 0.407 TeV: the first band is safe for some runs only
+    cfg["geom"]["energy"] = {"min": "0.39 TeV", "max": "10 TeV", "nbins": 6}
+    cfg["excess"]["energy_bands"] = True
+    result = run(cfg)
+    config = load_config(cfg)
+    geom = make_geom(config)
+    reduced = [process_observation(config.datastore, i, geom, config.geom.offset_max,
+                                   tuple(config.safe_mask.methods),
+                                   safe_mask_parameters(config))[1] for i in ids]
+    safe_in_band0 = [r for r in reduced if r.mask_safe[0].any()]
+    assert 0 < len(safe_in_band0) < len(reduced)  # the test has runs of both kinds
+    expected = np.zeros(geom.shape)
+    for r in safe_in_band0:
+        expected[r.slices] += r.exposure[0]
+    # the band's flux is its excess over the top-hat mean of that exposure (m2 -> cm2)
+    band0 = result.band_maps[0]
+    mask = np.isfinite(band0["flux"])
+    kernel = tophat_kernel(0.04 / 0.02)
+    reco = convolve(expected * 1e4 * mask, kernel) / convolve(mask.astype(float), kernel)
+    # inside the map (the corners, where some runs have no area or ring, stacked fewer runs)
+    inner = np.zeros(geom.shape, bool)
+    inner[20:-20, 20:-20] = True
+    np.testing.assert_allclose(band0["flux"][inner], (band0["excess"] / reco)[inner], rtol=1e-9)
+    # with every run's exposure it would be lower
+    everyone = sum(np.pad(r.exposure[0], [(s.start, geom.shape[k] - s.stop)
+                                          for k, s in enumerate(r.slices)]) for r in reduced)
+    assert np.all(everyone[mask] >= expected[mask]) and np.any(everyone > 1.2 * expected)

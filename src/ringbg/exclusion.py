@@ -14,7 +14,8 @@ from astropy.wcs import WCS
 from .geom import to_frame
 from .ring import tophat_kernel
 
-__all__ = ["circles_mask", "region_file_mask", "fits_mask", "exclusion_mask", "dilate"]
+__all__ = ["circles_mask", "region_file_mask", "fits_mask", "exclusion_mask", "dilate",
+           "grow_exclusion"]
 
 
 def _excluded_by_regions(geom, sky_regions):
@@ -114,3 +115,40 @@ def exclusion_mask(geom, circles=(), files=()):
         else:
             mask &= region_file_mask(geom, path)
     return mask
+
+
+def grow_exclusion(auto, exclusion, state, binsize_deg, significance, restack):
+    """Automatic exclusion: exclude every pixel above ``auto.threshold``, dilated by
+    ``auto.dilate``, and redo the background with the grown mask, until it stops changing
+    or after ``auto.iterations`` rounds.
+
+    Parameters
+    ----------
+    auto : `~ringbg.config.AutoExclusion`
+        ``threshold``, ``iterations`` and ``dilate`` (deg).
+    exclusion : `~numpy.ndarray`
+        The starting mask (True = usable).
+    state : object
+        What ``significance`` takes: the current stack(s).
+    binsize_deg : float
+        Pixel size, for the dilation radius.
+    significance : callable
+        ``significance(state)`` -> significance image.
+    restack : callable
+        ``restack(mask)`` -> the new state with that mask.
+
+    Returns
+    -------
+    state, exclusion, iterations
+        The last state, its mask and the number of rounds made.
+    """
+    iterations = 0
+    for _ in range(auto.iterations):
+        hot = np.nan_to_num(significance(state), nan=0.0) > auto.threshold
+        new = exclusion & ~dilate(hot, auto.dilate / binsize_deg)
+        iterations += 1
+        if np.array_equal(new, exclusion):
+            break
+        exclusion = new
+        state = restack(exclusion)
+    return state, exclusion, iterations

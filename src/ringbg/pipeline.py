@@ -14,10 +14,9 @@ import numpy as np
 
 from .config import load_config
 from .datastore import DataStore, DataStoreError
-from .errors import RunError
-from .version import __version__
 from .dl3 import DL3Error, discard_prefetched, prefetch
-from .exclusion import dilate, exclusion_mask
+from .errors import RunError
+from .exclusion import exclusion_mask, grow_exclusion
 from .excess import excess_maps
 from .geom import Geom, energy_edges_tev, to_frame
 from .parallel import keep_freed_memory, map_ordered
@@ -25,6 +24,7 @@ from .reduce import reduce_observation
 from .ring import adaptive_ring_background, adaptive_ring_radii, ring_background, to_image
 from .stack import Stack
 from .stats import fit_gaussian
+from .version import __version__
 
 __all__ = ["run", "Result", "RunError", "make_geom", "fit_off_distribution",
            "safe_mask_parameters"]
@@ -160,8 +160,9 @@ def available_memory_bytes():
         return None
 
 
-def memory_estimate_bytes(config, geom, jobs):
-    """Rough peak memory of a run: full-map arrays plus the cutouts in flight."""
+def memory_estimate_bytes(config, geom, jobs, n_obs=1):
+    """Rough peak memory of a run: full-map arrays plus the cutouts in flight (and the
+    on/off images kept for ``output.per_observation``)."""
     npix = geom.shape[0] * geom.shape[1]
     n_e = geom.n_energy
     bands = n_e if config.excess.energy_bands else 0
@@ -172,7 +173,11 @@ def memory_estimate_bytes(config, geom, jobs):
     # cubes of one reduced observation (counts, exposure, background, mask, temporaries)
     per_obs = cut * n_e * (4 + 8 + 8 + 1 + 3 * 8)
     in_flight = 2 * max(jobs, 1) + 1
-    return int(full + per_obs * in_flight + 300e6)
+    # output.per_observation keeps each observation's on/off images (6 planes) and exposure
+    kept = 0
+    if config.output.per_observation:
+        kept = n_obs * cut * (6 + n_e) * 8
+    return int(full + per_obs * in_flight + kept + 300e6)
 
 
 def safe_mask_parameters(config):
@@ -198,19 +203,17 @@ def _ring_fn(config, binsize_deg):
                                                         a.threshold_alpha)
 
 
-def _stack_images(images, exclusion, ring_fn, geom):
-    stack = Stack(geom.shape, geom.n_energy)
-    for image in images:
-        stack.add(ring_fn(image, exclusion[image.slices]))
-    return stack
-
-
-def _maps(stack, geom, config, mask):
+def _maps(stack, geom, config, mask, band=None):
+    """Correlated maps of a stack; ``band``: the flux of that energy bin alone, from its own
+    exposure bin (the stack of a band holds the exposure of the runs where it is safe)."""
     e = config.excess
+    exposure, edges = stack.exposure, geom.energy_edges_tev
+    if band is not None:
+        exposure, edges = exposure[band:band + 1], edges[band:band + 2]
     return excess_maps(
         stack.counts, stack.counts_off, stack.acceptance, stack.acceptance_off, mask,
-        e.correlation_radius / geom.binsize_deg, e.correlate_off, stack.exposure,
-        geom.energy_edges_tev, e.spectral_index, 1.0, e.n_sigma_ul,
+        e.correlation_radius / geom.binsize_deg, e.correlate_off, exposure,
+        edges, e.spectral_index, 1.0, e.n_sigma_ul,
     )
 
 
@@ -243,8 +246,136 @@ def select_observations(store, config):
     return ids, skipped
 
 
+@dataclass
+class Plan:
+    """What the per-observation pass needs: the geometry, the tasks and the ring."""
+
+    config: object
+    store: DataStore
+    geom: Geom
+    obs_ids: list
+    jobs: int
+    ring_fn: object
+    cache_dir: str | None = None
+
+
+@dataclass
+class StackPass:
+    """The result of one pass over the observations: the stacks and who was used."""
+
+    stack: Stack
+    band_stacks: list
+    per_observation: list
+    used: list
+    skipped: list
+    reduction_s: float
+    ring_s: float
+    safe_pixels: int = 0
+    no_ring_pixels: int = 0
+
+
+def open_datastore(config):
+    """The config's `~ringbg.datastore.DataStore`; `RunError` when it cannot be opened."""
+    try:
+        return _datastore(config.datastore)
+    except DataStoreError as exc:
+        raise RunError(str(exc)) from None
+
+
+def check_memory(config, geom, jobs, n_obs):
+    """`RunError` when the run would need more memory than is available."""
+    need, have = memory_estimate_bytes(config, geom, jobs, n_obs), available_memory_bytes()
+    if have is not None and need > have:
+        raise RunError(
+            f"geom: a {geom.shape[1]} x {geom.shape[0]} pixel map with {geom.n_energy} energy "
+            f"bins needs about {need / 1e9:.1f} GB, but {have / 1e9:.1f} GB are available; use "
+            "a larger geom.binsize, a smaller geom.width or fewer energy bins"
+        )
+
+
+def initial_exclusion(config, geom):
+    """The exclusion mask of the config's regions and files (before ``exclusion.auto``)."""
+    circles = [(c.lon, c.lat, c.frame, c.radius) for c in config.exclusion.regions]
+    try:
+        return exclusion_mask(geom, circles, config.exclusion.files)
+    except (ValueError, OSError) as exc:
+        raise RunError(f"exclusion.files: {exc}") from None
+
+
+def _tasks(plan):
+    config = plan.config
+    in_process = plan.jobs <= 1 and config.parallel.address is None
+    ids = plan.obs_ids
+    following = ids[1:] + [None] if in_process else [None] * len(ids)
+    methods, params = tuple(config.safe_mask.methods), safe_mask_parameters(config)
+    cache_dir = None if plan.cache_dir is None else str(plan.cache_dir)
+    return [(config.datastore, obs_id, plan.geom, config.geom.offset_max, methods, params,
+             cache_dir, next_id) for obs_id, next_id in zip(ids, following)]
+
+
+def stack_observations(plan, exclusion, progress=False):
+    """Reduce, ring and stack every observation of the plan with ``exclusion``: one pass.
+
+    Reduced cubes are not kept: memory does not grow with the number of observations
+    (only the on/off images of ``output.per_observation`` are kept).
+    """
+    config, geom = plan.config, plan.geom
+    n_bands = geom.n_energy if config.excess.energy_bands else 0
+    out = StackPass(Stack(geom.shape, geom.n_energy),
+                    [Stack(geom.shape, geom.n_energy) for _ in range(n_bands)], [], [], [],
+                    0.0, 0.0)
+    t_start = time.perf_counter()
+    tasks = _tasks(plan)
+    results = map_ordered(process_observation, tasks, plan.jobs, config.parallel.address)
+    if progress:
+        from tqdm import tqdm
+
+        results = tqdm(results, total=len(tasks), unit="obs", desc="observations")
+    for obs_id, reduced, error in results:
+        if error is not None:
+            out.skipped.append((obs_id, error))
+            continue
+        t1 = time.perf_counter()
+        image = to_image(reduced)
+        onoff = plan.ring_fn(image, exclusion[image.slices])
+        out.safe_pixels += int(image.mask.sum())
+        out.no_ring_pixels += int(np.sum(image.mask & ~onoff.mask))
+        out.stack.add(onoff)
+        if config.output.per_observation:
+            out.per_observation.append(onoff)
+        for band, band_stack in enumerate(out.band_stacks):
+            band_image = to_image(reduced, band)
+            band_stack.add(plan.ring_fn(band_image, exclusion[band_image.slices]))
+        out.ring_s += time.perf_counter() - t1
+        out.used.append(obs_id)
+    discard_prefetched()
+    out.reduction_s = time.perf_counter() - t_start - out.ring_s
+    return out
+
+
+def _report_pass(config, result, skipped):
+    """Warnings of a pass: skipped observations, pixels without an off estimate."""
+    for obs_id, error in result.skipped:
+        log.warning("observation %s skipped: %s", obs_id, error)
+    skipped.extend(result.skipped)
+    if not result.used:
+        reasons = "; ".join(f"{i}: {r}" for i, r in skipped[:3])
+        raise RunError(f"no observation could be used ({reasons})")
+    if result.no_ring_pixels > 0.5 * result.safe_pixels:
+        log.warning(
+            "%.0f%% of the observations' safe pixels have no off estimate: no ring has enough "
+            "acceptance outside the exclusion mask%s",
+            100 * result.no_ring_pixels / result.safe_pixels,
+            " (ring.adaptive: raise threshold_alpha or r_out_max, or lower theta)"
+            if config.ring.adaptive is not None else " (ring: widen it or shrink the exclusion)")
+
+
 def run(config, jobs=None, progress=False, cache_dir=None):
     """Run the ring-background workflow of a config (path, YAML text, dict or `Config`).
+
+    The stages: select the observations, plan (geometry, memory, exclusion, ring), reduce,
+    ring and stack every observation, the automatic exclusion (when configured: the pass
+    again with the grown mask), the correlated maps, the summary.
 
     Parameters
     ----------
@@ -265,10 +396,7 @@ def run(config, jobs=None, progress=False, cache_dir=None):
     keep_freed_memory()
     timings = {}
     t_start = time.perf_counter()
-    try:
-        store = _datastore(config.datastore)
-    except DataStoreError as exc:
-        raise RunError(str(exc)) from None
+    store = open_datastore(config)
     obs_ids, skipped = select_observations(store, config)
     if not obs_ids:
         raise RunError(
@@ -280,101 +408,34 @@ def run(config, jobs=None, progress=False, cache_dir=None):
     t0 = time.perf_counter()
     geom = make_geom(config)
     jobs = config.parallel.jobs if jobs is None else jobs
-    need, have = memory_estimate_bytes(config, geom, jobs), available_memory_bytes()
-    if have is not None and need > have:
-        raise RunError(
-            f"geom: a {geom.shape[1]} x {geom.shape[0]} pixel map with {geom.n_energy} energy "
-            f"bins needs about {need / 1e9:.1f} GB, but {have / 1e9:.1f} GB are available; use "
-            "a larger geom.binsize, a smaller geom.width or fewer energy bins"
-        )
-    circles = [(c.lon, c.lat, c.frame, c.radius) for c in config.exclusion.regions]
-    try:
-        exclusion = exclusion_mask(geom, circles, config.exclusion.files)
-    except (ValueError, OSError) as exc:
-        raise RunError(f"exclusion.files: {exc}") from None
-    ring_fn = _ring_fn(config, geom.binsize_deg)
+    check_memory(config, geom, jobs, len(obs_ids))
+    exclusion = initial_exclusion(config, geom)
+    plan = Plan(config, store, geom, obs_ids, jobs, _ring_fn(config, geom.binsize_deg),
+                cache_dir)
     timings["setup"] = time.perf_counter() - t0
 
-    n_bands = geom.n_energy if config.excess.energy_bands else 0
-    keep_images = config.exclusion.auto is not None
-    stack = Stack(geom.shape, geom.n_energy)
-    band_stacks = [Stack(geom.shape, geom.n_energy) for _ in range(n_bands)]
-    images, band_images, per_obs = [], [[] for _ in range(n_bands)], []
-    used = []
-    t_reduce = time.perf_counter()
-    sm = config.safe_mask
-    params = safe_mask_parameters(config)
-    in_process = jobs <= 1 and config.parallel.address is None
-    following = obs_ids[1:] + [None] if in_process else [None] * len(obs_ids)
-    tasks = [(config.datastore, obs_id, geom, config.geom.offset_max, tuple(sm.methods), params,
-              None if cache_dir is None else str(cache_dir), next_id)
-             for obs_id, next_id in zip(obs_ids, following)]
-    results = map_ordered(process_observation, tasks, jobs, config.parallel.address)
-    if progress:
-        from tqdm import tqdm
-
-        results = tqdm(results, total=len(tasks), unit="obs", desc="observations")
-    ring_time = 0.0
-    safe_pixels = no_ring_pixels = 0
-    for obs_id, reduced, error in results:
-        if error is not None:
-            log.warning("observation %s skipped: %s", obs_id, error)
-            skipped.append((obs_id, error))
-            continue
-        t1 = time.perf_counter()
-        image = to_image(reduced)
-        onoff = ring_fn(image, exclusion[image.slices])
-        safe_pixels += int(image.mask.sum())
-        no_ring_pixels += int(np.sum(image.mask & ~onoff.mask))
-        stack.add(onoff)
-        if config.output.per_observation:
-            per_obs.append(onoff)
-        if keep_images:
-            images.append(image)
-        for band in range(n_bands):
-            band_image = to_image(reduced, band)
-            band_stacks[band].add(ring_fn(band_image, exclusion[band_image.slices]))
-            if keep_images:
-                band_images[band].append(band_image)
-        ring_time += time.perf_counter() - t1
-        used.append(obs_id)
-    if not used:
-        reasons = "; ".join(f"{i}: {r}" for i, r in skipped[:3])
-        raise RunError(f"no observation could be used ({reasons})")
-    discard_prefetched()
-    if no_ring_pixels > 0.5 * safe_pixels:
-        log.warning(
-            "%.0f%% of the observations' safe pixels have no off estimate: no ring has enough "
-            "acceptance outside the exclusion mask%s", 100 * no_ring_pixels / safe_pixels,
-            " (ring.adaptive: raise threshold_alpha or r_out_max, or lower theta)"
-            if config.ring.adaptive is not None else " (ring: widen it or shrink the exclusion)")
-    timings["reduction"] = time.perf_counter() - t_reduce - ring_time
-    timings["ring"] = ring_time
+    passed = stack_observations(plan, exclusion, progress)
+    _report_pass(config, passed, skipped)
+    timings["reduction"], timings["ring"] = passed.reduction_s, passed.ring_s
 
     t0 = time.perf_counter()
     auto_iterations = 0
     if config.exclusion.auto is not None:
-        auto = config.exclusion.auto
-        for _ in range(auto.iterations):
-            sig = _maps(stack, geom, config, stack.mask)["significance"]
-            hot = np.nan_to_num(sig, nan=0.0) > auto.threshold
-            new = exclusion & ~dilate(hot, auto.dilate / geom.binsize_deg)
-            auto_iterations += 1
-            if np.array_equal(new, exclusion):
-                break
-            exclusion = new
-            stack = _stack_images(images, exclusion, ring_fn, geom)
-            band_stacks = [_stack_images(b, exclusion, ring_fn, geom) for b in band_images]
+        passed, exclusion, auto_iterations = grow_exclusion(
+            config.exclusion.auto, exclusion, passed, geom.binsize_deg,
+            significance=lambda p: _maps(p.stack, geom, config, p.stack.mask)["significance"],
+            restack=lambda mask: stack_observations(plan, mask))
     timings["auto_exclusion"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
+    stack = passed.stack
     maps = _maps(stack, geom, config, stack.mask)
     off_maps = excess_maps(
         stack.counts, stack.counts_off, stack.acceptance, stack.acceptance_off,
         stack.mask & exclusion, config.excess.correlation_radius / geom.binsize_deg,
         config.excess.correlate_off, errors=False,
     )
-    band_maps = [_maps(b, geom, config, b.mask) for b in band_stacks]
+    band_maps = [_maps(b, geom, config, b.mask, band=k) for k, b in enumerate(passed.band_stacks)]
     timings["excess"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
 
@@ -395,15 +456,15 @@ def run(config, jobs=None, progress=False, cache_dir=None):
         "TS": maps["ts"],
     }
     off_fit = fit_off_distribution(off_maps["significance"])
+    used = passed.used
     summary = _summary(config, geom, stack, maps, off_fit, used, skipped, timings,
                        auto_iterations)
     observations = [_obs_row(store, i, "used") for i in used]
     observations += [_obs_row(store, i, "skipped", r) for i, r in skipped]
-    result = Result(config=config, geom=geom, stack=stack, maps=images_out, exclusion=exclusion,
-                    summary=summary, observations=observations,
-                    off_significance=off_maps["significance"], band_maps=band_maps,
-                    per_observation=per_obs)
-    return result
+    return Result(config=config, geom=geom, stack=stack, maps=images_out, exclusion=exclusion,
+                  summary=summary, observations=observations,
+                  off_significance=off_maps["significance"], band_maps=band_maps,
+                  per_observation=passed.per_observation)
 
 
 def _summary(config, geom, stack, maps, off_fit, used, skipped, timings, auto_iterations):
