@@ -54,10 +54,10 @@ log = logging.getLogger(__name__)
 DEFAULTS = {
     "observations": {"obs_ids": None, "cone": None},
     "geom": {
-        "width": "3 deg",
+        "width": "5 deg",
         "binsize": "0.02 deg",
         "projection": "CAR",
-        "energy": {"min": "0.5 TeV", "max": "10 TeV", "nbins": 10},
+        "energy": {"min": "1 TeV", "max": "10 TeV", "nbins": 5},
         "offset_max": "2.5 deg",
     },
     "safe_mask": {"methods": ["aeff-default"], "parameters": {}},
@@ -67,7 +67,7 @@ DEFAULTS = {
         "correlation_radius": "0.1 deg",
         "correlate_off": True,
         "n_sigma_ul": 2,
-        "spectral_index": 2.3,
+        "spectral_index": 2.0,
     },
 }
 

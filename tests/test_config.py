@@ -98,3 +98,58 @@ def test_not_yaml(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("geom: [unclosed")
     assert "YAML" in _error(str(path))
+
+
+def test_defaults_are_gammapy_analysis_defaults(data_dir):
+    """Keys left out take gammapy 2.1's high-level Analysis defaults (the README's table),
+    read from gammapy's own classes; the exceptions are those the contract sets: energy_true
+    (the reconstructed axis, as in the tutorial) and the offset-max cut (geom.offset_max)."""
+    import inspect
+
+    import astropy.units as u
+    from gammapy.analysis import AnalysisConfig
+    from gammapy.estimators import ExcessMapEstimator
+    from gammapy.makers import AdaptiveRingBackgroundMaker, SafeMaskMaker
+
+    ours = load_config({"datastore": str(data_dir / "hess-dl3-dr1"),
+                        "geom": {"skydir": {"lon": "0 deg", "lat": "0 deg"}},
+                        "ring": {"adaptive": {}}})
+    theirs = AnalysisConfig()
+    geom = theirs.datasets.geom
+    assert ours.geom.width_deg == (geom.wcs.width.width.to_value("deg"),
+                                   geom.wcs.width.height.to_value("deg"))
+    assert ours.geom.binsize == geom.wcs.binsize.to_value("deg")
+    assert ours.geom.offset_max == geom.selection.offset_max.to_value("deg")
+    energy = geom.axes.energy
+    assert (ours.geom.energy.min, ours.geom.energy.max, ours.geom.energy.nbins) == (
+        energy.min.to_value("TeV"), energy.max.to_value("TeV"), energy.nbins)
+    assert ours.safe_mask.methods == list(theirs.datasets.safe_mask.methods)
+    assert ours.excess.correlation_radius == theirs.excess_map.correlation_radius.to_value("deg")
+
+    def default(cls, name):
+        return inspect.signature(cls.__init__).parameters[name].default
+
+    assert ours.excess.correlate_off == default(ExcessMapEstimator, "correlate_off")
+    assert ours.excess.n_sigma_ul == default(ExcessMapEstimator, "n_sigma_ul")
+    assert ours.excess.spectral_index == ExcessMapEstimator().spectral_model.index.value
+    assert ours.safe_mask.parameters.aeff_percent == default(SafeMaskMaker, "aeff_percent")
+    assert ours.safe_mask.parameters.irfs == default(SafeMaskMaker, "irfs")
+    a = ours.ring.adaptive
+    for key in ("stepsize", "theta"):  # r_out_max has no default in gammapy
+        assert getattr(a, key) == u.Quantity(default(AdaptiveRingBackgroundMaker, key)).to_value(
+            "deg"), key
+    assert a.threshold_alpha == default(AdaptiveRingBackgroundMaker, "threshold_alpha")
+    assert a.method == default(AdaptiveRingBackgroundMaker, "method")
+    # the contract's choices
+    assert ours.safe_mask.parameters.offset_max is None  # -> geom.offset_max
+
+
+def test_template_is_the_tutorial(data_dir, monkeypatch):
+    """`ringbg config` runs gammapy's tutorial: its settings, not the defaults."""
+    monkeypatch.setenv("GAMMAPY_DATA", str(data_dir))
+    c = load_config(TEMPLATE)
+    assert c.excess.correlation_radius == pytest.approx(0.04)
+    assert c.excess.correlate_off is False
+    assert c.geom.width_deg == (3.0, 3.0)
+    assert (c.geom.energy.min, c.geom.energy.max, c.geom.energy.nbins) == (0.5, 10.0, 10)
+    assert c.exclusion.regions[0].radius == pytest.approx(0.4)

@@ -79,9 +79,10 @@ class Observations(_Model):
 
 
 class EnergyAxis(_Model):
-    min: Energy = 0.5
+    # gammapy's AnalysisConfig datasets.geom.axes.energy defaults
+    min: Energy = 1.0
     max: Energy = 10.0
-    nbins: int = Field(10, ge=1, le=1000)
+    nbins: int = Field(5, ge=1, le=1000)
 
     @model_validator(mode="after")
     def _ordered(self):
@@ -92,7 +93,7 @@ class EnergyAxis(_Model):
 
 class GeomConfig(_Model):
     skydir: SkyDir
-    width: PositiveAngle | tuple[PositiveAngle, PositiveAngle] = 3.0
+    width: PositiveAngle | tuple[PositiveAngle, PositiveAngle] = 5.0
     binsize: PositiveAngle = 0.02
     projection: str = Field("CAR", pattern=r"^[A-Z]{3}$")
     energy: EnergyAxis = EnergyAxis()
@@ -157,7 +158,7 @@ class Excess(_Model):
     correlation_radius: PositiveAngle = 0.1
     correlate_off: bool = True
     n_sigma_ul: float = Field(2.0, gt=0)
-    spectral_index: float = 2.3
+    spectral_index: float = 2.0
     energy_bands: bool = False
 
 
@@ -260,46 +261,50 @@ def load_config(source):
 TEMPLATE = """\
 # ringbg configuration: ring-background excess and significance maps.
 # Angles and energies take units ("0.5 deg", "10 TeV"); $VARS in paths are expanded.
-# This template runs as is on the H.E.S.S. DL3 DR1 (MSH 15-52, the gammapy tutorial)
-# when GAMMAPY_DATA points at the folder holding hess-dl3-dr1.
+# As written, this template reproduces gammapy's "Ring background map" tutorial (MSH 15-52,
+# H.E.S.S. DL3 DR1) when GAMMAPY_DATA points at the folder holding hess-dl3-dr1: the keys
+# marked "tutorial" are its settings; a key left out takes gammapy's Analysis default (the
+# value after "default:").
 
 datastore: $GAMMAPY_DATA/hess-dl3-dr1      # folder with obs-index.fits.gz and hdu-index.fits.gz
 
 observations:
   obs_ids: null                             # list of ids; null: all observations
-  cone: {frame: icrs, lon: 228.32 deg, lat: -59.08 deg, radius: 2.5 deg}   # on the pointing
+  cone: {frame: icrs, lon: 228.32 deg, lat: -59.08 deg, radius: 2.5 deg}   # tutorial; on the pointing
 
 geom:
-  skydir: {frame: icrs, lon: 228.32 deg, lat: -59.08 deg}   # map centre; icrs or galactic
-  width: 3 deg                              # or [width, height]
-  binsize: 0.02 deg
-  projection: CAR                           # any WCS projection code (CAR, TAN, AIT, ...)
-  energy: {min: 0.5 TeV, max: 10 TeV, nbins: 10}   # log-spaced reconstructed energy
-  offset_max: 2.5 deg                       # cutout half-width around each pointing
+  skydir: {frame: icrs, lon: 228.32 deg, lat: -59.08 deg}   # tutorial; map centre, icrs or galactic
+  width: 3 deg                              # tutorial (default: 5 deg); or [width, height]
+  binsize: 0.02 deg                         # tutorial (default: 0.02 deg)
+  projection: CAR                           # default: CAR; any WCS projection code (TAN, AIT, ...)
+  energy: {min: 0.5 TeV, max: 10 TeV, nbins: 10}   # tutorial (default: 1-10 TeV, 5 bins), log-spaced
+  offset_max: 2.5 deg                       # tutorial (default: 2.5 deg); cutout half-width
 
 safe_mask:
-  methods: [aeff-default]                   # aeff-default, offset-max, aeff-max, bkg-peak
-  parameters: {}                            # aeff_percent: 10, offset_max: 3 deg
+  methods: [aeff-default]                   # default; aeff-default, offset-max, aeff-max, bkg-peak
+  parameters: {}                            # aeff_percent: 10, offset_max: geom.offset_max,
+                                            # irfs: DL4 (aeff-max / bkg-peak from the reduced
+                                            # cubes, as gammapy) or DL3 (from the IRFs)
 
 exclusion:
-  regions:                                  # circles excluded from the background estimate
+  regions:                                  # tutorial: circles excluded from the background
     - {frame: icrs, lon: 228.32 deg, lat: -59.08 deg, radius: 0.4 deg}
   files: []                                 # DS9 region files, or FITS masks (1 = usable)
   auto: null                                # e.g. {threshold: 5, iterations: 3, dilate: 0.1 deg}
 
 ring:
-  r_in: 0.5 deg
-  width: 0.3 deg
-  adaptive: null                            # e.g. {r_out_max: 1.5 deg, stepsize: 0.02 deg,
+  r_in: 0.5 deg                             # tutorial
+  width: 0.3 deg                            # tutorial
+  adaptive: null                            # e.g. {r_out_max: 2 deg, stepsize: 0.02 deg,
                                             #  threshold_alpha: 0.1, theta: 0.22 deg,
                                             #  method: fixed_width}   (or fixed_r_in)
 
 excess:
-  correlation_radius: 0.1 deg               # top-hat radius of the correlated maps
-  correlate_off: true                       # also sum the off counts in the top-hat (gammapy default)
-  n_sigma_ul: 2                             # upper limits at this many sigma
-  spectral_index: 2.3                       # power law assumed for flux maps
-  energy_bands: false                       # also write maps per energy bin
+  correlation_radius: 0.04 deg              # tutorial (default: 0.1 deg); top-hat radius
+  correlate_off: false                      # tutorial (default: true); false: n_off is the ring
+  n_sigma_ul: 2                             # default: 2; upper limits at this many sigma
+  spectral_index: 2                         # default: 2; power law assumed for flux maps
+  energy_bands: false                       # default: false; also write maps per energy bin
 
 parallel:
   jobs: 1                                   # local worker processes
