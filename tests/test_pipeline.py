@@ -192,7 +192,9 @@ def test_band_exposure_from_the_runs_where_the_band_is_safe(tmp_path):
     # inside the map (the corners, where some runs have no area or ring, stacked fewer runs)
     inner = np.zeros(geom.shape, bool)
     inner[20:-20, 20:-20] = True
-    np.testing.assert_allclose(band0["flux"][inner], (band0["excess"] / reco)[inner], rtol=1e-9)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        expected_flux = band0["excess"] / reco
+    np.testing.assert_allclose(band0["flux"][inner], expected_flux[inner], rtol=1e-9)
     # with every run's exposure it would be lower
     everyone = sum(np.pad(r.exposure[0], [(s.start, geom.shape[k] - s.stop)
                                           for k, s in enumerate(r.slices)]) for r in reduced)

@@ -303,6 +303,7 @@ def _expected_source_counts(obs, src, e_min=0.1, e_max=100.0):
     return obs.observation_live_time_duration.to_value("s") * np.trapezoid(flux * aeff, e)
 
 
+@pytest.mark.gammapy
 def test_point_source_counts_and_psf(store3d):
     """Point-source events (MC_ID 1): Poisson with mean flux x Aeff x livetime; centred on the
     source; their 68 % containment radius is the PSF table's."""
@@ -344,6 +345,7 @@ def test_source_spectrum_and_edisp(store3d):
     assert abs(index - BRIGHT["index"]) < 0.05 + 4 * (index - 1) / np.sqrt(e.size)
 
 
+@pytest.mark.gammapy
 def test_extended_source(store3d):
     """A Gaussian source: its events spread as sqrt(sigma^2 + sigma_psf^2) around its centre,
     in number as the flux x Aeff x livetime averaged over the source."""
