@@ -5,7 +5,7 @@ import pytest
 
 from conftest import msh_config
 from ringbg import run
-from ringbg.ring import convolve, tophat_kernel
+from ringbg.kernels import convolve, tophat_kernel
 
 
 def test_tutorial_totals(msh_result):

@@ -10,7 +10,7 @@ are summed too and ``alpha = sum_tophat(alpha * off) / sum_tophat(off)``.
 import numpy as np
 
 from . import stats
-from .ring import convolve, tophat_kernel
+from .kernels import convolve, tophat_kernel
 
 __all__ = ["excess_maps", "power_law_integral"]
 

@@ -12,7 +12,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from .geom import to_frame
-from .ring import tophat_kernel
+from .kernels import tophat_kernel
 
 __all__ = ["circles_mask", "region_file_mask", "fits_mask", "exclusion_mask", "dilate",
            "grow_exclusion"]
