@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError
+from .safemask import METHODS as SAFE_MASK_METHODS
 
 __all__ = ["Config", "ConfigError", "load_config", "TEMPLATE"]
 
@@ -115,9 +116,7 @@ class SafeMaskParameters(_Model):
 
 
 class SafeMask(_Model):
-    methods: list[Literal["aeff-default", "offset-max", "aeff-max", "bkg-peak"]] = [
-        "aeff-default"
-    ]
+    methods: list[Literal[tuple(SAFE_MASK_METHODS)]] = ["aeff-default"]
     parameters: SafeMaskParameters = SafeMaskParameters()
 
 
@@ -281,7 +280,7 @@ geom:
   offset_max: 2.5 deg                       # tutorial (default: 2.5 deg); cutout half-width
 
 safe_mask:
-  methods: [aeff-default]                   # default; aeff-default, offset-max, aeff-max, bkg-peak
+  methods: [aeff-default]                   # default; any of {methods}
   parameters: {}                            # aeff_percent: 10, offset_max: geom.offset_max,
                                             # irfs: DL4 (aeff-max / bkg-peak from the reduced
                                             # cubes, as gammapy) or DL3 (from the IRFs)
@@ -315,4 +314,4 @@ output:
   per_observation: false                    # also write each observation's on/off dataset
   figures: true                             # false: FITS and summary.json only
   overwrite: false
-"""
+""".replace("{methods}", ", ".join(SAFE_MASK_METHODS))

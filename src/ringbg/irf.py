@@ -13,6 +13,7 @@ __all__ = [
     "aeff_values_m2",
     "bkg_log_rate_at_edges",
     "integrate_power_law_log",
+    "trapezoid",
 ]
 
 TINY_F32 = float(np.finfo(np.float32).tiny)
@@ -204,3 +205,16 @@ def integrate_power_law_log(log_y, inside, energy_edges):
     if not both.all():
         integral[~both] = 0.0
     return integral
+
+
+def trapezoid(y, x, axis=-1):
+    """Trapezoidal integral of ``y`` over ``x`` along ``axis``: numpy >= 2's ``trapezoid``
+    (``trapz`` before), written out so that numpy 1.26 gives the same bits."""
+    y = np.asarray(y, float)
+    shape = [1] * y.ndim
+    shape[axis] = -1
+    d = np.diff(np.asarray(x, float)).reshape(shape)
+    upper = [slice(None)] * y.ndim
+    lower = [slice(None)] * y.ndim
+    upper[axis], lower[axis] = slice(1, None), slice(None, -1)
+    return (d * (y[tuple(upper)] + y[tuple(lower)]) / 2.0).sum(axis)

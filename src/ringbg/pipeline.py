@@ -181,7 +181,7 @@ def memory_estimate_bytes(config, geom, jobs, n_obs=1):
 
 
 def safe_mask_parameters(config):
-    """The ``parameters`` of `ringbg.reduce.safe_mask` for a config: ``offset_max`` defaults
+    """The ``parameters`` of `ringbg.safemask.safe_mask` for a config: ``offset_max`` defaults
     to ``geom.offset_max``."""
     p = config.safe_mask.parameters
     offset_max = config.geom.offset_max if p.offset_max is None else p.offset_max
