@@ -65,21 +65,6 @@ def test_stacking_order_does_not_matter(seed, n):
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.integers(0, 10_000), st.integers(2, 5))
-def test_partial_stacks_merge_to_the_same(seed, n):
-    onoffs = _random_onoffs(seed, n)
-    whole = Stack((20, 30), 2)
-    for o in onoffs:
-        whole.add(o)
-    left, right = Stack((20, 30), 2), Stack((20, 30), 2)
-    for k, o in enumerate(onoffs):
-        (left if k % 2 else right).add(o)
-    left.merge(right)
-    np.testing.assert_allclose(left.acceptance_off, whole.acceptance_off, rtol=1e-12)
-    np.testing.assert_allclose(left.counts, whole.counts)
-
-
-@settings(max_examples=25, deadline=None)
 @given(st.integers(0, 10_000))
 def test_tiles_stack_to_the_whole(seed):
     """Splitting an observation's image into tiles and stacking them gives the same result."""

@@ -30,7 +30,6 @@ from matplotlib.patches import PathPatch
 from matplotlib.path import Path as MplPath
 
 __all__ = [
-    "fit_gaussian",
     "make_figures",
     "plot_excess",
     "plot_significance",
@@ -219,9 +218,6 @@ def _significance_limit(values):
         return 5.0
     peak = float(np.max(np.abs(finite)))
     return float(np.clip(math.ceil(peak), 5.0, 10.0))
-
-
-# --------------------------------------------------------------------------- fit
 
 
 # --------------------------------------------------------------------------- figures

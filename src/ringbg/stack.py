@@ -43,14 +43,6 @@ class Stack:
         self.livetime_s += onoff.livetime_s
         self.obs_ids.append(onoff.obs_id)
 
-    def merge(self, other):
-        """Add another stack on the same geometry (for parallel partial stacks)."""
-        for name in ("counts", "counts_off", "acceptance", "alpha_off", "exposure"):
-            getattr(self, name).__iadd__(getattr(other, name))
-        self.mask |= other.mask
-        self.livetime_s += other.livetime_s
-        self.obs_ids.extend(other.obs_ids)
-
     @property
     def alpha(self):
         """Stacked alpha, ``sum(alpha_i off_i) / sum(off_i)`` (0 where there are no off counts)."""
