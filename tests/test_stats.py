@@ -76,3 +76,23 @@ def test_significance_monotonic_in_n_on_and_finite(n_on, n_off, alpha):
     s1 = stats.significance(n_on + 1, n_off, alpha)
     assert np.isfinite(s0) and np.isfinite(s1)
     assert s1 >= s0 - 1e-9
+
+
+def test_excess_matching_significance():
+    """The excess detected at n_sigma: the significance of the result is n_sigma, and it is
+    gammapy 2.1's WStatCountsStatistic.n_sig_matching_significance."""
+    from gammapy.stats import WStatCountsStatistic
+
+    rng = np.random.default_rng(3)
+    n_off = rng.integers(0, 5000, 300).astype(float)
+    alpha = 10 ** rng.uniform(-3, 0, 300)
+    n_off[:5] = [0, 1, 2, 5, 10]
+    for n_sigma in (3.0, 5.0):
+        ours = stats.excess_matching_significance(n_off, alpha, n_sigma)
+        np.testing.assert_allclose(
+            stats.significance(ours + alpha * n_off, n_off, alpha), n_sigma, rtol=1e-9)
+        ref = WStatCountsStatistic(n_on=alpha * n_off, n_off=n_off,
+                                   alpha=alpha).n_sig_matching_significance(n_sigma)
+        np.testing.assert_allclose(ours, ref, rtol=1e-9)
+    bad = stats.excess_matching_significance([10.0, np.nan, 10.0], [0.0, 0.1, np.nan])
+    assert np.all(np.isnan(bad))

@@ -26,6 +26,7 @@ __all__ = [
     "excess_errn",
     "excess_errp",
     "excess_upper_limit",
+    "excess_matching_significance",
 ]
 
 
@@ -167,6 +168,42 @@ def excess_upper_limit(n_on, n_off, alpha, n_sigma=2.0):
     err = excess_error(n_on, n_off, alpha)
     return _profile_root(n_on, n_off, alpha, exc, exc + 2 * n_sigma * (err + 1), n_sigma**2,
                          from_stop=True)
+
+
+def _significance_offset(n_sig, n_off, alpha, target):
+    return significance(n_sig + alpha * n_off, n_off, alpha) - target
+
+
+def excess_matching_significance(n_off, alpha, n_sigma=5.0):
+    """Excess counts that would be detected at ``n_sigma`` over the background ``alpha n_off``.
+
+    The inverse of `significance` in the signal (gammapy's
+    ``WStatCountsStatistic.n_sig_matching_significance``): the ``n_sig`` with
+    ``significance(n_sig + alpha n_off, n_off, alpha) = n_sigma``, found by a bracketing
+    root search (the significance grows monotonically with the signal). NaN where ``alpha``
+    or ``n_off`` is not finite or ``alpha <= 0``.
+    """
+    from scipy.optimize.elementwise import find_root
+
+    n_off, alpha = np.broadcast_arrays(*_f64(n_off, alpha))
+    out = np.full(n_off.shape, np.nan)
+    ok = np.isfinite(n_off) & np.isfinite(alpha) & (alpha > 0) & (n_off >= 0)
+    if not ok.any():
+        return out
+    b, a = n_off[ok], alpha[ok]
+    target = np.full(b.shape, float(n_sigma))
+    # a bracket: the Gaussian guess grown until the significance is above the target
+    hi = np.maximum(n_sigma * np.sqrt(a * b), 1.0) + n_sigma**2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for _ in range(60):
+            low = _significance_offset(hi, b, a, target) < 0
+            if not low.any():
+                break
+            hi = np.where(low, 2 * hi, hi)
+        res = find_root(_significance_offset, (np.zeros_like(hi), hi), args=(b, a, target),
+                        tolerances={"xrtol": 1e-12, "xatol": 1e-12})
+    out[ok] = np.where(res.success, res.x, np.nan)
+    return out
 
 
 def fit_gaussian(values):
