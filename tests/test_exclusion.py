@@ -47,11 +47,22 @@ def test_fits_mask_round_trip(tmp_path):
     assert 0 < (~looked_up).sum() < (~mask).sum()
 
 
+def _mask_of(geom, circles, files=(), catalogs=()):
+    """`exclusion_mask` of a config's exclusion section with these circles and files."""
+    from ringbg.config import Exclusion
+
+    section = Exclusion(regions=[{"frame": f, "lon": lon, "lat": lat, "radius": r}
+                                 for lon, lat, f, r in circles],
+                        files=[str(p) for p in files], catalogs=list(catalogs))
+    mask, _ = exclusion_mask(geom, section)
+    return mask
+
+
 def test_combined_and_dilated(tmp_path):
     g = _geom()
     path = tmp_path / "a.reg"
     path.write_text("icrs\ncircle(227.5,-58.5,0.2d)\n")
-    mask = exclusion_mask(g, [(228.32, -59.08, "icrs", 0.4)], [path])
+    mask = _mask_of(g, [(228.32, -59.08, "icrs", 0.4)], [path])
     assert (~mask).sum() == (~circles_mask(g, [(228.32, -59.08, "icrs", 0.4)])).sum() + (
         ~region_file_mask(g, path)).sum()
     hot = np.zeros(g.shape, bool)
@@ -86,3 +97,87 @@ def test_circles_identical_to_regions_package():
             theirs = region.to_pixel(geom.wcs).contains(PixCoord(x=x, y=y))
             ours = ~circles_mask(geom, [(lon, lat, circle_frame, radius)])
             assert np.array_equal(ours, theirs)
+
+
+def _catalog(name):
+    from conftest import gammapy_data
+
+    return gammapy_data() / "catalogs" / name
+
+
+def _circle_count(geom, circles):
+    return (~circles_mask(geom, [c[:4] for c in circles])).sum()
+
+
+def test_hgps_catalog_msh1552_field():
+    """The HGPS catalogue over the MSH 15-52 field: its sources there, each excluded within
+    max(min_radius, k x Size) + margin, with the frame of its GLON/GLAT columns."""
+    from ringbg.exclusion import catalog_circles, read_catalog
+
+    sources = read_catalog(_catalog("hgps_catalog_v1.fits.gz"))
+    assert sources["frame"] == "galactic" and len(sources["name"]) == 78
+    g = _geom()
+    circles = catalog_circles(g, sources, min_radius_deg=0.3, size_factor=3.0, margin_deg=0.1)
+    names = [c[4] for c in circles]
+    assert "HESS J1514-591" in names  # MSH 15-52
+    k = sources["name"].index("HESS J1514-591")
+    size = sources["size_deg"][k]
+    expected = max(0.3, 3.0 * (0.0 if np.isnan(size) else size)) + 0.1
+    radius = dict((c[4], c[3]) for c in circles)["HESS J1514-591"]
+    assert radius == expected
+    # every source whose circle touches the map, and no other
+    from ringbg.geom import angular_separation_deg, to_frame
+
+    lon, lat = to_frame(sources["lon_deg"], sources["lat_deg"], "galactic", "icrs")
+    ra, dec = g.radec_deg
+    for n in range(len(sources["name"])):
+        r = max(0.3, 3.0 * np.nan_to_num(sources["size_deg"][n])) + 0.1
+        touches = np.any(angular_separation_deg(ra, dec, lon[n], lat[n]) < r)
+        assert touches == (sources["name"][n] in names), sources["name"][n]
+
+
+def test_gammacat_and_named_columns_agree(tmp_path):
+    """gamma-cat by its built-in mapping, and the same table read as CSV with the columns
+    named in the config, give the same circles on an RX J1713.7-3946 field."""
+    from astropy.table import Table
+
+    from ringbg.exclusion import catalog_circles, read_catalog
+
+    g = Geom.create(347.3, -0.5, "galactic", 4.0, 0.05, "CAR", [0.5, 10])
+    hgps = catalog_circles(g, read_catalog(_catalog("hgps_catalog_v1.fits.gz")))
+    assert "HESS J1713-397" in [c[4] for c in hgps]
+    cat = read_catalog(_catalog("gammacat.fits.gz"))
+    circles = catalog_circles(g, cat)
+    assert any("1713" in c[4] for c in circles)
+    t = Table.read(_catalog("gammacat.fits.gz"))
+    t[["common_name", "ra", "dec", "morph_sigma"]].write(tmp_path / "cat.csv")
+    named = read_catalog(tmp_path / "cat.csv", "columns", {"lon": "ra", "lat": "dec",
+                                                           "frame": "icrs",
+                                                           "size": "morph_sigma",
+                                                           "name": "common_name"})
+    other = catalog_circles(g, named)
+    assert [c[4] for c in other] == [c[4] for c in circles]
+    assert _circle_count(g, other) <= _circle_count(g, circles)  # morph_sigma2 only widens
+
+
+def test_hysteresis_grows_seeds_over_connected_pixels():
+    from ringbg.exclusion import hot_pixels
+
+    sig = np.zeros((20, 30))
+    sig[5:9, 5:15] = 3.5      # an extended source, above 3 only
+    sig[7, 10] = 6.0          # with a seed
+    sig[15, 20:25] = 4.0      # above the grow threshold, no seed: stays
+    assert hot_pixels(sig, 5.0).sum() == 1
+    grown = hot_pixels(sig, 5.0, grow_threshold=3.0)
+    assert grown[5:9, 5:15].all() and grown.sum() == 40
+    assert not grown[15].any()
+
+
+def test_catalog_combines_with_circles():
+    g = _geom()
+    catalog = {"file": str(_catalog("hgps_catalog_v1.fits.gz"))}
+    with_catalog = _mask_of(g, [(227.5, -58.5, "icrs", 0.2)], catalogs=[catalog])
+    only_circle = _mask_of(g, [(227.5, -58.5, "icrs", 0.2)])
+    only_catalog = _mask_of(g, [], catalogs=[catalog])
+    np.testing.assert_array_equal(with_catalog, only_circle & only_catalog)
+    assert (~only_catalog).sum() > 0 and (~with_catalog).sum() > (~only_catalog).sum()

@@ -199,3 +199,18 @@ def test_band_exposure_from_the_runs_where_the_band_is_safe(tmp_path):
     everyone = sum(np.pad(r.exposure[0], [(s.start, geom.shape[k] - s.stop)
                                           for k, s in enumerate(r.slices)]) for r in reduced)
     assert np.all(everyone[mask] >= expected[mask]) and np.any(everyone > 1.2 * expected)
+
+
+def test_catalog_exclusion_in_a_run(tmp_path, data_dir):
+    """exclusion.catalogs in a run: the EXCLUSION map is the union with the circles, and
+    summary.json lists the catalogue sources used."""
+    cfg = msh_config(tmp_path)
+    cfg["observations"] = {"obs_ids": [20136, 20137]}
+    cfg["exclusion"]["catalogs"] = [{"file": str(data_dir / "catalogs" /
+                                                 "hgps_catalog_v1.fits.gz")}]
+    result = run(cfg)
+    names = [s["name"] for s in result.summary["excluded_sources"]]
+    assert "HESS J1514-591" in names
+    plain = run(dict(cfg, exclusion={"regions": cfg["exclusion"]["regions"]}))
+    assert np.all(result.exclusion <= plain.exclusion)
+    assert (result.exclusion == 0).sum() > (plain.exclusion == 0).sum()

@@ -122,13 +122,39 @@ class SafeMask(_Model):
 
 class AutoExclusion(_Model):
     threshold: float = Field(5.0, gt=0)
+    #: hysteresis: pixels above this, connected to one above ``threshold``, are excluded
+    #: too (None: no hysteresis)
+    grow_threshold: float | None = Field(None, gt=0)
     iterations: int = Field(3, ge=1, le=50)
     dilate: NonNegativeAngle = 0.1
+
+
+class Catalog(_Model):
+    """A source catalogue whose sources in the map are excluded."""
+
+    file: PathStr
+    #: hgps, gammacat, auto (recognised by its columns) or columns (named in ``columns``)
+    format: Literal["auto", "hgps", "gammacat", "columns"] = "auto"
+    columns: dict[str, str | list[str]] | None = None
+    hdu: str | int | None = None
+    #: a source's circle: max(min_radius, size_factor * size) + margin
+    min_radius: NonNegativeAngle = 0.3
+    size_factor: float = Field(3.0, ge=0)
+    margin: NonNegativeAngle = 0.1
+
+    @model_validator(mode="after")
+    def _file_exists(self):
+        if not Path(self.file).is_file():
+            raise ValueError(f"file {self.file} does not exist")
+        if self.format == "columns" and not self.columns:
+            raise ValueError("format 'columns' needs columns: {lon: ..., lat: ..., frame: ...}")
+        return self
 
 
 class Exclusion(_Model):
     regions: list[Circle] = []
     files: list[PathStr] = []
+    catalogs: list[Catalog] = []
     auto: AutoExclusion | None = None
 
     @model_validator(mode="after")
@@ -289,7 +315,12 @@ exclusion:
   regions:                                  # tutorial: circles excluded from the background
     - {frame: icrs, lon: 228.32 deg, lat: -59.08 deg, radius: 0.4 deg}
   files: []                                 # DS9 region files, or FITS masks (1 = usable)
-  auto: null                                # e.g. {threshold: 5, iterations: 3, dilate: 0.1 deg}
+  catalogs: []                              # e.g. [{file: $GAMMAPY_DATA/catalogs/hgps_catalog_v1.fits.gz}]:
+                                            #  each source in the map excluded within
+                                            #  max(min_radius: 0.3 deg, size_factor: 3 x size)
+                                            #  + margin: 0.1 deg (format: auto|hgps|gammacat|columns)
+  auto: null                                # e.g. {threshold: 5, grow_threshold: 3, iterations: 3,
+                                            #  dilate: 0.1 deg}
 
 ring:
   r_in: 0.5 deg                             # tutorial

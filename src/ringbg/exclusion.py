@@ -1,4 +1,4 @@
-"""Exclusion masks: circles, DS9 region files, FITS mask maps, and automatic exclusion.
+"""Exclusion masks: circles, DS9 region files, FITS mask maps, catalogues, automatic exclusion.
 
 Masks follow gammapy's convention: True where a pixel may be used for the background estimate,
 False inside excluded regions. Sky regions become pixel regions as gammapy's
@@ -11,11 +11,12 @@ from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from .geom import to_frame
+from .geom import angular_separation_deg, to_frame
 from .kernels import tophat_kernel
 
 __all__ = ["circles_mask", "region_file_mask", "fits_mask", "exclusion_mask", "dilate",
-           "grow_exclusion"]
+           "read_catalog", "catalog_circles", "hot_pixels", "grow_exclusion", "SOURCES",
+           "CATALOG_FORMATS"]
 
 
 def _excluded_by_regions(geom, sky_regions):
@@ -103,29 +104,191 @@ def dilate(excluded, radius_px):
     return binary_dilation(excluded, structure=tophat_kernel(radius_px).astype(bool))
 
 
-def exclusion_mask(geom, circles=(), files=()):
-    """The combined mask of circles and files (DS9 ``.reg`` or FITS masks)."""
+#: column mappings of the built-in catalogue formats: position columns, their frame, the size
+#: columns (deg; the largest finite one is used, none finite = point-like), the name column
+CATALOG_FORMATS = {
+    "hgps": {"hdu": "HGPS_SOURCES", "lon": "GLON", "lat": "GLAT", "frame": "galactic",
+             "size": ("Size",), "name": "Source_Name"},
+    "gammacat": {"hdu": 1, "lon": "ra", "lat": "dec", "frame": "icrs",
+                 "size": ("morph_sigma", "morph_sigma2"), "name": "common_name"},
+}
+
+
+def _catalog_format(path, columns):
+    """The built-in format that fits a file's column names, or None."""
+    for name, fmt in CATALOG_FORMATS.items():
+        needed = {fmt["lon"], fmt["lat"], fmt["name"]}
+        if needed <= set(columns):
+            return name
+    return None
+
+
+def read_catalog(path, fmt="auto", columns=None, hdu=None):
+    """Sources of a catalogue file (FITS, CSV or ECSV) as plain arrays.
+
+    Parameters
+    ----------
+    path : str or path
+        The table file.
+    fmt : str
+        ``"hgps"``, ``"gammacat"`` (`CATALOG_FORMATS`), ``"auto"`` (recognised by its
+        columns) or ``"columns"`` (``columns`` names them).
+    columns : dict, optional
+        ``lon``, ``lat``, ``frame`` and optionally ``size`` (one name or a list) and ``name``.
+    hdu : str or int, optional
+        The FITS HDU (default: the format's, or the first table).
+
+    Returns
+    -------
+    sources : dict
+        ``name`` (list of str), ``lon_deg``, ``lat_deg``, ``size_deg`` (NaN: point-like)
+        and ``frame``.
+    """
+    from astropy.table import Table
+
+    path = str(path)
+    spec = dict(columns or {})
+    if fmt in CATALOG_FORMATS:
+        spec = {**CATALOG_FORMATS[fmt], **spec}
+    read_kwargs = {}
+    is_fits = path.lower().endswith((".fits", ".fits.gz", ".fit", ".fts"))
+    if is_fits:
+        read_kwargs["hdu"] = hdu if hdu is not None else spec.get("hdu", 1)
+    try:
+        table = Table.read(path, **read_kwargs)
+    except Exception as exc:  # astropy raises many kinds for unreadable tables
+        raise ValueError(f"{path}: cannot be read as a catalogue table ({exc})") from None
+    if fmt == "auto":
+        found = _catalog_format(path, table.colnames)
+        if found is None and not spec:
+            raise ValueError(f"{path}: not a known catalogue (hgps, gammacat); name its "
+                             "columns with exclusion.catalogs[].columns")
+        spec = {**CATALOG_FORMATS.get(found, {}), **spec}
+    missing = [spec.get(k) for k in ("lon", "lat") if spec.get(k) not in table.colnames]
+    if missing or "frame" not in spec:
+        raise ValueError(f"{path}: no column {missing[0] if missing else ''} (columns: "
+                         f"{', '.join(table.colnames[:12])}...); set exclusion.catalogs[]."
+                         "columns lon, lat and frame")
+    sizes = spec.get("size") or ()
+    sizes = (sizes,) if isinstance(sizes, str) else tuple(sizes)
+    n = len(table)
+    size = np.full(n, np.nan)
+    for name in sizes:
+        if name not in table.colnames:
+            raise ValueError(f"{path}: no size column {name}")
+        values = np.asarray(table[name].filled(np.nan) if hasattr(table[name], "filled")
+                            else table[name], float)
+        size = np.fmax(size, values)
+    name_col = spec.get("name")
+    names = ([str(v).strip() for v in table[name_col]] if name_col in table.colnames
+             else [f"source {k}" for k in range(n)])
+    return {"name": names, "lon_deg": np.asarray(table[spec["lon"]], float),
+            "lat_deg": np.asarray(table[spec["lat"]], float), "size_deg": size,
+            "frame": spec["frame"]}
+
+
+def catalog_circles(geom, sources, min_radius_deg=0.3, size_factor=3.0, margin_deg=0.1):
+    """Exclusion circles of the catalogue sources that touch the map.
+
+    A source gets a circle of radius ``max(min_radius, size_factor * size) + margin``
+    (``size`` NaN: point-like). Returns ``[(lon, lat, frame, radius_deg, name), ...]``.
+    """
+    size = np.nan_to_num(sources["size_deg"], nan=0.0)
+    radius = np.maximum(min_radius_deg, size_factor * size) + margin_deg
+    lon, lat = sources["lon_deg"], sources["lat_deg"]
+    finite = np.isfinite(lon) & np.isfinite(lat)
+    # the map's nearest pixel centre to each source, through the map's frame
+    map_lon, map_lat = to_frame(lon[finite], lat[finite], sources["frame"], geom.frame)
+    x, y = geom.world_to_pix(map_lon, map_lat, geom.frame)
+    ny, nx = geom.shape
+    cx, cy = np.clip(np.nan_to_num(x, nan=-1), 0, nx - 1), np.clip(np.nan_to_num(y, nan=-1),
+                                                                    0, ny - 1)
+    near_lon, near_lat = geom.pix_to_world(np.round(cx), np.round(cy))
+    sep = angular_separation_deg(near_lon, near_lat, map_lon, map_lat)
+    inside = (x >= -0.5) & (x <= nx - 0.5) & (y >= -0.5) & (y <= ny - 0.5)
+    touches = inside | (sep < radius[finite])
+    keep = np.flatnonzero(finite)[touches]
+    return [(float(lon[k]), float(lat[k]), sources["frame"], float(radius[k]),
+             sources["name"][k]) for k in keep]
+
+
+def _regions(geom, exclusion):
+    circles = [(c.lon, c.lat, c.frame, c.radius) for c in exclusion.regions]
+    return (circles_mask(geom, circles) if circles else np.ones(geom.shape, bool)), []
+
+
+def _files(geom, exclusion):
     mask = np.ones(geom.shape, dtype=bool)
-    if circles:
-        mask &= circles_mask(geom, circles)
-    for path in files:
+    for path in exclusion.files:
         name = str(path).lower()
         if name.endswith((".fits", ".fits.gz", ".fit", ".fts")):
             mask &= fits_mask(geom, path)
         else:
             mask &= region_file_mask(geom, path)
-    return mask
+    return mask, []
+
+
+def _catalogs(geom, exclusion):
+    circles = []
+    for cat in exclusion.catalogs:
+        sources = read_catalog(cat.file, cat.format, cat.columns, cat.hdu)
+        circles += catalog_circles(geom, sources, cat.min_radius, cat.size_factor, cat.margin)
+    mask = circles_mask(geom, [c[:4] for c in circles]) if circles else np.ones(geom.shape,
+                                                                                bool)
+    used = [{"name": c[4], "lon": c[0], "lat": c[1], "frame": c[2], "radius_deg": c[3]}
+            for c in circles]
+    return mask, used
+
+
+#: config key -> function ``(geom, exclusion config) -> (mask, sources used)``; the
+#: ``exclusion.auto`` step (`grow_exclusion`) comes after them
+SOURCES = {"regions": _regions, "files": _files, "catalogs": _catalogs}
+
+
+def exclusion_mask(geom, exclusion):
+    """The combined mask of the config's exclusion sources (`SOURCES`).
+
+    Returns
+    -------
+    mask : `~numpy.ndarray`
+        True where a pixel may be used for the background.
+    sources : list of dict
+        The catalogue sources excluded (name, position, radius).
+    """
+    mask = np.ones(geom.shape, dtype=bool)
+    used = []
+    for fn in SOURCES.values():
+        part, listed = fn(geom, exclusion)
+        mask &= part
+        used += listed
+    return mask, used
+
+
+def hot_pixels(significance, threshold, grow_threshold=None):
+    """Pixels above ``threshold``, grown by hysteresis: with ``grow_threshold`` (lower), the
+    connected pixels above it that hold a seed above ``threshold`` (as in image
+    segmentation, so that extended sources are excluded whole)."""
+    from scipy.ndimage import label
+
+    sig = np.nan_to_num(significance, nan=0.0)
+    seeds = sig > threshold
+    if grow_threshold is None or grow_threshold >= threshold:
+        return seeds
+    regions, _ = label(sig > grow_threshold)
+    keep = np.unique(regions[seeds])
+    return np.isin(regions, keep[keep > 0])
 
 
 def grow_exclusion(auto, exclusion, state, binsize_deg, significance, restack):
-    """Automatic exclusion: exclude every pixel above ``auto.threshold``, dilated by
-    ``auto.dilate``, and redo the background with the grown mask, until it stops changing
-    or after ``auto.iterations`` rounds.
+    """Automatic exclusion: exclude every pixel above ``auto.threshold`` (grown down to
+    ``auto.grow_threshold``, see `hot_pixels`), dilated by ``auto.dilate``, and redo the
+    background with the grown mask, until it stops changing or after ``auto.iterations``
+    rounds.
 
     Parameters
     ----------
     auto : `~ringbg.config.AutoExclusion`
-        ``threshold``, ``iterations`` and ``dilate`` (deg).
+        ``threshold``, ``grow_threshold``, ``iterations`` and ``dilate`` (deg).
     exclusion : `~numpy.ndarray`
         The starting mask (True = usable).
     state : object
@@ -144,7 +307,7 @@ def grow_exclusion(auto, exclusion, state, binsize_deg, significance, restack):
     """
     iterations = 0
     for _ in range(auto.iterations):
-        hot = np.nan_to_num(significance(state), nan=0.0) > auto.threshold
+        hot = hot_pixels(significance(state), auto.threshold, auto.grow_threshold)
         new = exclusion & ~dilate(hot, auto.dilate / binsize_deg)
         iterations += 1
         if np.array_equal(new, exclusion):

@@ -294,12 +294,12 @@ def check_memory(config, geom, jobs, n_obs):
 
 
 def initial_exclusion(config, geom):
-    """The exclusion mask of the config's regions and files (before ``exclusion.auto``)."""
-    circles = [(c.lon, c.lat, c.frame, c.radius) for c in config.exclusion.regions]
+    """The exclusion mask of the config's regions, files and catalogues (before
+    ``exclusion.auto``), and the catalogue sources it excludes."""
     try:
-        return exclusion_mask(geom, circles, config.exclusion.files)
+        return exclusion_mask(geom, config.exclusion)
     except (ValueError, OSError) as exc:
-        raise RunError(f"exclusion.files: {exc}") from None
+        raise RunError(f"exclusion: {exc}") from None
 
 
 def _tasks(plan):
@@ -409,7 +409,7 @@ def run(config, jobs=None, progress=False, cache_dir=None):
     geom = make_geom(config)
     jobs = config.parallel.jobs if jobs is None else jobs
     check_memory(config, geom, jobs, len(obs_ids))
-    exclusion = initial_exclusion(config, geom)
+    exclusion, excluded_sources = initial_exclusion(config, geom)
     plan = Plan(config, store, geom, obs_ids, jobs, _ring_fn(config, geom.binsize_deg),
                 cache_dir)
     timings["setup"] = time.perf_counter() - t0
@@ -459,6 +459,7 @@ def run(config, jobs=None, progress=False, cache_dir=None):
     used = passed.used
     summary = _summary(config, geom, stack, maps, off_fit, used, skipped, timings,
                        auto_iterations)
+    summary["excluded_sources"] = excluded_sources
     observations = [_obs_row(store, i, "used") for i in used]
     observations += [_obs_row(store, i, "skipped", r) for i, r in skipped]
     return Result(config=config, geom=geom, stack=stack, maps=images_out, exclusion=exclusion,
