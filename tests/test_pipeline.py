@@ -75,7 +75,7 @@ def test_energy_bands_and_auto_exclusion(tmp_path):
     result = run(cfg)
     assert len(result.band_maps) == 3
     # the bands' counts add up to the integrated counts
-    total = sum(np.nan_to_num(b["counts"]) for b in result.band_maps)
+    total = sum(np.nan_to_num(b["COUNTS"]) for b in result.band_maps)
     np.testing.assert_allclose(total, np.nan_to_num(result.maps["COUNTS"]))
     # MSH 15-52 gets excluded automatically, around the maximum
     assert result.summary["auto_exclusion_iterations"] >= 1
@@ -186,15 +186,15 @@ def test_band_exposure_from_the_runs_where_the_band_is_safe(tmp_path):
         expected[r.slices] += r.exposure[0]
     # the band's flux is its excess over the top-hat mean of that exposure (m2 -> cm2)
     band0 = result.band_maps[0]
-    mask = np.isfinite(band0["flux"])
+    mask = np.isfinite(band0["FLUX"])
     kernel = tophat_kernel(0.04 / 0.02)
     reco = convolve(expected * 1e4 * mask, kernel) / convolve(mask.astype(float), kernel)
     # inside the map (the corners, where some runs have no area or ring, stacked fewer runs)
     inner = np.zeros(geom.shape, bool)
     inner[20:-20, 20:-20] = True
     with np.errstate(divide="ignore", invalid="ignore"):
-        expected_flux = band0["excess"] / reco
-    np.testing.assert_allclose(band0["flux"][inner], expected_flux[inner], rtol=1e-9)
+        expected_flux = band0["EXCESS"] / reco
+    np.testing.assert_allclose(band0["FLUX"][inner], expected_flux[inner], rtol=1e-9)
     # with every run's exposure it would be lower
     everyone = sum(np.pad(r.exposure[0], [(s.start, geom.shape[k] - s.stop)
                                           for k, s in enumerate(r.slices)]) for r in reduced)

@@ -146,7 +146,7 @@ def test_band_flux_follows_the_injected_spectrum(source_store, tmp_path):
     edges = result.geom.energy_edges_tev
     injected = 2e-11 * (edges[:-1] ** -1.5 - edges[1:] ** -1.5) / 1.5  # cm-2 s-1
     for k, band in enumerate(result.band_maps):
-        flux, err = band["flux"][j, i], band["flux_err"][j, i]
+        flux, err = band["FLUX"][j, i], band["FLUX_ERR"][j, i]
         assert abs(flux - injected[k]) < 3 * err + 0.1 * injected[k], (k, flux, injected[k])
     total = result.maps["FLUX"][j, i]
-    assert sum(b["flux"][j, i] for b in result.band_maps) == pytest.approx(total, rel=0.05)
+    assert sum(b["FLUX"][j, i] for b in result.band_maps) == pytest.approx(total, rel=0.05)

@@ -18,44 +18,11 @@ import numpy as np
 from astropy.io import fits
 
 from .errors import OutputError
+from .products import BAND_PRODUCTS, PRODUCTS
 
 __all__ = ["write_outputs", "write_onoff", "write_maps", "OutputError", "prepare_outdir"]
 
 log = logging.getLogger(__name__)
-
-MAP_UNITS = {
-    "SIGNIFICANCE": "",
-    "EXCESS": "",
-    "BACKGROUND": "",
-    "COUNTS": "",
-    "ALPHA": "",
-    "FLUX": "cm-2 s-1",
-    "FLUX_ERR": "cm-2 s-1",
-    "FLUX_UL": "cm-2 s-1",
-    "EXPOSURE": "m2 s",
-    "EXCLUSION": "",
-    "EXCESS_ERRN": "",
-    "EXCESS_ERRP": "",
-    "EXCESS_UL": "",
-    "TS": "",
-}
-MAP_COMMENTS = {
-    "SIGNIFICANCE": "Li & Ma significance (signed sqrt TS) of the correlated counts",
-    "EXCESS": "correlated excess counts",
-    "BACKGROUND": "correlated background counts alpha * n_off",
-    "COUNTS": "correlated counts n_on",
-    "ALPHA": "on/off exposure ratio of the correlated counts",
-    "FLUX": "integral flux in the energy range for the power law",
-    "FLUX_ERR": "symmetric error of FLUX",
-    "FLUX_UL": "upper limit of FLUX at n_sigma_ul",
-    "EXPOSURE": "stacked exposure averaged over true-energy bins",
-    "EXCLUSION": "1 = used for the background estimate, 0 = excluded (gammapy convention)",
-    "EXCESS_ERRN": "negative error of EXCESS (profile likelihood)",
-    "EXCESS_ERRP": "positive error of EXCESS (profile likelihood)",
-    "EXCESS_UL": "upper limit of the signal counts at n_sigma_ul",
-    "TS": "test statistic of the correlated excess",
-}
-
 
 def _bands_hdu(name, edges_tev, true_energy=False):
     """The ``<NAME>_BANDS`` table of the energy axis, as gammapy writes it."""
@@ -122,9 +89,10 @@ def write_maps(path, maps, wcs_header, extra_header=None):
         hdus[0].header[key] = value
     for name, data in maps.items():
         header = wcs_header.copy()
-        header["BUNIT"] = MAP_UNITS.get(name, "")
-        if name in MAP_COMMENTS:
-            header["COMMENT"] = MAP_COMMENTS[name]
+        product = PRODUCTS.get(name)
+        header["BUNIT"] = product.unit if product else ""
+        if product:
+            header["COMMENT"] = product.comment
         dtype = np.uint8 if name == "EXCLUSION" else np.float32
         hdus.append(fits.ImageHDU(np.asarray(data, dtype=dtype), header=header, name=name))
     fits.HDUList(hdus).writeto(path, overwrite=True)
@@ -132,10 +100,7 @@ def write_maps(path, maps, wcs_header, extra_header=None):
 
 def _band_maps(result):
     """``maps_bands.fits`` content: per-band images stacked along a leading energy axis."""
-    names = {"SIGNIFICANCE": "significance", "EXCESS": "excess", "BACKGROUND": "background",
-             "COUNTS": "counts", "ALPHA": "alpha", "FLUX": "flux", "FLUX_ERR": "flux_err",
-             "FLUX_UL": "flux_ul"}
-    return {hdu: np.stack([b[key] for b in result.band_maps]) for hdu, key in names.items()}
+    return {name: np.stack([b[name] for b in result.band_maps]) for name in BAND_PRODUCTS}
 
 
 def _sha256(path, limit=None):
@@ -296,7 +261,7 @@ def _write_all(result, folder, figures):
         hdus = [fits.PrimaryHDU()]
         for name, data in maps.items():
             hdus += _cube_hdus(name, np.asarray(data, np.float32), header, geom.energy_edges_tev,
-                               MAP_UNITS.get(name, ""))
+                               PRODUCTS[name].unit)
         fits.HDUList(hdus).writeto(folder / "maps_bands.fits")
     if result.per_observation:
         obs_dir = folder / "observations"

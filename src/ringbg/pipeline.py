@@ -20,6 +20,7 @@ from .exclusion import exclusion_mask, grow_exclusion
 from .excess import excess_maps
 from .geom import Geom, energy_edges_tev, to_frame
 from .parallel import keep_freed_memory, map_ordered
+from .products import assemble, band_products
 from .reduce import reduce_observation
 from .ring import adaptive_ring_background, adaptive_ring_radii, ring_background, to_image
 from .stack import Stack
@@ -435,26 +436,12 @@ def run(config, jobs=None, progress=False, cache_dir=None):
         stack.mask & exclusion, config.excess.correlation_radius / geom.binsize_deg,
         config.excess.correlate_off, errors=False,
     )
-    band_maps = [_maps(b, geom, config, b.mask, band=k) for k, b in enumerate(passed.band_stacks)]
+    band_maps = [band_products(_maps(b, geom, config, b.mask, band=k))
+                 for k, b in enumerate(passed.band_stacks)]
     timings["excess"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
 
-    images_out = {
-        "SIGNIFICANCE": maps["significance"],
-        "EXCESS": maps["excess"],
-        "BACKGROUND": maps["background"],
-        "COUNTS": maps["counts"],
-        "ALPHA": maps["alpha"],
-        "FLUX": maps["flux"],
-        "FLUX_ERR": maps["flux_err"],
-        "FLUX_UL": maps["flux_ul"],
-        "EXPOSURE": stack.exposure.sum(axis=0) / geom.n_energy,
-        "EXCLUSION": exclusion.astype(np.uint8),
-        "EXCESS_ERRN": maps["excess_errn"],
-        "EXCESS_ERRP": maps["excess_errp"],
-        "EXCESS_UL": maps["excess_ul"],
-        "TS": maps["ts"],
-    }
+    images_out = assemble(maps, stack, exclusion, geom.n_energy)
     off_fit = fit_off_distribution(off_maps["significance"])
     used = passed.used
     summary = _summary(config, geom, stack, maps, off_fit, used, skipped, timings,

@@ -21,6 +21,8 @@ class Stack:
         self.alpha_off = np.zeros(shape)  # sum alpha_i * off_i
         self.exposure = np.zeros((n_energy,) + self.shape)
         self.mask = np.zeros(shape, dtype=bool)
+        self.livetime_map_s = np.zeros(shape)  # sum of live times where each run is safe
+        self.n_obs_map = np.zeros(shape, dtype=np.int32)
         self.livetime_s = 0.0
         self.obs_ids = []
 
@@ -40,6 +42,8 @@ class Stack:
         np.add(exposure, onoff.exposure, out=exposure,
                where=m[None] & np.isfinite(onoff.exposure))
         self.mask[sl] |= m
+        np.add(self.livetime_map_s[sl], onoff.livetime_s, out=self.livetime_map_s[sl], where=m)
+        np.add(self.n_obs_map[sl], 1, out=self.n_obs_map[sl], where=m)
         self.livetime_s += onoff.livetime_s
         self.obs_ids.append(onoff.obs_id)
 
