@@ -19,7 +19,7 @@ from .version import __version__
 __all__ = ["run", "Result", "load_config", "Config", "RingbgError", "ConfigError", "DataError",
            "DataStoreError", "DL3Error", "OutputError", "RunError", "__version__"]
 
-_LAZY = {"run": "pipeline", "Result": "pipeline", "load_config": "config", "Config": "config"}
+_LAZY = {"run": "pipeline", "Result": "result", "load_config": "config", "Config": "config"}
 
 
 def __getattr__(name):

@@ -7,7 +7,7 @@ images, the correlated maps (arrays with their WCS), the summary and a ``write``
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -21,6 +21,7 @@ from .excess import excess_maps
 from .geom import Geom, energy_edges_tev, to_frame
 from .parallel import keep_freed_memory, map_ordered
 from .products import assemble, band_products
+from .result import Result
 from .reduce import reduce_observation
 from .ring import adaptive_ring_background, adaptive_ring_radii, ring_background, to_image
 from .stack import Stack
@@ -118,32 +119,6 @@ def fit_off_distribution(values):
     out["sample_mean"] = float(values.mean()) if values.size else np.nan
     out["sample_std"] = float(values.std()) if values.size else np.nan
     return out
-
-
-@dataclass
-class Result:
-    """What a run produced: stacked images, maps (2D arrays on ``geom``), summary."""
-
-    config: object
-    geom: Geom
-    stack: Stack
-    maps: dict
-    exclusion: np.ndarray
-    summary: dict
-    observations: list
-    off_significance: np.ndarray | None = None
-    band_maps: list = field(default_factory=list)
-    per_observation: list = field(default_factory=list)
-
-    @property
-    def wcs(self):
-        return self.geom.wcs
-
-    def write(self, outdir=None, overwrite=None, figures=None):
-        """Write all outputs into ``outdir`` (atomically: a temporary folder renamed at the end)."""
-        from .outputs import write_outputs
-
-        return write_outputs(self, outdir, overwrite=overwrite, figures=figures)
 
 
 def available_memory_bytes():
