@@ -214,3 +214,32 @@ def test_catalog_exclusion_in_a_run(tmp_path, data_dir):
     plain = run(dict(cfg, exclusion={"regions": cfg["exclusion"]["regions"]}))
     assert np.all(result.exclusion <= plain.exclusion)
     assert (result.exclusion == 0).sum() > (plain.exclusion == 0).sum()
+
+
+def test_several_correlation_radii(tmp_path):
+    """A list of correlation radii: one ring and stack, the maps per radius (the first in
+    maps.fits, the others in maps_<r>deg.fits), summary entries per radius."""
+    from astropy.io import fits
+
+    cfg = msh_config(tmp_path)
+    cfg["observations"] = {"obs_ids": [20136, 20137, 20151]}
+    cfg["excess"]["correlation_radius"] = ["0.1 deg", "0.2 deg"]
+    result = run(cfg)
+    single = {r: run(dict(cfg, excess=dict(cfg["excess"], correlation_radius=r)))
+              for r in ("0.1 deg", "0.2 deg")}
+    np.testing.assert_array_equal(result.maps["SIGNIFICANCE"],
+                                  single["0.1 deg"].maps["SIGNIFICANCE"])
+    np.testing.assert_array_equal(result.maps_by_radius[0.2]["SIGNIFICANCE"],
+                                  single["0.2 deg"].maps["SIGNIFICANCE"])
+    s = result.summary
+    assert set(s["radii"]) == {"0.1", "0.2"}
+    assert s["max_significance"] == s["radii"]["0.1"]["max_significance"]
+    assert s["radii"]["0.2"]["max_significance"] == single["0.2 deg"].summary["max_significance"]
+    assert s["radii"]["0.2"]["off_distribution"]["sigma"] == pytest.approx(
+        single["0.2 deg"].summary["off_distribution"]["sigma"])
+    out = result.write(tmp_path / "radii", figures=False)
+    with fits.open(out / "maps.fits") as a, fits.open(out / "maps_0.2deg.fits") as b:
+        assert a[0].header["CORR_RAD"] == 0.1 and b[0].header["CORR_RAD"] == 0.2
+        assert [h.name for h in a] == [h.name for h in b]
+        np.testing.assert_array_equal(b["SIGNIFICANCE"].data, np.float32(
+            result.maps_by_radius[0.2]["SIGNIFICANCE"]))

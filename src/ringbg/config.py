@@ -180,11 +180,27 @@ class Ring(_Model):
 
 
 class Excess(_Model):
-    correlation_radius: PositiveAngle = 0.1
+    #: one radius or a list: the first gives maps.fits, each further r maps_<r>deg.fits
+    correlation_radius: PositiveAngle | list[PositiveAngle] = 0.1
     correlate_off: bool = True
     n_sigma_ul: float = Field(2.0, gt=0)
     spectral_index: float = 2.0
     energy_bands: bool = False
+
+    @model_validator(mode="after")
+    def _radii(self):
+        radii = self.radii_deg
+        if not radii:
+            raise ValueError("correlation_radius: give at least one radius")
+        if len(set(radii)) != len(radii):
+            raise ValueError(f"correlation_radius: a radius is listed twice ({radii})")
+        return self
+
+    @property
+    def radii_deg(self):
+        """The correlation radii (deg), the first one that of maps.fits."""
+        r = self.correlation_radius
+        return [r] if isinstance(r, float) else list(r)
 
 
 class Parallel(_Model):
@@ -228,9 +244,9 @@ class Config(_Model):
             )
         if self.geom.binsize > half:
             raise ValueError(f"geom.binsize: {self.geom.binsize:g} deg is larger than the map")
-        if self.excess.correlation_radius >= half:
+        if max(self.excess.radii_deg) >= half:
             raise ValueError(
-                f"excess.correlation_radius: {self.excess.correlation_radius:g} deg does not "
+                f"excess.correlation_radius: {max(self.excess.radii_deg):g} deg does not "
                 f"fit in the map (half width {half:g} deg)"
             )
         return self
@@ -330,7 +346,8 @@ ring:
                                             #  method: fixed_width}   (or fixed_r_in)
 
 excess:
-  correlation_radius: 0.04 deg              # tutorial (default: 0.1 deg); top-hat radius
+  correlation_radius: 0.04 deg              # tutorial (default: 0.1 deg); top-hat radius, or a
+                                            #  list [0.1 deg, 0.2 deg]: maps.fits, maps_0.2deg.fits
   correlate_off: false                      # tutorial (default: true); false: n_off is the ring
   n_sigma_ul: 2                             # default: 2; upper limits at this many sigma
   spectral_index: 2                         # default: 2; power law assumed for flux maps

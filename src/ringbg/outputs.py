@@ -243,17 +243,26 @@ def _write_summary(result, folder):
     (folder / "summary.json").write_text(text + "\n")
 
 
+def maps_file_name(config, radius_deg):
+    """``maps.fits`` for the first correlation radius, ``maps_<r>deg.fits`` for the others."""
+    if radius_deg == config.excess.radii_deg[0]:
+        return "maps.fits"
+    return f"maps_{radius_deg:g}deg.fits"
+
+
 def _write_all(result, folder, figures):
     geom, stack, cfg = result.geom, result.stack, result.config
     header = geom.image_header()
     write_onoff(folder / "stacked_onoff.fits", stack.counts, stack.counts_off, stack.acceptance,
                 stack.acceptance_off, stack.mask, stack.exposure, header, geom.energy_edges_tev,
                 stack.livetime_s)
-    extra = {"EMIN_TEV": float(geom.energy_edges_tev[0]),
-             "EMAX_TEV": float(geom.energy_edges_tev[-1]),
-             "CORR_RAD": (cfg.excess.correlation_radius, "correlation radius (deg)"),
-             "SPEC_IDX": (cfg.excess.spectral_index, "power-law index of the flux maps")}
-    write_maps(folder / "maps.fits", result.maps, header, extra)
+    for k, radius in enumerate(cfg.excess.radii_deg):
+        extra = {"EMIN_TEV": float(geom.energy_edges_tev[0]),
+                 "EMAX_TEV": float(geom.energy_edges_tev[-1]),
+                 "CORR_RAD": (radius, "correlation radius (deg)"),
+                 "SPEC_IDX": (cfg.excess.spectral_index, "power-law index of the flux maps")}
+        maps = result.maps if k == 0 else result.maps_by_radius[radius]
+        write_maps(folder / maps_file_name(cfg, radius), maps, header, extra)
     (folder / "exclusion_mask.fits").unlink(missing_ok=True)
     write_maps(folder / "exclusion_mask.fits", {"EXCLUSION": result.exclusion}, header)
     if result.band_maps:

@@ -179,18 +179,60 @@ def _ring_fn(config, binsize_deg):
                                                         a.threshold_alpha)
 
 
-def _maps(stack, geom, config, mask, band=None):
-    """Correlated maps of a stack; ``band``: the flux of that energy bin alone, from its own
-    exposure bin (the stack of a band holds the exposure of the runs where it is safe)."""
+def _maps(stack, geom, config, mask, band=None, radius_deg=None):
+    """Correlated maps of a stack at ``radius_deg`` (default: the first correlation radius);
+    ``band``: the flux of that energy bin alone, from its own exposure bin (the stack of a
+    band holds the exposure of the runs where it is safe)."""
     e = config.excess
+    radius_deg = e.radii_deg[0] if radius_deg is None else radius_deg
     exposure, edges = stack.exposure, geom.energy_edges_tev
     if band is not None:
         exposure, edges = exposure[band:band + 1], edges[band:band + 2]
     return excess_maps(
         stack.counts, stack.counts_off, stack.acceptance, stack.acceptance_off, mask,
-        e.correlation_radius / geom.binsize_deg, e.correlate_off, exposure,
+        radius_deg / geom.binsize_deg, e.correlate_off, exposure,
         edges, e.spectral_index, 1.0, e.n_sigma_ul,
     )
+
+
+def _off_significance(stack, geom, config, exclusion, radius_deg):
+    """The significance of the run with the exclusion as fit mask (the off distribution's,
+    as the tutorial's second estimator run)."""
+    return excess_maps(
+        stack.counts, stack.counts_off, stack.acceptance, stack.acceptance_off,
+        stack.mask & exclusion, radius_deg / geom.binsize_deg, config.excess.correlate_off,
+        errors=False)["significance"]
+
+
+def _max_significance(sig, geom):
+    """Value and position of the map's maximum (None values where nothing is finite)."""
+    if not np.isfinite(sig).any():
+        return {"value": None, "lon": None, "lat": None, "frame": geom.frame}
+    j, i = np.unravel_index(np.nanargmax(sig), sig.shape)
+    lon, lat = geom.pix_to_world(float(i), float(j))
+    ra, dec = to_frame(lon, lat, geom.frame, "icrs")
+    return {"value": float(sig[j, i]), "lon": float(lon), "lat": float(lat),
+            "frame": geom.frame, "pixel": [int(i), int(j)], "ra": float(ra),
+            "dec": float(dec)}
+
+
+def radius_key(radius_deg):
+    """The text of a correlation radius in file names and summary keys ("0.2")."""
+    return f"{radius_deg:g}"
+
+
+def correlated_products(stack, geom, config, exclusion):
+    """Per correlation radius (deg): the product maps, the off significance and its fit.
+
+    The ring and the stack are done once; only the correlation is repeated.
+    """
+    out = {}
+    for radius in config.excess.radii_deg:
+        maps = _maps(stack, geom, config, stack.mask, radius_deg=radius)
+        off = _off_significance(stack, geom, config, exclusion, radius)
+        out[radius] = (assemble(maps, stack, exclusion, geom.n_energy), off,
+                       fit_off_distribution(off))
+    return out
 
 
 def _obs_row(store, obs_id, status, reason=""):
@@ -405,45 +447,35 @@ def run(config, jobs=None, progress=False, cache_dir=None):
 
     t0 = time.perf_counter()
     stack = passed.stack
-    maps = _maps(stack, geom, config, stack.mask)
-    off_maps = excess_maps(
-        stack.counts, stack.counts_off, stack.acceptance, stack.acceptance_off,
-        stack.mask & exclusion, config.excess.correlation_radius / geom.binsize_deg,
-        config.excess.correlate_off, errors=False,
-    )
+    by_radius = correlated_products(stack, geom, config, exclusion)
     band_maps = [band_products(_maps(b, geom, config, b.mask, band=k))
                  for k, b in enumerate(passed.band_stacks)]
     timings["excess"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
 
-    images_out = assemble(maps, stack, exclusion, geom.n_energy)
-    off_fit = fit_off_distribution(off_maps["significance"])
+    first = config.excess.radii_deg[0]
+    images_out, off_significance, off_fit = by_radius[first]
     used = passed.used
-    summary = _summary(config, geom, stack, maps, off_fit, used, skipped, timings,
+    summary = _summary(config, geom, stack, by_radius, used, skipped, timings,
                        auto_iterations)
     summary["excluded_sources"] = excluded_sources
     observations = [_obs_row(store, i, "used") for i in used]
     observations += [_obs_row(store, i, "skipped", r) for i, r in skipped]
     return Result(config=config, geom=geom, stack=stack, maps=images_out, exclusion=exclusion,
                   summary=summary, observations=observations,
-                  off_significance=off_maps["significance"], band_maps=band_maps,
-                  per_observation=passed.per_observation)
+                  off_significance=off_significance, band_maps=band_maps,
+                  per_observation=passed.per_observation,
+                  maps_by_radius={r: v[0] for r, v in by_radius.items()})
 
 
-def _summary(config, geom, stack, maps, off_fit, used, skipped, timings, auto_iterations):
+def _summary(config, geom, stack, by_radius, used, skipped, timings, auto_iterations):
     import astropy
     import scipy
 
-    sig = maps["significance"]
-    if np.isfinite(sig).any():
-        j, i = np.unravel_index(np.nanargmax(sig), sig.shape)
-        lon, lat = geom.pix_to_world(float(i), float(j))
-        max_sig = {"value": float(sig[j, i]), "lon": float(lon), "lat": float(lat),
-                   "frame": geom.frame, "pixel": [int(i), int(j)]}
-        ra, dec = to_frame(lon, lat, geom.frame, "icrs")
-        max_sig["ra"], max_sig["dec"] = float(ra), float(dec)
-    else:
-        max_sig = {"value": None, "lon": None, "lat": None, "frame": geom.frame}
+    radii = {radius_key(r): {"max_significance": _max_significance(maps["SIGNIFICANCE"], geom),
+                             "off_distribution": fit}
+             for r, (maps, _, fit) in by_radius.items()}
+    first = radii[radius_key(config.excess.radii_deg[0])]
     m = stack.mask
     totals = {
         "counts": float(stack.counts.sum()),
@@ -459,8 +491,10 @@ def _summary(config, geom, stack, maps, off_fit, used, skipped, timings, auto_it
         "n_obs": len(used),
         "skipped": [{"obs_id": int(i), "reason": r} for i, r in skipped],
         "totals": totals,
-        "max_significance": max_sig,
-        "off_distribution": off_fit,
+        "max_significance": first["max_significance"],
+        "off_distribution": first["off_distribution"],
+        "correlation_radius_deg": config.excess.radii_deg[0],
+        "radii": radii,
         "n_pixels_no_off": int(np.sum(~m)),
         "auto_exclusion_iterations": auto_iterations,
         "timings": {k: round(v, 4) for k, v in timings.items()},

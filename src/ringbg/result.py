@@ -41,6 +41,9 @@ class Result:
         Per energy bin, the band products (``excess.energy_bands``).
     per_observation : list of `~ringbg.ring.OnOffImage`
         Per observation on/off images (``output.per_observation``).
+    maps_by_radius : dict
+        Correlation radius (deg) -> its product maps, for every radius of
+        ``excess.correlation_radius``.
     """
 
     config: object
@@ -53,6 +56,8 @@ class Result:
     off_significance: np.ndarray | None = None
     band_maps: list = field(default_factory=list)
     per_observation: list = field(default_factory=list)
+    #: correlation radius (deg) -> its product maps (``maps`` is the first radius')
+    maps_by_radius: dict = field(default_factory=dict)
 
     @property
     def wcs(self):
