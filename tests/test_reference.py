@@ -16,7 +16,7 @@ from astropy.io import fits
 from conftest import gammapy_data, msh_config
 from gammapy_ref import run_gammapy
 from ringbg import run
-from ringbg.pipeline import make_geom, process_observation, safe_mask_parameters
+from ringbg.pipeline import make_geom, make_task, process_observation
 from ringbg.config import load_config
 
 RTOL = 1e-4
@@ -33,11 +33,8 @@ def _close_where_significant(ours, ref, what):
 def _compare_per_obs(cfg, ref):
     config = load_config(cfg)
     geom = make_geom(config)
-    sm = config.safe_mask
-    params = safe_mask_parameters(config)
     for obs_id, r in ref["per_obs"].items():
-        _, red, err = process_observation(config.datastore, obs_id, geom,
-                                          config.geom.offset_max, tuple(sm.methods), params)
+        _, red, err = process_observation(make_task(config, geom, obs_id))
         assert err is None, err
         assert red.slices == tuple(r["cutout_slices"]), obs_id
         assert np.array_equal(red.counts, r["counts"]), f"counts of {obs_id}"

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError
+from .background import TEMPLATES
 from .safemask import METHODS as SAFE_MASK_METHODS
 
 __all__ = ["Config", "ConfigError", "load_config", "TEMPLATE"]
@@ -120,6 +121,11 @@ class SafeMask(_Model):
     parameters: SafeMaskParameters = SafeMaskParameters()
 
 
+class Background(_Model):
+    #: auto: irf where the observation has a background IRF, data where it has none
+    template: Literal[("auto",) + tuple(TEMPLATES)] = "auto"
+
+
 class AutoExclusion(_Model):
     threshold: float = Field(5.0, gt=0)
     #: hysteresis: pixels above this, connected to one above ``threshold``, are excluded
@@ -222,6 +228,7 @@ class Config(_Model):
     observations: Observations = Observations()
     geom: GeomConfig
     safe_mask: SafeMask = SafeMask()
+    background: Background = Background()
     exclusion: Exclusion = Exclusion()
     ring: Ring = Ring()
     excess: Excess = Excess()
@@ -326,6 +333,10 @@ safe_mask:
   parameters: {}                            # aeff_percent: 10, offset_max: geom.offset_max,
                                             # irfs: DL4 (aeff-max / bkg-peak from the reduced
                                             # cubes, as gammapy) or DL3 (from the IRFs)
+
+background:
+  template: auto                            # default: auto (irf where the observation has a
+                                            #  background IRF, else flat); irf, flat
 
 exclusion:
   regions:                                  # tutorial: circles excluded from the background

@@ -22,6 +22,7 @@ from .geom import Geom, energy_edges_tev, to_frame
 from .parallel import keep_freed_memory, map_ordered
 from .products import assemble, band_products
 from .result import Result
+from .background import template_name
 from .reduce import reduce_observation
 from .ring import adaptive_ring_background, adaptive_ring_radii, ring_background, to_image
 from .stack import Stack
@@ -29,7 +30,8 @@ from .stats import fit_gaussian
 from .version import __version__
 
 __all__ = ["run", "Result", "RunError", "make_geom", "fit_off_distribution",
-           "safe_mask_parameters"]
+           "safe_mask_parameters", "template_parameters", "make_task", "process_observation",
+           "ObservationTask"]
 
 log = logging.getLogger(__name__)
 
@@ -72,33 +74,110 @@ def _shared_geom(geom):
     return _GEOMS[key]
 
 
-def process_observation(store_dir, obs_id, geom, offset_max_deg, methods, parameters,
-                        cache_dir=None, prefetch_id=None):
+class PackedMask:
+    """A boolean image packed for sending to workers (bits, zlib), unpacked once per process.
+
+    A survey's exclusion mask is megabytes as a bool array and a few kilobytes packed;
+    ``key`` (its hash) lets a worker keep one unpacked copy for all its tasks.
+    """
+
+    def __init__(self, mask):
+        import hashlib
+        import zlib
+
+        mask = np.ascontiguousarray(mask, dtype=bool)
+        self.shape = mask.shape
+        self.data = zlib.compress(np.packbits(mask).tobytes(), 1)
+        self.key = hashlib.sha256(self.data + repr(self.shape).encode()).hexdigest()
+
+    def unpack(self):
+        import zlib
+
+        if _UNPACKED.get("key") != self.key:
+            bits = np.frombuffer(zlib.decompress(self.data), dtype=np.uint8)
+            n = int(np.prod(self.shape))
+            _UNPACKED.clear()
+            _UNPACKED.update(key=self.key, mask=np.unpackbits(bits)[:n].reshape(self.shape)
+                             .astype(bool))
+        return _UNPACKED["mask"]
+
+
+_UNPACKED = {}
+
+
+@dataclass(frozen=True)
+class ObservationTask:
+    """What a worker needs to reduce one observation (`process_observation`)."""
+
+    datastore: str
+    obs_id: int
+    geom: Geom
+    offset_max_deg: float
+    methods: tuple
+    parameters: dict
+    template: str = "irf"
+    template_parameters: dict | None = None
+    exclusion: PackedMask | None = None
+    cache_dir: str | None = None
+    prefetch_id: int | None = None
+
+
+def make_task(config, geom, obs_id, exclusion=None, cache_dir=None, prefetch_id=None):
+    """The `ObservationTask` of one observation of a config.
+
+    ``exclusion``: the mask (an array or a `PackedMask`); it travels only when the
+    template may be built from the data.
+    """
+    b = config.background
+    if b.template == "irf" or exclusion is None:
+        exclusion = None
+    elif not isinstance(exclusion, PackedMask):
+        exclusion = PackedMask(exclusion)
+    return ObservationTask(
+        config.datastore, int(obs_id), geom, config.geom.offset_max,
+        tuple(config.safe_mask.methods), safe_mask_parameters(config), b.template,
+        template_parameters(config), exclusion,
+        None if cache_dir is None else str(cache_dir), prefetch_id)
+
+
+def process_observation(task):
     """Load and reduce one observation; returns ``(obs_id, reduced or None, error or None)``.
 
     Runs in worker processes: errors in the observation's files come back as text. With
-    ``cache_dir``, a cached reduction is used when its key matches (see `ringbg.cache`).
-    ``prefetch_id``: an observation whose files are read ahead in a background thread.
+    ``task.cache_dir``, a cached reduction is used when its key matches (see
+    `ringbg.cache`). ``task.prefetch_id``: an observation whose files are read ahead in a
+    background thread.
     """
     from . import cache
 
     keep_freed_memory()
-    geom = _shared_geom(geom)
+    geom = _shared_geom(task.geom)
+    obs_id = task.obs_id
     try:
-        store = _datastore(store_dir)
-        if prefetch_id is not None and cache_dir is None:
-            prefetch(loc[0] for loc in store.hdu_locations(prefetch_id).values())
+        store = _datastore(task.datastore)
+        if task.prefetch_id is not None and task.cache_dir is None:
+            prefetch(loc[0] for loc in store.hdu_locations(task.prefetch_id).values())
+        locations = store.hdu_locations(obs_id)
+        # "auto" resolved from the HDU index: the IRF template does not use the exclusion
+        template = template_name(task.template, has_bkg_irf="bkg" in locations)
+        excl = None if template == "irf" else task.exclusion
+        exclusion = None if excl is None else excl.unpack()
         key = None
-        if cache_dir is not None:
-            paths = [loc[0] for loc in store.hdu_locations(obs_id).values()]
-            key = cache.cache_key(obs_id, paths, geom, offset_max_deg, methods, parameters)
-            cached = cache.load(cache_dir, obs_id, key)
+        if task.cache_dir is not None:
+            paths = [loc[0] for loc in locations.values()]
+            key = cache.cache_key(obs_id, paths, geom, task.offset_max_deg, task.methods,
+                                  dict(task.parameters, template=template,
+                                       template_parameters=task.template_parameters,
+                                       exclusion=None if excl is None else excl.key))
+            cached = cache.load(task.cache_dir, obs_id, key)
             if cached is not None:
                 return obs_id, cached, None
         obs = store.load(obs_id)
-        reduced = reduce_observation(obs, geom, offset_max_deg, methods, parameters)
+        reduced = reduce_observation(obs, geom, task.offset_max_deg, task.methods,
+                                     task.parameters, template, exclusion,
+                                     task.template_parameters)
         if key is not None and reduced is not None:
-            cache.save(cache_dir, reduced, key)
+            cache.save(task.cache_dir, reduced, key)
     except (DL3Error, ValueError, KeyError, IndexError, OSError) as exc:
         return obs_id, None, str(exc)
     except Exception as exc:  # an unforeseen problem of one observation must not stop the run
@@ -154,6 +233,11 @@ def memory_estimate_bytes(config, geom, jobs, n_obs=1):
     if config.output.per_observation:
         kept = n_obs * cut * (6 + n_e) * 8
     return int(full + per_obs * in_flight + kept + 300e6)
+
+
+def template_parameters(config):
+    """The parameters of the background templates built from the data (`ringbg.background`)."""
+    return {"offset_max_deg": config.geom.offset_max}
 
 
 def safe_mask_parameters(config):
@@ -320,15 +404,14 @@ def initial_exclusion(config, geom):
         raise RunError(f"exclusion: {exc}") from None
 
 
-def _tasks(plan):
+def _tasks(plan, exclusion):
     config = plan.config
     in_process = plan.jobs <= 1 and config.parallel.address is None
     ids = plan.obs_ids
     following = ids[1:] + [None] if in_process else [None] * len(ids)
-    methods, params = tuple(config.safe_mask.methods), safe_mask_parameters(config)
-    cache_dir = None if plan.cache_dir is None else str(plan.cache_dir)
-    return [(config.datastore, obs_id, plan.geom, config.geom.offset_max, methods, params,
-             cache_dir, next_id) for obs_id, next_id in zip(ids, following)]
+    packed = None if config.background.template == "irf" else PackedMask(exclusion)
+    return [(make_task(config, plan.geom, obs_id, packed, plan.cache_dir, next_id),)
+            for obs_id, next_id in zip(ids, following)]
 
 
 def stack_observations(plan, exclusion, progress=False):
@@ -343,7 +426,7 @@ def stack_observations(plan, exclusion, progress=False):
                     [Stack(geom.shape, geom.n_energy) for _ in range(n_bands)], [], [], [],
                     0.0, 0.0)
     t_start = time.perf_counter()
-    tasks = _tasks(plan)
+    tasks = _tasks(plan, exclusion)
     results = map_ordered(process_observation, tasks, plan.jobs, config.parallel.address)
     if progress:
         from tqdm import tqdm

@@ -10,26 +10,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .geom import offset_frame_lonlat
-from .irf import (
-    aeff_values_m2,
-    bkg_log_rate_at_edges,
-    integrate_power_law_log,
-    interp_missing_energy,
-    log_values,
-    trapezoid,
-)
+from .background import background_template
+from .irf import aeff_values_m2
 from .safemask import Cutout, safe_mask
 
 __all__ = ["ReducedObservation", "reduce_observation"]
-
-#: gammapy's ``fov_rotation_step`` for ALTAZ-aligned backgrounds
-FOV_ROTATION_STEP_DEG = 1.0
-MINIMUM_TIME_STEP_S = 1.0
-EARTH_ANGULAR_VELOCITY_DEG_S = 360.0 / 86400.0
-#: more rotation steps than this means broken GTI times (a day at 10 s steps)
-MAX_ALTAZ_STEPS = 10000
-
 
 @dataclass
 class ReducedObservation:
@@ -85,113 +70,8 @@ def bin_events(geom, slices, ra_deg, dec_deg, energy_tev):
     return counts.reshape(shape).astype(np.float32)
 
 
-def _prepared_background(bkg):
-    """Background values after gammapy's missing-data fill (and offset padding for BKG_2D)."""
-    values = interp_missing_energy(bkg.values)
-    spatial = bkg.spatial
-    if not bkg.is_3d:
-        values = np.pad(values, ((0, 0), (1, 1)), mode="edge")
-        spatial = (spatial[0].padded(),)
-    return values, spatial
-
-
-def _altaz_fov_coords(obs, ra_deg, dec_deg):
-    """FoV (lon, lat) in the AltAz-aligned frame at gammapy's rotation time steps.
-
-    Returns the list of (fov_lon, fov_lat) arrays, one per time, and the times (s from start).
-    """
-    import astropy.units as u
-    from astropy.coordinates import AltAz, EarthLocation, SkyCoord
-    from astropy.time import Time
-
-    if obs.location is None:
-        raise ValueError(
-            f"observation {obs.obs_id}: ALTAZ background needs the observatory location "
-            "(GEOLON, GEOLAT, ALTITUDE in the EVENTS header)"
-        )
-    lon, lat, height = obs.location
-    location = EarthLocation(lon=lon * u.deg, lat=lat * u.deg, height=height * u.m)
-    t_ref = Time(obs.time_ref_mjd, format="mjd", scale=obs.time_scale)
-    t_start = t_ref + obs.gti_start_s[0] * u.s
-    duration = obs.ontime_s
-    pointing = SkyCoord(obs.pointing_ra_deg, obs.pointing_dec_deg, unit="deg", frame="icrs")
-
-    def altaz(times):
-        return pointing.transform_to(AltAz(obstime=times, location=location))
-
-    offsets = [0.0]
-    while offsets[-1] < duration:
-        pnt = altaz(t_start + offsets[-1] * u.s)
-        denom = EARTH_ANGULAR_VELOCITY_DEG_S * np.cos(np.radians(lat)) * abs(np.cos(pnt.az.rad))
-        step = FOV_ROTATION_STEP_DEG * np.cos(pnt.alt.rad) / denom if denom > 0 else np.inf
-        step = max(step, MINIMUM_TIME_STEP_S)
-        offsets.append(min(offsets[-1] + step, duration))
-        if len(offsets) > MAX_ALTAZ_STEPS:
-            raise ValueError(
-                f"observation {obs.obs_id}: its GTIs ({duration:.0f} s) need more than "
-                f"{MAX_ALTAZ_STEPS} field-rotation steps; check the GTI times"
-            )
-    offsets = np.array(offsets)
-    times = t_start + offsets * u.s
-
-    # pixels to AltAz at every time step, as gammapy: with astropy's interpolated
-    # Earth-orientation terms (1000 s); the FoV frame is centred on the exact pointing
-    from astropy.coordinates.erfa_astrom import ErfaAstromInterpolator, erfa_astrom
-
-    pnt_altaz = pointing.transform_to(AltAz(obstime=times, location=location))
-    pixels = SkyCoord(np.ravel(ra_deg)[:, None], np.ravel(dec_deg)[:, None], unit="deg",
-                      frame="icrs")
-    with erfa_astrom.set(ErfaAstromInterpolator(1000 * u.s)):
-        pix_altaz = pixels.transform_to(AltAz(obstime=times[None, :], location=location))
-    az, alt = pix_altaz.az.deg, pix_altaz.alt.deg
-    coords = []
-    for k in range(len(times)):
-        lon, lat = offset_frame_lonlat(az[:, k], alt[:, k], pnt_altaz[k].az.deg,
-                                       pnt_altaz[k].alt.deg)
-        # gammapy's FoV AltAz frame has its longitude reflected
-        coords.append((-lon.reshape(np.shape(ra_deg)), lat.reshape(np.shape(ra_deg))))
-    return coords, offsets
-
-
-def background_cube(obs, geom, slices, pointing_frame=None):
-    """Predicted background counts (n_energy, ny, nx) on the cutout.
-
-    ``pointing_frame``: ``geom.pointing_frame(slices, ra_pnt, dec_pnt)`` when already at hand.
-    """
-    sy, sx = slices
-    ra, dec = (a[sy, sx] for a in geom.radec_deg)
-    solid_angle = geom.solid_angle_sr[sy, sx]
-    bkg = obs.bkg
-    values, spatial = _prepared_background(bkg)
-    prepared = type(bkg)(bkg.energy, spatial, values, bkg.alignment)
-    logv = log_values(values)
-    edges = geom.energy_edges_tev
-
-    def integrated(coords):
-        log_rate, inside = bkg_log_rate_at_edges(prepared, logv, edges, coords)
-        return integrate_power_law_log(log_rate, inside, edges)
-
-    if bkg.alignment != "ALTAZ" and pointing_frame is None:
-        pointing_frame = geom.pointing_frame(slices, obs.pointing_ra_deg, obs.pointing_dec_deg)
-    if not bkg.is_3d:
-        per_mev = integrated((pointing_frame[2],))
-    elif bkg.alignment == "ALTAZ":
-        coords, times = _altaz_fov_coords(obs, ra, dec)
-        stack = np.stack([integrated(c) for c in coords], axis=0)
-        if len(times) > 1:
-            per_mev = trapezoid(stack, times, axis=0) / (times[-1] - times[0])
-        else:
-            per_mev = stack[0]
-    else:
-        lon, lat, _ = pointing_frame
-        sign = 1.0 if bkg.alignment == "REVERSE_LON_RADEC" else -1.0
-        per_mev = integrated((sign * lon, lat))
-    # rate per MeV integrated over TeV -> x 1e6
-    per_mev *= (solid_angle * (1e6 * obs.ontime_s))[None]
-    return per_mev
-
-
-def reduce_observation(obs, geom, offset_max_deg, methods=("aeff-default",), parameters=None):
+def reduce_observation(obs, geom, offset_max_deg, methods=("aeff-default",), parameters=None,
+                       template="irf", exclusion=None, template_parameters=None):
     """Counts, exposure, background and safe mask of one observation on its cutout.
 
     Parameters
@@ -205,7 +85,14 @@ def reduce_observation(obs, geom, offset_max_deg, methods=("aeff-default",), par
     methods : sequence of str
         Safe mask methods.
     parameters : dict, optional
-        Safe mask parameters (``aeff_percent``, ``offset_max_deg``).
+        Safe mask parameters (``aeff_percent``, ``offset_max_deg``, ``irfs``).
+    template : str
+        The background template (`ringbg.background.TEMPLATES`, or ``"auto"``).
+    exclusion : `~numpy.ndarray`, optional
+        The exclusion mask on the full geometry (True = usable), for templates made from
+        the data.
+    template_parameters : dict, optional
+        Parameters of that template.
 
     Returns
     -------
@@ -220,7 +107,8 @@ def reduce_observation(obs, geom, offset_max_deg, methods=("aeff-default",), par
     frame = geom.pointing_frame(slices, obs.pointing_ra_deg, obs.pointing_dec_deg)
     offset = frame[2]
     exposure = aeff_values_m2(obs.aeff, geom.energy_center_tev, offset, scale=obs.livetime_s)
-    background = background_cube(obs, geom, slices, frame)
+    background = background_template(template, obs, geom, slices, frame, counts, exclusion,
+                                     template_parameters)
     mask = safe_mask(obs, Cutout(geom, slices, offset, background, exposure), methods,
                      parameters)
     return ReducedObservation(

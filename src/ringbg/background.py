@@ -1,0 +1,190 @@
+"""Where an observation's background template (the ring's acceptance) comes from.
+
+A template is predicted background counts per reconstructed-energy bin and cutout pixel.
+Each source is a function in `TEMPLATES` (name -> function), chosen by the config's
+``background.template`` (``auto``: ``irf`` where the observation has a background IRF,
+``data`` where it has none); the functions get the observation, its cutout and the
+exclusion mask, so that a template built from the events can leave the excluded regions out.
+"""
+
+import numpy as np
+
+from .errors import DL3Error
+from .geom import offset_frame_lonlat
+from .irf import (
+    bkg_log_rate_at_edges,
+    integrate_power_law_log,
+    interp_missing_energy,
+    log_values,
+    trapezoid,
+)
+
+__all__ = ["TEMPLATES", "template_name", "background_template", "irf_template",
+           "flat_template"]
+
+#: gammapy's ``fov_rotation_step`` for ALTAZ-aligned backgrounds
+FOV_ROTATION_STEP_DEG = 1.0
+MINIMUM_TIME_STEP_S = 1.0
+EARTH_ANGULAR_VELOCITY_DEG_S = 360.0 / 86400.0
+#: more rotation steps than this means broken GTI times (a day at 10 s steps)
+MAX_ALTAZ_STEPS = 10000
+
+
+def _prepared_background(bkg):
+    """Background values after gammapy's missing-data fill (and offset padding for BKG_2D)."""
+    values = interp_missing_energy(bkg.values)
+    spatial = bkg.spatial
+    if not bkg.is_3d:
+        values = np.pad(values, ((0, 0), (1, 1)), mode="edge")
+        spatial = (spatial[0].padded(),)
+    return values, spatial
+
+
+def _altaz_fov_coords(obs, ra_deg, dec_deg):
+    """FoV (lon, lat) in the AltAz-aligned frame at gammapy's rotation time steps.
+
+    Returns the list of (fov_lon, fov_lat) arrays, one per time, and the times (s from start).
+    """
+    import astropy.units as u
+    from astropy.coordinates import AltAz, EarthLocation, SkyCoord
+    from astropy.time import Time
+
+    if obs.location is None:
+        raise ValueError(
+            f"observation {obs.obs_id}: ALTAZ background needs the observatory location "
+            "(GEOLON, GEOLAT, ALTITUDE in the EVENTS header)"
+        )
+    lon, lat, height = obs.location
+    location = EarthLocation(lon=lon * u.deg, lat=lat * u.deg, height=height * u.m)
+    t_ref = Time(obs.time_ref_mjd, format="mjd", scale=obs.time_scale)
+    t_start = t_ref + obs.gti_start_s[0] * u.s
+    duration = obs.ontime_s
+    pointing = SkyCoord(obs.pointing_ra_deg, obs.pointing_dec_deg, unit="deg", frame="icrs")
+
+    def altaz(times):
+        return pointing.transform_to(AltAz(obstime=times, location=location))
+
+    offsets = [0.0]
+    while offsets[-1] < duration:
+        pnt = altaz(t_start + offsets[-1] * u.s)
+        denom = EARTH_ANGULAR_VELOCITY_DEG_S * np.cos(np.radians(lat)) * abs(np.cos(pnt.az.rad))
+        step = FOV_ROTATION_STEP_DEG * np.cos(pnt.alt.rad) / denom if denom > 0 else np.inf
+        step = max(step, MINIMUM_TIME_STEP_S)
+        offsets.append(min(offsets[-1] + step, duration))
+        if len(offsets) > MAX_ALTAZ_STEPS:
+            raise ValueError(
+                f"observation {obs.obs_id}: its GTIs ({duration:.0f} s) need more than "
+                f"{MAX_ALTAZ_STEPS} field-rotation steps; check the GTI times"
+            )
+    offsets = np.array(offsets)
+    times = t_start + offsets * u.s
+
+    # pixels to AltAz at every time step, as gammapy: with astropy's interpolated
+    # Earth-orientation terms (1000 s); the FoV frame is centred on the exact pointing
+    from astropy.coordinates.erfa_astrom import ErfaAstromInterpolator, erfa_astrom
+
+    pnt_altaz = pointing.transform_to(AltAz(obstime=times, location=location))
+    pixels = SkyCoord(np.ravel(ra_deg)[:, None], np.ravel(dec_deg)[:, None], unit="deg",
+                      frame="icrs")
+    with erfa_astrom.set(ErfaAstromInterpolator(1000 * u.s)):
+        pix_altaz = pixels.transform_to(AltAz(obstime=times[None, :], location=location))
+    az, alt = pix_altaz.az.deg, pix_altaz.alt.deg
+    coords = []
+    for k in range(len(times)):
+        lon, lat = offset_frame_lonlat(az[:, k], alt[:, k], pnt_altaz[k].az.deg,
+                                       pnt_altaz[k].alt.deg)
+        # gammapy's FoV AltAz frame has its longitude reflected
+        coords.append((-lon.reshape(np.shape(ra_deg)), lat.reshape(np.shape(ra_deg))))
+    return coords, offsets
+
+
+def irf_template(obs, geom, slices, pointing_frame, counts=None, exclusion=None,
+                 parameters=None):
+    """The background IRF's predicted counts (n_energy, ny, nx) on the cutout, as gammapy's
+    ``MapDatasetMaker`` (see ALGORITHMS.md: orientation, ALTAZ rotation, interpolation and
+    power-law integration); ``counts`` and ``exclusion`` are not used.
+
+    ``pointing_frame``: ``geom.pointing_frame(slices, ra_pnt, dec_pnt)`` when already at hand.
+    """
+    if obs.bkg is None:
+        raise DL3Error(f"observation {obs.obs_id} has no background IRF (use "
+                       "background.template: data, flat or auto)")
+    sy, sx = slices
+    ra, dec = (a[sy, sx] for a in geom.radec_deg)
+    solid_angle = geom.solid_angle_sr[sy, sx]
+    bkg = obs.bkg
+    values, spatial = _prepared_background(bkg)
+    prepared = type(bkg)(bkg.energy, spatial, values, bkg.alignment)
+    logv = log_values(values)
+    edges = geom.energy_edges_tev
+
+    def integrated(coords):
+        log_rate, inside = bkg_log_rate_at_edges(prepared, logv, edges, coords)
+        return integrate_power_law_log(log_rate, inside, edges)
+
+    if bkg.alignment != "ALTAZ" and pointing_frame is None:
+        pointing_frame = geom.pointing_frame(slices, obs.pointing_ra_deg, obs.pointing_dec_deg)
+    if not bkg.is_3d:
+        per_mev = integrated((pointing_frame[2],))
+    elif bkg.alignment == "ALTAZ":
+        coords, times = _altaz_fov_coords(obs, ra, dec)
+        stack = np.stack([integrated(c) for c in coords], axis=0)
+        if len(times) > 1:
+            per_mev = trapezoid(stack, times, axis=0) / (times[-1] - times[0])
+        else:
+            per_mev = stack[0]
+    else:
+        lon, lat, _ = pointing_frame
+        sign = 1.0 if bkg.alignment == "REVERSE_LON_RADEC" else -1.0
+        per_mev = integrated((sign * lon, lat))
+    # rate per MeV integrated over TeV -> x 1e6
+    per_mev *= (solid_angle * (1e6 * obs.ontime_s))[None]
+    return per_mev
+
+
+def _cutout_exclusion(exclusion, slices, shape):
+    if exclusion is None:
+        return np.ones(shape, dtype=bool)
+    return np.asarray(exclusion[slices], dtype=bool)
+
+
+def flat_template(obs, geom, slices, pointing_frame, counts, exclusion=None, parameters=None):
+    """A constant acceptance per solid angle inside ``offset_max`` (ctskymap's assumption).
+
+    In each energy bin the density is the observation's counts over the solid angle outside
+    the exclusion regions and within ``offset_max`` (deg, default the cutout's half-width),
+    so the template predicts the counts there; zero beyond ``offset_max``.
+    """
+    parameters = parameters or {}
+    sy, sx = slices
+    offset = pointing_frame[2]
+    offset_max = float(parameters.get("offset_max_deg", np.inf))
+    inside = offset < offset_max
+    usable = inside & _cutout_exclusion(exclusion, slices, offset.shape)
+    solid_angle = np.asarray(geom.solid_angle_sr[sy, sx], dtype=float)
+    area = float(solid_angle[usable].sum())
+    n = counts[:, usable].sum(axis=1, dtype=float) if area > 0 else np.zeros(counts.shape[0])
+    density = n / area if area > 0 else n
+    return density[:, None, None] * np.where(inside, solid_angle, 0.0)[None]
+
+
+#: name -> function ``(obs, geom, slices, pointing_frame, counts, exclusion, parameters)``
+TEMPLATES = {"irf": irf_template, "flat": flat_template}
+
+
+def template_name(requested, has_bkg_irf):
+    """The template an observation gets: ``auto`` is ``irf`` with a background IRF, else
+    ``data``."""
+    if requested == "auto":
+        return "irf" if has_bkg_irf else "data"
+    return requested
+
+
+def background_template(requested, obs, geom, slices, pointing_frame, counts, exclusion=None,
+                        parameters=None):
+    """The background cube of one observation from the template ``requested``."""
+    name = template_name(requested, obs.bkg is not None)
+    if name not in TEMPLATES:
+        raise ValueError(f"unknown background template {name!r} (one of "
+                         f"{', '.join(TEMPLATES)})")
+    return TEMPLATES[name](obs, geom, slices, pointing_frame, counts, exclusion, parameters)
