@@ -35,7 +35,7 @@ def test_flat_template_predicts_the_counts_outside_the_exclusion():
     assert np.all(cube[:, ~inside] == 0)
     # constant per solid angle: the ratio to the pixel solid angle is one number per bin
     ratio = cube[:, inside] / g.solid_angle_sr[inside][None]
-    np.testing.assert_allclose(ratio, ratio[:, :1], rtol=1e-12)
+    np.testing.assert_allclose(ratio, np.broadcast_to(ratio[:, :1], ratio.shape), rtol=1e-12)
     # the excluded pixels still get the template (the ring needs it there)
     assert np.all(cube[:, inside & ~exclusion] > 0)
 
