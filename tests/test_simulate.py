@@ -372,3 +372,40 @@ def test_extended_source(store3d):
     lon, lat = np.concatenate(lon), np.concatenate(lat)
     width = np.sqrt(0.5 * np.mean(lon**2 + lat**2))
     assert 0.97 * EXTENDED_SIGMA_DEG < width < 1.05 * np.hypot(EXTENDED_SIGMA_DEG, 0.1)
+
+
+@pytest.fixture(scope="module")
+def point_like_store(tmp_path_factory):
+    path = tmp_path_factory.mktemp("pointlike")
+    simulate_datastore(path, n_obs=2, seed=3, sources=demo_sources(), bkg_irf=False,
+                       point_like=True)
+    return path
+
+
+def test_point_like_store_without_background_irf(point_like_store):
+    """A MAGIC-like store: no BKG HDU, RAD_MAX_2D, point-like AEFF/EDISP, no PSF; gammapy
+    reads it; the point-like area is the full one times the fraction of a Gaussian PSF
+    inside RAD_MAX."""
+    from gammapy.data import DataStore
+
+    from ringbg.simulate.instrument import _aeff_table_m2, _psf_sigma_deg, _rad_max_deg
+
+    index = Table.read(point_like_store / "hdu-index.fits.gz")
+    types = {str(t).strip() for t in index["HDU_TYPE"]}
+    assert types == {"events", "gti", "aeff", "edisp", "rad_max"}
+    ds = DataStore.from_dir(point_like_store)
+    obs = ds.get_observations(required_irf="point-like")[0]
+    assert obs.aeff.is_pointlike and obs.rad_max is not None
+    with fits.open(next((point_like_store / "data").glob("*.fits*"))) as hdul:
+        aeff = hdul["AEFF"]
+        assert aeff.header["HDUCLAS3"] == "POINT-LIKE"
+        assert hdul["EDISP"].header["HDUCLAS3"] == "POINT-LIKE"
+        assert "BKG" not in hdul and "PSF" not in hdul
+        e = np.sqrt(aeff.data["ENERG_LO"][0] * aeff.data["ENERG_HI"][0])
+        o = 0.5 * (aeff.data["THETA_LO"][0] + aeff.data["THETA_HI"][0])
+        full = _aeff_table_m2(float(aeff.header["ZENITH"]))  # (offset, energy)
+        r, s = _rad_max_deg(e)[None, :], _psf_sigma_deg(e[None, :], o[:, None])
+        np.testing.assert_allclose(aeff.data["EFFAREA"][0],
+                                   full * (1 - np.exp(-0.5 * (r / s) ** 2)), rtol=1e-6)
+        rad = hdul["RAD_MAX"].data["RAD_MAX"][0]
+        assert 0.1 <= rad.min() and rad.max() <= 0.25

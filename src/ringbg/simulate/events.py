@@ -7,8 +7,27 @@ import functools
 import math
 
 import numpy as np
-from .instrument import ENERGY_MAX_TEV, ENERGY_MIN_TEV, FOV_MAX_DEG, _AEFF_OFFSET_EDGES_DEG, _BKG_ENERGY_EDGES_TEV, _BKG_FOV_EDGES_DEG, _BKG_OFFSET_EDGES_DEG, _EDISP_MIGRA_EDGES, _SAMPLER_BINSZ_DEG, _aeff_interp_m2, _bkg_spatial_ln, _edisp_sigma, _interp2d, _lin_centers, _log_centers, _psf_sigma_deg
+
+from .instrument import (
+    _AEFF_OFFSET_EDGES_DEG,
+    _BKG_ENERGY_EDGES_TEV,
+    _BKG_FOV_EDGES_DEG,
+    _BKG_OFFSET_EDGES_DEG,
+    _EDISP_MIGRA_EDGES,
+    _SAMPLER_BINSZ_DEG,
+    ENERGY_MAX_TEV,
+    ENERGY_MIN_TEV,
+    FOV_MAX_DEG,
+    _aeff_interp_m2,
+    _bkg_spatial_ln,
+    _edisp_sigma,
+    _interp2d,
+    _lin_centers,
+    _log_centers,
+    _psf_sigma_deg,
+)
 from .sky import _offset_to_sky, _separation_deg
+
 
 class _PiecewisePowerLaw:
     """The log-log interpolation of tabulated values on log bin centres, up to the bin edges.

@@ -231,18 +231,48 @@ def _aeff_table_m2(zenith_deg):
     return table.astype(np.float32).astype(np.float64)
 
 
-def _aeff_hdu(table_m2, obs_id, zenith_deg):
+def _rad_max_deg(energy_tev):
+    """The point-like IRFs' directional cut: twice the PSF width at the wobble offset
+    (0.7 deg), between 0.1 and 0.25 deg (86 % of a Gaussian PSF inside, where unclipped)."""
+    return np.clip(2.0 * _psf_sigma_deg(energy_tev, 0.7), 0.1, 0.25)
+
+
+def _point_like_fraction(energy_tev, offset_deg):
+    """Fraction of a point source's events within RAD_MAX of it (Gaussian PSF)."""
+    r, sigma = _rad_max_deg(energy_tev), _psf_sigma_deg(energy_tev, offset_deg)
+    return 1.0 - np.exp(-0.5 * (r / sigma) ** 2)
+
+
+def _point_like_aeff_m2(table_m2):
+    """The point-like effective area: the full-enclosure one (numpy shape (offset, energy))
+    times the fraction inside RAD_MAX, on the same nodes."""
+    e = _log_centers(_AEFF_ENERGY_EDGES_TEV)[None, :]
+    o = _lin_centers(_AEFF_OFFSET_EDGES_DEG)[:, None]
+    return table_m2 * _point_like_fraction(e, o)
+
+
+def _rad_max_hdu(obs_id):
+    """RAD_MAX_2D: the cut versus reconstructed energy, one offset bin over the field."""
+    edges = _PSF_ENERGY_EDGES_TEV
+    cols = _axis_cols("ENERG", edges, "TeV")
+    cols += _axis_cols("THETA", np.array([0.0, FOV_MAX_DEG]), "deg")
+    cols.append(("RAD_MAX", _rad_max_deg(_log_centers(edges))[None, :], "deg"))
+    header = _header("RAD_MAX", ["RESPONSE", "RAD_MAX", "POINT-LIKE", "RAD_MAX_2D"], obs_id)
+    return _table_hdu(cols, header, single_row=True)
+
+
+def _aeff_hdu(table_m2, obs_id, zenith_deg, point_like=False):
     cols = _axis_cols("ENERG", _AEFF_ENERGY_EDGES_TEV, "TeV")
     cols += _axis_cols("THETA", _AEFF_OFFSET_EDGES_DEG, "deg")
-    cols.append(("EFFAREA", table_m2, "m2"))
+    values = _point_like_aeff_m2(table_m2) if point_like else table_m2
+    cols.append(("EFFAREA", values, "m2"))
     extra = [
         ("ZENITH", (float(zenith_deg), "Mean zenith (deg)")),
         ("LO_THRES", (_aeff_lo_thres_tev(zenith_deg), "[TeV]")),
         ("HI_THRES", (ENERGY_MAX_TEV, "[TeV]")),
     ]
-    header = _header(
-        "AEFF", ["RESPONSE", "EFF_AREA", "FULL-ENCLOSURE", "AEFF_2D"], obs_id, extra
-    )
+    enclosure = "POINT-LIKE" if point_like else "FULL-ENCLOSURE"
+    header = _header("AEFF", ["RESPONSE", "EFF_AREA", enclosure, "AEFF_2D"], obs_id, extra)
     return _table_hdu(cols, header, single_row=True)
 
 
@@ -314,6 +344,7 @@ def _psf_hdu(obs_id):
     return _table_hdu(_psf_columns(), header, single_row=True)
 
 
-def _edisp_hdu(obs_id):
-    header = _header("EDISP", ["RESPONSE", "EDISP", "FULL-ENCLOSURE", "EDISP_2D"], obs_id)
+def _edisp_hdu(obs_id, point_like=False):
+    enclosure = "POINT-LIKE" if point_like else "FULL-ENCLOSURE"
+    header = _header("EDISP", ["RESPONSE", "EDISP", enclosure, "EDISP_2D"], obs_id)
     return _table_hdu(_edisp_columns(), header, single_row=True)

@@ -8,7 +8,16 @@ from datetime import timedelta
 import numpy as np
 from astropy import units as u
 from astropy.coordinates import SkyCoord
-from .instrument import FIRST_NIGHT_UTC, RUNS_PER_NIGHT, SITE_LAT_DEG, SITE_LON_DEG, _EPOCH_UTC, _LEAP_SECONDS_SINCE_EPOCH, _RUN_GAP_S
+
+from .instrument import (
+    _EPOCH_UTC,
+    _LEAP_SECONDS_SINCE_EPOCH,
+    _RUN_GAP_S,
+    FIRST_NIGHT_UTC,
+    RUNS_PER_NIGHT,
+    SITE_LAT_DEG,
+    SITE_LON_DEG,
+)
 
 #: Default field centre (ICRS, deg): the sky position of the example config in DESIGN.md.
 DEFAULT_CENTER = (228.32, -59.08)

@@ -14,8 +14,44 @@ from astropy.coordinates import SkyCoord
 from astropy.io import fits
 
 from .events import _simulate_events
-from .instrument import ENERGY_MAX_TEV, MJDREFF, MJDREFI, SITE_ALTITUDE_M, SITE_LAT_DEG, SITE_LON_DEG, _BKG_ENERGY_EDGES_TEV, _CREATOR, _GADF, _GZIP_LEVEL, _TELESCOP, _aeff_hdu, _aeff_interp_max_m2, _aeff_lo_thres_tev, _aeff_table_m2, _bkg_energy_profile, _bkg_hdu, _bkg_table, _edisp_hdu, _header, _log_centers, _psf_hdu, _table_hdu
-from .sky import DEFAULT_CENTER, _altaz_deg, _met_to_utc, _schedule, _separation_deg, _to_icrs, _validate_sources, wobble_pointings
+from .instrument import (
+    _BKG_ENERGY_EDGES_TEV,
+    _CREATOR,
+    _GADF,
+    _GZIP_LEVEL,
+    _TELESCOP,
+    ENERGY_MAX_TEV,
+    MJDREFF,
+    MJDREFI,
+    SITE_ALTITUDE_M,
+    SITE_LAT_DEG,
+    SITE_LON_DEG,
+    _aeff_hdu,
+    _aeff_interp_max_m2,
+    _aeff_lo_thres_tev,
+    _aeff_table_m2,
+    _bkg_energy_profile,
+    _bkg_hdu,
+    _bkg_table,
+    _edisp_hdu,
+    _header,
+    _log_centers,
+    _point_like_aeff_m2,
+    _psf_hdu,
+    _rad_max_hdu,
+    _table_hdu,
+)
+from .sky import (
+    DEFAULT_CENTER,
+    _altaz_deg,
+    _met_to_utc,
+    _schedule,
+    _separation_deg,
+    _to_icrs,
+    _validate_sources,
+    wobble_pointings,
+)
+
 
 # --------------------------------------------------------------------------------------------
 # Writing
@@ -89,19 +125,30 @@ class _ObservationHDUs:
     GTI and IRF HDUs are built once per data store; per observation only their values change.
     """
 
-    def __init__(self, bkg_format, gradient_per_deg):
+    def __init__(self, bkg_format, gradient_per_deg, bkg_irf=True, point_like=False):
         self.bkg_format = bkg_format
         self.gradient_per_deg = gradient_per_deg
+        self.bkg_irf = bkg_irf
+        self.point_like = point_like
         self._templates = None
+
+    def kinds(self):
+        """``[(hdu_type, hdu_class), ...]`` of the IRF HDUs written, in file order."""
+        kinds = [("aeff", "aeff_2d"), ("edisp", "edisp_2d")]
+        kinds.append(("rad_max", "rad_max_2d") if self.point_like else ("psf", "psf_table"))
+        if self.bkg_irf:
+            kinds.append(("bkg", self.bkg_format.lower()))
+        return kinds
 
     def __call__(self, obs, events):
         obs_id = obs["obs_id"]
         if self._templates is None:
             self._templates = {
                 "gti": _gti_hdu(obs),
-                "aeff": _aeff_hdu(obs["aeff_table"], obs_id, obs["zen_pnt"]),
-                "edisp": _edisp_hdu(obs_id),
+                "aeff": _aeff_hdu(obs["aeff_table"], obs_id, obs["zen_pnt"], self.point_like),
+                "edisp": _edisp_hdu(obs_id, self.point_like),
                 "psf": _psf_hdu(obs_id),
+                "rad_max": _rad_max_hdu(obs_id),
                 "bkg": _bkg_hdu(
                     obs["bkg_energy_profile"], self.bkg_format, self.gradient_per_deg, obs_id
                 ),
@@ -114,14 +161,15 @@ class _ObservationHDUs:
             t["gti"].data["STOP"][0] = obs["tstop"]
             t["gti"].header["TSTART"] = obs["tstart"]
             t["gti"].header["TSTOP"] = obs["tstop"]
-            t["aeff"].data["EFFAREA"][0] = obs["aeff_table"]
+            t["aeff"].data["EFFAREA"][0] = (_point_like_aeff_m2(obs["aeff_table"])
+                                            if self.point_like else obs["aeff_table"])
             t["aeff"].header["ZENITH"] = obs["zen_pnt"]
             t["aeff"].header["LO_THRES"] = _aeff_lo_thres_tev(obs["zen_pnt"])
             t["bkg"].data["BKG"][0] = _bkg_table(
                 obs["bkg_energy_profile"], self.bkg_format, self.gradient_per_deg
             )
         t = self._templates
-        return [_events_hdu(events, obs), t["gti"], t["aeff"], t["edisp"], t["psf"], t["bkg"]]
+        return [_events_hdu(events, obs), t["gti"]] + [t[kind] for kind, _ in self.kinds()]
 
 
 def _fits_bytes(hdus):
@@ -173,12 +221,11 @@ def _obs_index_row(obs, event_count):
     }
 
 
-def _hdu_index_rows(obs_id, file_name, hdus, bkg_format):
-    hdu_type = ["events", "gti", "aeff", "edisp", "psf", "bkg"]
-    hdu_class = ["events", "gti", "aeff_2d", "edisp_2d", "psf_table", bkg_format.lower()]
+def _hdu_index_rows(obs_id, file_name, hdus, kinds):
+    kinds = [("events", "events"), ("gti", "gti")] + list(kinds)
     return [
         (obs_id, htype, hclass, "data", file_name, hdu.name, _hdu_size(hdu))
-        for hdu, htype, hclass in zip(hdus, hdu_type, hdu_class)
+        for hdu, (htype, hclass) in zip(hdus, kinds)
     ]
 
 
@@ -276,12 +323,16 @@ def simulate_datastore(
     overwrite=False,
     bkg_gradient_per_deg=0.0,
     object_name="SIM-FIELD",
+    bkg_irf=True,
+    point_like=False,
 ):
     """Simulate observations and write them as a GADF DL3 data store.
 
     Writes ``obs-index.fits.gz``, ``hdu-index.fits.gz`` and one file per observation,
     ``data/obs_XXXXXX.fits[.gz]``, with the HDUs ``EVENTS``, ``GTI``, ``AEFF`` (AEFF_2D),
-    ``EDISP`` (EDISP_2D), ``PSF`` (PSF_TABLE) and ``BKG`` (BKG_3D or BKG_2D).
+    ``EDISP`` (EDISP_2D), ``PSF`` (PSF_TABLE) and ``BKG`` (BKG_3D or BKG_2D); with
+    ``point_like``, ``RAD_MAX`` (RAD_MAX_2D) instead of ``PSF``; without ``bkg_irf``, no
+    ``BKG``.
 
     Parameters
     ----------
@@ -311,7 +362,7 @@ def simulate_datastore(
     wobble_deg : float
         Wobble offset [deg], see `wobble_pointings`.
     bkg_format : {"BKG_3D", "BKG_2D"}
-        Background IRF format.
+        Background IRF format (and the model the background events are drawn from).
     first_obs_id : int
         Id of the first observation; ids are consecutive.
     pointings : list of tuple of float, optional
@@ -326,6 +377,13 @@ def simulate_datastore(
         symmetric background.
     object_name : str
         ``OBJECT`` of the observations.
+    bkg_irf : bool
+        Write the background IRF (False: the events are the same, but the files have no
+        BKG HDU, as most public MAGIC, VERITAS and LST-1 data).
+    point_like : bool
+        Point-like IRFs (as MAGIC's): a RAD_MAX_2D HDU (the directional cut versus energy),
+        AEFF_2D and EDISP_2D with HDUCLAS3 = POINT-LIKE (the area is that of the events
+        within RAD_MAX of a point source), no PSF HDU. The event lists are unchanged.
 
     Returns
     -------
@@ -393,7 +451,7 @@ def simulate_datastore(
     alt, az = _altaz_deg(ra_pnt, dec_pnt, 0.5 * (tstart + tstop))
 
     suffix = ".fits.gz" if gzip else ".fits"
-    make_hdus = _ObservationHDUs(bkg_format, bkg_gradient_per_deg)
+    make_hdus = _ObservationHDUs(bkg_format, bkg_gradient_per_deg, bkg_irf, point_like)
     obs_rows, hdu_rows = [], []
     # compression and disk writes (which release the GIL) overlap with the simulation
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -432,7 +490,7 @@ def simulate_datastore(
             pending.append(pool.submit(_write_bytes, data, outdir / "data" / file_name, gzip))
             if len(pending) > 8:
                 pending.pop(0).result()
-            hdu_rows += _hdu_index_rows(obs["obs_id"], file_name, hdus, bkg_format)
+            hdu_rows += _hdu_index_rows(obs["obs_id"], file_name, hdus, make_hdus.kinds())
             obs_rows.append(_obs_index_row(obs, int(events["EVENT_ID"].size)))
         for future in pending:
             future.result()
