@@ -165,7 +165,7 @@ def test_band_exposure_from_the_runs_where_the_band_is_safe(tmp_path):
     """A band's stack (and so its flux) holds the exposure of the observations for which that
     band is safe, in that band's energy bin; the integrated stack holds every run's."""
     from ringbg.config import load_config
-    from ringbg.pipeline import make_geom, make_task, process_observation
+    from ringbg.pipeline import make_geom, make_task, reduce_task
 
     cfg = msh_config(tmp_path)
     ids = [20136, 20137, 20151, 20282, 20283]
@@ -176,7 +176,7 @@ def test_band_exposure_from_the_runs_where_the_band_is_safe(tmp_path):
     result = run(cfg)
     config = load_config(cfg)
     geom = make_geom(config)
-    reduced = [process_observation(make_task(config, geom, i))[1] for i in ids]
+    reduced = [reduce_task(make_task(config, geom, i))[1] for i in ids]
     safe_in_band0 = [r for r in reduced if r.mask_safe[0].any()]
     assert 0 < len(safe_in_band0) < len(reduced)  # the test has runs of both kinds
     expected = np.zeros(geom.shape)

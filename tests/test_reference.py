@@ -16,7 +16,7 @@ from astropy.io import fits
 from conftest import gammapy_data, msh_config
 from gammapy_ref import run_gammapy
 from ringbg import run
-from ringbg.pipeline import make_geom, make_task, process_observation
+from ringbg.pipeline import make_geom, make_task, reduce_task
 from ringbg.config import load_config
 
 RTOL = 1e-4
@@ -34,7 +34,7 @@ def _compare_per_obs(cfg, ref):
     config = load_config(cfg)
     geom = make_geom(config)
     for obs_id, r in ref["per_obs"].items():
-        _, red, err = process_observation(make_task(config, geom, obs_id))
+        _, red, err = reduce_task(make_task(config, geom, obs_id))
         assert err is None, err
         assert red.slices == tuple(r["cutout_slices"]), obs_id
         assert np.array_equal(red.counts, r["counts"]), f"counts of {obs_id}"

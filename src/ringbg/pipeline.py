@@ -30,8 +30,8 @@ from .stats import fit_gaussian
 from .version import __version__
 
 __all__ = ["run", "Result", "RunError", "make_geom", "fit_off_distribution",
-           "safe_mask_parameters", "template_parameters", "make_task", "process_observation",
-           "ObservationTask"]
+           "safe_mask_parameters", "template_parameters", "make_task", "reduce_task",
+           "process_observation", "ObservationTask", "RingSpec"]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,35 @@ def _shared_geom(geom):
         _GEOMS.clear()
         _GEOMS[key] = geom
     return _GEOMS[key]
+
+
+@dataclass(frozen=True)
+class RingSpec:
+    """The ring of a config, in pixels; calling it gives an observation's on/off image
+    (`ringbg.ring.ring_background` or, with ``adaptive``, `adaptive_ring_background`)."""
+
+    r_in_px: float
+    width_px: float
+    adaptive: tuple | None = None  # (candidate rings, theta_px, threshold_alpha)
+
+    @classmethod
+    def from_config(cls, config, binsize_deg):
+        ring = config.ring
+        r_in_px, width_px = ring.r_in / binsize_deg, ring.width / binsize_deg
+        if ring.adaptive is None:
+            return cls(r_in_px, width_px)
+        a = ring.adaptive
+        rings = adaptive_ring_radii(r_in_px, width_px, a.r_out_max / binsize_deg,
+                                    a.stepsize / binsize_deg, a.method)
+        if not rings:
+            raise RunError("ring.adaptive: no candidate ring between r_in and r_out_max")
+        return cls(r_in_px, width_px, (tuple(rings), a.theta / binsize_deg, a.threshold_alpha))
+
+    def __call__(self, image, exclusion):
+        if self.adaptive is None:
+            return ring_background(image, exclusion, self.r_in_px, self.width_px)
+        rings, theta_px, threshold = self.adaptive
+        return adaptive_ring_background(image, exclusion, rings, theta_px, threshold)
 
 
 class PackedMask:
@@ -120,27 +149,27 @@ class ObservationTask:
     exclusion: PackedMask | None = None
     cache_dir: str | None = None
     prefetch_id: int | None = None
+    ring: RingSpec | None = None
+    bands: bool = False
 
 
 def make_task(config, geom, obs_id, exclusion=None, cache_dir=None, prefetch_id=None):
     """The `ObservationTask` of one observation of a config.
 
-    ``exclusion``: the mask (an array or a `PackedMask`); it travels only when the
-    template may be built from the data.
+    ``exclusion``: the mask (an array or a `PackedMask`), for the ring and the templates
+    built from the data.
     """
-    b = config.background
-    if b.template == "irf" or exclusion is None:
-        exclusion = None
-    elif not isinstance(exclusion, PackedMask):
+    if exclusion is not None and not isinstance(exclusion, PackedMask):
         exclusion = PackedMask(exclusion)
     return ObservationTask(
         config.datastore, int(obs_id), geom, config.geom.offset_max,
-        tuple(config.safe_mask.methods), safe_mask_parameters(config), b.template,
-        template_parameters(config), exclusion,
-        None if cache_dir is None else str(cache_dir), prefetch_id)
+        tuple(config.safe_mask.methods), safe_mask_parameters(config),
+        config.background.template, template_parameters(config), exclusion,
+        None if cache_dir is None else str(cache_dir), prefetch_id,
+        RingSpec.from_config(config, geom.binsize_deg), config.excess.energy_bands)
 
 
-def process_observation(task):
+def reduce_task(task):
     """Load and reduce one observation; returns ``(obs_id, reduced or None, error or None)``.
 
     Runs in worker processes: errors in the observation's files come back as text. With
@@ -160,7 +189,7 @@ def process_observation(task):
         locations = store.hdu_locations(obs_id)
         # "auto" resolved from the HDU index: the IRF template does not use the exclusion
         template = template_name(task.template, has_bkg_irf="bkg" in locations)
-        excl = None if template == "irf" else task.exclusion
+        excl = None if template == "irf" or task.exclusion is None else task.exclusion
         exclusion = None if excl is None else excl.unpack()
         key = None
         if task.cache_dir is not None:
@@ -187,6 +216,41 @@ def process_observation(task):
     if reduced is None:
         return obs_id, None, "its cutout does not overlap the map (pointing far outside it)"
     return obs_id, reduced, None
+
+
+@dataclass
+class RingedObservation:
+    """One observation after its ring: what the stack takes (and the pixel counts of the
+    warning about pixels without an off estimate)."""
+
+    onoff: object
+    band_onoffs: list
+    safe_pixels: int
+    no_ring_pixels: int
+    ring_s: float
+
+
+def process_observation(task):
+    """Reduce one observation (`reduce_task`) and make its on/off image(s) with the task's
+    ring and exclusion, in the worker: only images travel back, not the cubes.
+
+    Returns ``(obs_id, RingedObservation or None, error or None)``.
+    """
+    obs_id, reduced, error = reduce_task(task)
+    if error is not None:
+        return obs_id, None, error
+    t0 = time.perf_counter()
+    exclusion = task.exclusion.unpack()
+    image = to_image(reduced)
+    onoff = task.ring(image, exclusion[image.slices])
+    bands = []
+    if task.bands:
+        for band in range(reduced.counts.shape[0]):
+            band_image = to_image(reduced, band)
+            bands.append(task.ring(band_image, exclusion[band_image.slices]))
+    return obs_id, RingedObservation(onoff, bands, int(image.mask.sum()),
+                                     int(np.sum(image.mask & ~onoff.mask)),
+                                     time.perf_counter() - t0), None
 
 
 def fit_off_distribution(values):
@@ -246,21 +310,6 @@ def safe_mask_parameters(config):
     p = config.safe_mask.parameters
     offset_max = config.geom.offset_max if p.offset_max is None else p.offset_max
     return {"aeff_percent": p.aeff_percent, "offset_max_deg": offset_max, "irfs": p.irfs}
-
-
-def _ring_fn(config, binsize_deg):
-    ring = config.ring
-    r_in_px, width_px = ring.r_in / binsize_deg, ring.width / binsize_deg
-    if ring.adaptive is None:
-        return lambda image, excl: ring_background(image, excl, r_in_px, width_px)
-    a = ring.adaptive
-    rings = adaptive_ring_radii(r_in_px, width_px, a.r_out_max / binsize_deg,
-                                a.stepsize / binsize_deg, a.method)
-    if not rings:
-        raise RunError("ring.adaptive: no candidate ring between r_in and r_out_max")
-    theta_px = a.theta / binsize_deg
-    return lambda image, excl: adaptive_ring_background(image, excl, rings, theta_px,
-                                                        a.threshold_alpha)
 
 
 def _maps(stack, geom, config, mask, band=None, radius_deg=None):
@@ -357,7 +406,6 @@ class Plan:
     geom: Geom
     obs_ids: list
     jobs: int
-    ring_fn: object
     cache_dir: str | None = None
 
 
@@ -374,6 +422,7 @@ class StackPass:
     ring_s: float
     safe_pixels: int = 0
     no_ring_pixels: int = 0
+    stack_s: float = 0.0
 
 
 def open_datastore(config):
@@ -409,7 +458,7 @@ def _tasks(plan, exclusion):
     in_process = plan.jobs <= 1 and config.parallel.address is None
     ids = plan.obs_ids
     following = ids[1:] + [None] if in_process else [None] * len(ids)
-    packed = None if config.background.template == "irf" else PackedMask(exclusion)
+    packed = PackedMask(exclusion)
     return [(make_task(config, plan.geom, obs_id, packed, plan.cache_dir, next_id),)
             for obs_id, next_id in zip(ids, following)]
 
@@ -432,25 +481,27 @@ def stack_observations(plan, exclusion, progress=False):
         from tqdm import tqdm
 
         results = tqdm(results, total=len(tasks), unit="obs", desc="observations")
-    for obs_id, reduced, error in results:
+    stack_s = 0.0
+    for obs_id, ringed, error in results:
         if error is not None:
             out.skipped.append((obs_id, error))
             continue
         t1 = time.perf_counter()
-        image = to_image(reduced)
-        onoff = plan.ring_fn(image, exclusion[image.slices])
-        out.safe_pixels += int(image.mask.sum())
-        out.no_ring_pixels += int(np.sum(image.mask & ~onoff.mask))
-        out.stack.add(onoff)
+        out.safe_pixels += ringed.safe_pixels
+        out.no_ring_pixels += ringed.no_ring_pixels
+        out.stack.add(ringed.onoff)
         if config.output.per_observation:
-            out.per_observation.append(onoff)
-        for band, band_stack in enumerate(out.band_stacks):
-            band_image = to_image(reduced, band)
-            band_stack.add(plan.ring_fn(band_image, exclusion[band_image.slices]))
-        out.ring_s += time.perf_counter() - t1
+            out.per_observation.append(ringed.onoff)
+        for band_stack, band_onoff in zip(out.band_stacks, ringed.band_onoffs):
+            band_stack.add(band_onoff)
+        stack_s += time.perf_counter() - t1
+        out.ring_s += ringed.ring_s
         out.used.append(obs_id)
     discard_prefetched()
-    out.reduction_s = time.perf_counter() - t_start - out.ring_s
+    # the ring's time is measured where it runs (a worker, or here in-process)
+    out.reduction_s = time.perf_counter() - t_start - stack_s - (
+        out.ring_s if plan.jobs <= 1 and config.parallel.address is None else 0.0)
+    out.stack_s = stack_s
     return out
 
 
@@ -511,13 +562,14 @@ def run(config, jobs=None, progress=False, cache_dir=None):
     jobs = config.parallel.jobs if jobs is None else jobs
     check_memory(config, geom, jobs, len(obs_ids))
     exclusion, excluded_sources = initial_exclusion(config, geom)
-    plan = Plan(config, store, geom, obs_ids, jobs, _ring_fn(config, geom.binsize_deg),
-                cache_dir)
+    RingSpec.from_config(config, geom.binsize_deg)  # a config error before any work
+    plan = Plan(config, store, geom, obs_ids, jobs, cache_dir)
     timings["setup"] = time.perf_counter() - t0
 
     passed = stack_observations(plan, exclusion, progress)
     _report_pass(config, passed, skipped)
     timings["reduction"], timings["ring"] = passed.reduction_s, passed.ring_s
+    timings["stack"] = passed.stack_s
 
     t0 = time.perf_counter()
     auto_iterations = 0
