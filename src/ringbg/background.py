@@ -20,7 +20,7 @@ from .irf import (
 )
 
 __all__ = ["TEMPLATES", "template_name", "background_template", "irf_template",
-           "flat_template"]
+           "data_template", "flat_template"]
 
 #: gammapy's ``fov_rotation_step`` for ALTAZ-aligned backgrounds
 FOV_ROTATION_STEP_DEG = 1.0
@@ -168,8 +168,42 @@ def flat_template(obs, geom, slices, pointing_frame, counts, exclusion=None, par
     return density[:, None, None] * np.where(inside, solid_angle, 0.0)[None]
 
 
+def data_template(obs, geom, slices, pointing_frame, counts, exclusion=None, parameters=None):
+    """The acceptance built from the observation's own events (`ringbg.acceptance`): radial
+    in field-of-view offset per group of energy bins, from the counts and the solid angle
+    outside the exclusion regions, normalised to the counts there.
+
+    ``parameters``: ``shape`` (a `~ringbg.acceptance.RadialShape` built from a group of
+    observations; then only the normalisation is this observation's) and the keyword
+    arguments of `~ringbg.acceptance.radial_data_template`. Raises `DL3Error` when the
+    observation has too few events outside the exclusion for a template of its own.
+    """
+    from .acceptance import DEFAULTS, radial_data_template
+
+    params = dict(parameters or {})
+    params.pop("offset_max_deg", None)  # the template covers the whole cutout
+    shape = params.pop("shape", None)
+    sy, sx = slices
+    usable = _cutout_exclusion(exclusion, slices, pointing_frame[2].shape)
+    if shape is None:
+        n = float(counts[:, usable].sum())
+        need = MIN_NODES * params.get("min_counts_node", DEFAULTS["min_counts_node"])
+        if n < need:
+            raise DL3Error(
+                f"observation {obs.obs_id}: too few events for a background template from "
+                f"the data ({n:.0f} counts outside the exclusion, at least {need:.0f} "
+                "needed); group it with others (background.data.group: zenith or all) or "
+                "give off runs (background.data.off_obs_ids)")
+    return radial_data_template(counts, pointing_frame[2],
+                                np.asarray(geom.solid_angle_sr[sy, sx], float), usable,
+                                shape=shape, **params)
+
+
+#: fewest radial nodes (of ``min_counts_node`` counts) of a template of one observation
+MIN_NODES = 3
+
 #: name -> function ``(obs, geom, slices, pointing_frame, counts, exclusion, parameters)``
-TEMPLATES = {"irf": irf_template, "flat": flat_template}
+TEMPLATES = {"irf": irf_template, "data": data_template, "flat": flat_template}
 
 
 def template_name(requested, has_bkg_irf):

@@ -121,9 +121,25 @@ class SafeMask(_Model):
     parameters: SafeMaskParameters = SafeMaskParameters()
 
 
+class DataTemplate(_Model):
+    """Parameters of the background template built from the data (`ringbg.acceptance`)."""
+
+    #: runs sharing one radial shape: each run alone, runs in zenith-angle bins, or all
+    group: Literal["run", "zenith", "all"] = "run"
+    zenith_bin: PositiveAngle = 10.0
+    #: observations whose events give the shape (not stacked into the maps)
+    off_obs_ids: list[int] = []
+    min_counts_node: float = Field(200.0, gt=0)
+    min_counts_group: float = Field(2000.0, gt=0)
+    fine_width: PositiveAngle = 0.02
+    smoothing: Literal["fit", "nodes"] = "fit"
+    interpolation: Literal["log", "lin"] = "log"
+
+
 class Background(_Model):
     #: auto: irf where the observation has a background IRF, data where it has none
     template: Literal[("auto",) + tuple(TEMPLATES)] = "auto"
+    data: DataTemplate = DataTemplate()
 
 
 class AutoExclusion(_Model):
@@ -336,7 +352,16 @@ safe_mask:
 
 background:
   template: auto                            # default: auto (irf where the observation has a
-                                            #  background IRF, else flat); irf, flat
+                                            #  background IRF, else data); irf, data, flat
+  data:                                     # the template built from the events (defaults):
+    group: run                              #  run, zenith (bins of zenith_bin) or all
+    zenith_bin: 10 deg
+    off_obs_ids: []                         #  runs whose events give the shape (not stacked)
+    min_counts_node: 200                    #  counts per radial node
+    min_counts_group: 2000                  #  counts per group of energy bins
+    fine_width: 0.02 deg                    #  offset bins of the histograms
+    smoothing: fit                          #  fit (Poisson fit of the nodes) or nodes
+    interpolation: log                      #  log or lin, between nodes
 
 exclusion:
   regions:                                  # tutorial: circles excluded from the background

@@ -7,7 +7,7 @@ images, the correlated maps (arrays with their WCS), the summary and a ``write``
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 import numpy as np
@@ -169,6 +169,17 @@ def make_task(config, geom, obs_id, exclusion=None, cache_dir=None, prefetch_id=
         RingSpec.from_config(config, geom.binsize_deg), config.excess.energy_bands)
 
 
+def _hashable(params):
+    """Template parameters for a cache key: a shared radial shape by its hash."""
+    if not params or "shape" not in params:
+        return params
+    import hashlib
+    import pickle
+
+    digest = hashlib.sha256(pickle.dumps(params["shape"])).hexdigest()
+    return dict(params, shape=digest)
+
+
 def reduce_task(task):
     """Load and reduce one observation; returns ``(obs_id, reduced or None, error or None)``.
 
@@ -196,10 +207,11 @@ def reduce_task(task):
             paths = [loc[0] for loc in locations.values()]
             key = cache.cache_key(obs_id, paths, geom, task.offset_max_deg, task.methods,
                                   dict(task.parameters, template=template,
-                                       template_parameters=task.template_parameters,
+                                       template_parameters=_hashable(task.template_parameters),
                                        exclusion=None if excl is None else excl.key))
             cached = cache.load(task.cache_dir, obs_id, key)
             if cached is not None:
+                cached.template = template
                 return obs_id, cached, None
         obs = store.load(obs_id)
         reduced = reduce_observation(obs, geom, task.offset_max_deg, task.methods,
@@ -228,6 +240,7 @@ class RingedObservation:
     safe_pixels: int
     no_ring_pixels: int
     ring_s: float
+    template: str = "irf"
 
 
 def process_observation(task):
@@ -250,7 +263,7 @@ def process_observation(task):
             bands.append(task.ring(band_image, exclusion[band_image.slices]))
     return obs_id, RingedObservation(onoff, bands, int(image.mask.sum()),
                                      int(np.sum(image.mask & ~onoff.mask)),
-                                     time.perf_counter() - t0), None
+                                     time.perf_counter() - t0, reduced.template), None
 
 
 def fit_off_distribution(values):
@@ -299,9 +312,19 @@ def memory_estimate_bytes(config, geom, jobs, n_obs=1):
     return int(full + per_obs * in_flight + kept + 300e6)
 
 
-def template_parameters(config):
-    """The parameters of the background templates built from the data (`ringbg.background`)."""
-    return {"offset_max_deg": config.geom.offset_max}
+def template_parameters(config, shape=None):
+    """The parameters of the background templates built from the data (`ringbg.background`):
+    the flat template's ``offset_max_deg``; the data template's (`ringbg.acceptance`),
+    with ``shape`` a radial shape shared by a group of observations."""
+    d = config.background.data
+    params = {"offset_max_deg": config.geom.offset_max}
+    if config.background.template in ("data", "auto"):
+        params = {"fine_width_deg": d.fine_width, "min_counts_node": d.min_counts_node,
+                  "min_counts_group": d.min_counts_group, "smoothing": d.smoothing,
+                  "interpolation": d.interpolation}
+        if shape is not None:
+            params["shape"] = shape
+    return params
 
 
 def safe_mask_parameters(config):
@@ -423,6 +446,7 @@ class StackPass:
     safe_pixels: int = 0
     no_ring_pixels: int = 0
     stack_s: float = 0.0
+    templates: dict = field(default_factory=dict)
 
 
 def open_datastore(config):
@@ -453,14 +477,85 @@ def initial_exclusion(config, geom):
         raise RunError(f"exclusion: {exc}") from None
 
 
-def _tasks(plan, exclusion):
+def _tasks(plan, exclusion, shapes=None):
     config = plan.config
     in_process = plan.jobs <= 1 and config.parallel.address is None
     ids = plan.obs_ids
     following = ids[1:] + [None] if in_process else [None] * len(ids)
     packed = PackedMask(exclusion)
-    return [(make_task(config, plan.geom, obs_id, packed, plan.cache_dir, next_id),)
-            for obs_id, next_id in zip(ids, following)]
+    tasks = []
+    for obs_id, next_id in zip(ids, following):
+        task = make_task(config, plan.geom, obs_id, packed, plan.cache_dir, next_id)
+        if shapes and obs_id in shapes:
+            task = replace(task, template_parameters=template_parameters(config,
+                                                                         shapes[obs_id]))
+        tasks.append((task,))
+    return tasks
+
+
+def _needs_shared_shapes(config):
+    d = config.background.data
+    return config.background.template in ("data", "auto") and (
+        d.group != "run" or bool(d.off_obs_ids))
+
+
+def _histogram_task(datastore, obs_id, geom, exclusion, config):
+    """`ringbg.grouping.histogram_task` of one observation, errors as text (a worker)."""
+    from .grouping import common_offset_edges_deg, histogram_task
+
+    d = config.background.data
+    off = obs_id in set(d.off_obs_ids)
+
+    def own_geom(ra_deg, dec_deg):
+        local = Geom.create(ra_deg, dec_deg, "icrs", 2 * config.geom.offset_max,
+                            geom.binsize_deg, "TAN", geom.energy_edges_tev)
+        return local, exclusion_mask(local, config.exclusion)[0]
+
+    try:
+        store = _datastore(datastore)
+        if "bkg" in store.hdu_locations(obs_id) and config.background.template == "auto" \
+                and not off:
+            return obs_id, None, None  # the IRF template: no shape needed
+        edges = common_offset_edges_deg(config.geom.offset_max, d.fine_width)
+        result = histogram_task(store, obs_id, geom, exclusion, config.geom.offset_max, edges,
+                                own_geom if off else None)
+    except (DL3Error, ValueError, OSError) as exc:
+        return obs_id, None, str(exc)
+    return obs_id, result, None
+
+
+def shared_shapes(plan, exclusion):
+    """Radial shapes of the data template shared by groups of observations (None when each
+    observation makes its own): a first pass histogramming the events of the observations
+    and of ``background.data.off_obs_ids``."""
+    config = plan.config
+    if not _needs_shared_shapes(config):
+        return None
+    from .grouping import common_offset_edges_deg, group_shapes
+
+    d = config.background.data
+    ids = list(dict.fromkeys(list(plan.obs_ids) + list(d.off_obs_ids)))
+    args = [(config.datastore, i, plan.geom, exclusion, config) for i in ids]
+    histograms = {}
+    for obs_id, result, error in map_ordered(_histogram_task, args, plan.jobs,
+                                             config.parallel.address):
+        if error is not None:
+            log.warning("observation %s: no radial histogram for the background shape (%s)",
+                        obs_id, error)
+        elif result is not None:
+            histograms[obs_id] = result
+    if not histograms:
+        return None
+    edges = common_offset_edges_deg(config.geom.offset_max, d.fine_width)
+    sources = list(d.off_obs_ids) or list(histograms)
+    try:
+        shapes = group_shapes(histograms, d.group, d.zenith_bin, edges, sources,
+                              {"min_counts_node": d.min_counts_node,
+                               "min_counts_group": d.min_counts_group,
+                               "smoothing": d.smoothing})
+    except DL3Error as exc:
+        raise RunError(f"background.data: {exc}") from None
+    return {i: s for i, s in shapes.items() if i in set(plan.obs_ids)}
 
 
 def stack_observations(plan, exclusion, progress=False):
@@ -475,7 +570,7 @@ def stack_observations(plan, exclusion, progress=False):
                     [Stack(geom.shape, geom.n_energy) for _ in range(n_bands)], [], [], [],
                     0.0, 0.0)
     t_start = time.perf_counter()
-    tasks = _tasks(plan, exclusion)
+    tasks = _tasks(plan, exclusion, shared_shapes(plan, exclusion))
     results = map_ordered(process_observation, tasks, plan.jobs, config.parallel.address)
     if progress:
         from tqdm import tqdm
@@ -497,6 +592,7 @@ def stack_observations(plan, exclusion, progress=False):
         stack_s += time.perf_counter() - t1
         out.ring_s += ringed.ring_s
         out.used.append(obs_id)
+        out.templates[obs_id] = ringed.template
     discard_prefetched()
     # the ring's time is measured where it runs (a worker, or here in-process)
     out.reduction_s = time.perf_counter() - t_start - stack_s - (
@@ -506,9 +602,12 @@ def stack_observations(plan, exclusion, progress=False):
 
 
 def _report_pass(config, result, skipped):
-    """Warnings of a pass: skipped observations, pixels without an off estimate."""
+    """Warnings of a pass: skipped observations, pixels without an off estimate; the
+    background template of each observation (at INFO level)."""
     for obs_id, error in result.skipped:
         log.warning("observation %s skipped: %s", obs_id, error)
+    for obs_id, name in result.templates.items():
+        log.info("observation %s: background template %s", obs_id, name)
     skipped.extend(result.skipped)
     if not result.used:
         reasons = "; ".join(f"{i}: {r}" for i, r in skipped[:3])
@@ -594,7 +693,9 @@ def run(config, jobs=None, progress=False, cache_dir=None):
     summary = _summary(config, geom, stack, by_radius, used, skipped, timings,
                        auto_iterations)
     summary["excluded_sources"] = excluded_sources
-    observations = [_obs_row(store, i, "used") for i in used]
+    summary["background_templates"] = {str(i): passed.templates[i] for i in used}
+    observations = [dict(_obs_row(store, i, "used"), background_template=passed.templates[i])
+                    for i in used]
     observations += [_obs_row(store, i, "skipped", r) for i, r in skipped]
     return Result(config=config, geom=geom, stack=stack, maps=images_out, exclusion=exclusion,
                   summary=summary, observations=observations,

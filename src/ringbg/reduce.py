@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .background import background_template
+from .background import background_template, template_name
 from .irf import aeff_values_m2
 from .safemask import Cutout, safe_mask
 
@@ -27,7 +27,7 @@ class ReducedObservation:
     exposure : `~numpy.ndarray`
         (n_energy, ny, nx) exposure in m2 s at the true-energy bin centres.
     background : `~numpy.ndarray`
-        (n_energy, ny, nx) predicted background counts.
+        (n_energy, ny, nx) predicted background counts (the template ``template``).
     mask_safe : `~numpy.ndarray`
         (n_energy, ny, nx) bool.
     """
@@ -40,6 +40,7 @@ class ReducedObservation:
     mask_safe: np.ndarray
     livetime_s: float
     ontime_s: float
+    template: str = "irf"
 
 
 def bin_events(geom, slices, ra_deg, dec_deg, energy_tev):
@@ -120,4 +121,5 @@ def reduce_observation(obs, geom, offset_max_deg, methods=("aeff-default",), par
         mask_safe=mask,
         livetime_s=obs.livetime_s,
         ontime_s=obs.ontime_s,
+        template=template_name(template, obs.bkg is not None),
     )
