@@ -96,7 +96,14 @@ class GeomConfig(_Model):
     binsize: PositiveAngle = 0.02
     projection: str = Field("CAR", pattern=r"^[A-Z]{3}$")
     energy: EnergyAxis = EnergyAxis()
+    #: true-energy axis of the exposure and energy dispersion; null: the same as ``energy``
+    energy_true: EnergyAxis | None = None
     offset_max: PositiveAngle = 2.5
+
+    @property
+    def energy_true_axis(self):
+        """The true-energy axis in effect (``energy`` when ``energy_true`` is not set)."""
+        return self.energy if self.energy_true is None else self.energy_true
 
     @property
     def width_deg(self):
@@ -155,6 +162,7 @@ class Excess(_Model):
     n_sigma_ul: float = Field(2.0, gt=0)
     spectral_index: float = 2.3
     energy_bands: bool = False
+    edisp: bool = True
 
 
 class Parallel(_Model):
@@ -271,6 +279,9 @@ geom:
   binsize: 0.02 deg
   projection: CAR                           # any WCS projection code (CAR, TAN, AIT, ...)
   energy: {min: 0.5 TeV, max: 10 TeV, nbins: 10}   # log-spaced reconstructed energy
+  energy_true: null                         # e.g. {min: 0.3 TeV, max: 20 TeV, nbins: 20}: the
+                                            # true energy of exposure and energy dispersion;
+                                            # null: the same as energy (as the tutorial)
   offset_max: 2.5 deg                       # cutout half-width around each pointing
 
 safe_mask:
@@ -296,6 +307,8 @@ excess:
   n_sigma_ul: 2                             # upper limits at this many sigma
   spectral_index: 2.3                       # power law assumed for flux maps
   energy_bands: false                       # also write maps per energy bin
+  edisp: true                               # fold the energy dispersion into the flux maps
+                                            # (as gammapy); false: true = reconstructed energy
 
 parallel:
   jobs: 1                                   # local worker processes

@@ -17,6 +17,7 @@ from .datastore import DataStore, DataStoreError
 from .errors import RunError
 from .version import __version__
 from .dl3 import DL3Error, discard_prefetched, prefetch
+from .edisp import EdispStack, diagonal_response, irf_grid
 from .exclusion import dilate, exclusion_mask
 from .excess import excess_maps
 from .geom import Geom, energy_edges_tev, to_frame
@@ -37,6 +38,12 @@ def make_geom(config):
     edges = energy_edges_tev(g.energy.min, g.energy.max, g.energy.nbins)
     return Geom.create(g.skydir.lon, g.skydir.lat, g.skydir.frame, g.width_deg, g.binsize,
                        g.projection, edges)
+
+
+def make_energy_true_edges(config):
+    """True-energy bin edges (TeV) of the exposure: ``geom.energy_true``, else ``geom.energy``."""
+    a = config.geom.energy_true_axis
+    return energy_edges_tev(a.min, a.max, a.nbins)
 
 
 @lru_cache(maxsize=4)
@@ -70,12 +77,15 @@ def _shared_geom(geom):
 
 
 def process_observation(store_dir, obs_id, geom, offset_max_deg, methods, parameters,
-                        cache_dir=None, prefetch_id=None):
+                        cache_dir=None, prefetch_id=None, energy_true_edges_tev=None, irf=None):
     """Load and reduce one observation; returns ``(obs_id, reduced or None, error or None)``.
 
     Runs in worker processes: errors in the observation's files come back as text. With
     ``cache_dir``, a cached reduction is used when its key matches (see `ringbg.cache`).
     ``prefetch_id``: an observation whose files are read ahead in a background thread.
+    ``energy_true_edges_tev``: the exposure's true-energy axis (default: the reconstructed
+    one); ``irf``: the IRF grid on which to compute the energy-dispersion response (None: no
+    energy dispersion is read).
     """
     from . import cache
 
@@ -88,12 +98,14 @@ def process_observation(store_dir, obs_id, geom, offset_max_deg, methods, parame
         key = None
         if cache_dir is not None:
             paths = [loc[0] for loc in store.hdu_locations(obs_id).values()]
-            key = cache.cache_key(obs_id, paths, geom, offset_max_deg, methods, parameters)
+            key = cache.cache_key(obs_id, paths, geom, offset_max_deg, methods, parameters,
+                                  energy_true_edges_tev, irf)
             cached = cache.load(cache_dir, obs_id, key)
             if cached is not None:
                 return obs_id, cached, None
-        obs = store.load(obs_id)
-        reduced = reduce_observation(obs, geom, offset_max_deg, methods, parameters)
+        obs = store.load(obs_id, edisp=irf is not None)
+        reduced = reduce_observation(obs, geom, offset_max_deg, methods, parameters,
+                                     energy_true_edges_tev, irf)
         if key is not None and reduced is not None:
             cache.save(cache_dir, reduced, key)
     except (DL3Error, ValueError, KeyError, IndexError, OSError) as exc:
@@ -132,6 +144,10 @@ class Result:
     off_significance: np.ndarray | None = None
     band_maps: list = field(default_factory=list)
     per_observation: list = field(default_factory=list)
+    #: true-energy bin edges (TeV) of ``stack.exposure`` (None: the geometry's energy edges)
+    energy_true_edges_tev: np.ndarray | None = None
+    #: the response folded into the flux maps, per true-energy bin (None: one)
+    flux_response: np.ndarray | None = None
 
     @property
     def wcs(self):
@@ -163,13 +179,14 @@ def memory_estimate_bytes(config, geom, jobs):
     """Rough peak memory of a run: full-map arrays plus the cutouts in flight."""
     npix = geom.shape[0] * geom.shape[1]
     n_e = geom.n_energy
+    n_true = config.geom.energy_true_axis.nbins
     bands = n_e if config.excess.energy_bands else 0
     # stack sums and exposure, ~40 full-size float64 maps in the excess step, band stacks
-    full = npix * 8 * (6 + n_e + 40 + bands * (6 + n_e))
+    full = npix * 8 * (6 + n_true + 40 + bands * (6 + n_true))
     cut = int(np.round(2 * config.geom.offset_max / geom.binsize_deg)) ** 2
     cut = min(cut, npix)
-    # cubes of one reduced observation (counts, exposure, background, mask, temporaries)
-    per_obs = cut * n_e * (4 + 8 + 8 + 1 + 3 * 8)
+    # cubes of one reduced observation (counts, background, mask, temporaries; exposure)
+    per_obs = cut * (n_e * (4 + 8 + 1 + 3 * 8) + n_true * 8)
     in_flight = 2 * max(jobs, 1) + 1
     return int(full + per_obs * in_flight + 300e6)
 
@@ -189,19 +206,36 @@ def _ring_fn(config, binsize_deg):
                                                         a.threshold_alpha)
 
 
-def _stack_images(images, exclusion, ring_fn, geom):
-    stack = Stack(geom.shape, geom.n_energy)
-    for image in images:
-        stack.add(ring_fn(image, exclusion[image.slices]))
+def _stack_images(images, responses, exclusion, ring_fn, geom, edisp_stack):
+    stack = Stack(geom.shape, images[0].exposure.shape[0])
+    for image, response in zip(images, responses):
+        onoff = ring_fn(image, exclusion[image.slices])
+        stack.add(onoff)
+        if edisp_stack is not None:
+            edisp_stack.add(response, onoff.mask)
     return stack
 
 
-def _maps(stack, geom, config, mask):
+def _flux_response(config, geom, e_true, edisp_stack):
+    """Per true-energy bin probability of reconstruction in the range, for the flux maps:
+    gammapy's stacked kernel (``excess.edisp``), else the diagonal response (None when it is
+    one everywhere, i.e. the true axis is the reconstructed one)."""
+    if edisp_stack is not None:
+        return edisp_stack.kernel()
+    e = geom.energy_edges_tev
+    if len(e_true) == len(e) and np.array_equal(e_true, e):
+        return None
+    return diagonal_response(e_true, e[0], e[-1])
+
+
+def _maps(stack, geom, config, mask, e_true=None, response=None):
     e = config.excess
+    e_true = geom.energy_edges_tev if e_true is None else e_true
     return excess_maps(
         stack.counts, stack.counts_off, stack.acceptance, stack.acceptance_off, mask,
         e.correlation_radius / geom.binsize_deg, e.correlate_off, stack.exposure,
-        geom.energy_edges_tev, e.spectral_index, 1.0, e.n_sigma_ul,
+        e_true, e.spectral_index, 1.0, e.n_sigma_ul, response=response,
+        energy_range_tev=(geom.energy_edges_tev[0], geom.energy_edges_tev[-1]),
     )
 
 
@@ -288,10 +322,17 @@ def run(config, jobs=None, progress=False, cache_dir=None):
 
     n_bands = geom.n_energy if config.excess.energy_bands else 0
     keep_images = config.exclusion.auto is not None
-    stack = Stack(geom.shape, geom.n_energy)
-    band_stacks = [Stack(geom.shape, geom.n_energy) for _ in range(n_bands)]
-    images, band_images, per_obs = [], [[] for _ in range(n_bands)], []
-    used = []
+    e_true = make_energy_true_edges(config)
+    n_true = len(e_true) - 1
+    energy = config.geom.energy
+    irf = irf_grid(geom, energy.min, energy.max) if config.excess.edisp else None
+    stack = Stack(geom.shape, n_true)
+    band_stacks = [Stack(geom.shape, n_true) for _ in range(n_bands)]
+    edisp_stack = None if irf is None else EdispStack(irf, n_true)
+    band_edisp = [None if irf is None else EdispStack(irf, n_true, band) for band in
+                  range(n_bands)]
+    images, band_images, responses, per_obs = [], [[] for _ in range(n_bands)], [], []
+    used, no_edisp = [], []
     t_reduce = time.perf_counter()
     sm = config.safe_mask
     params = {"aeff_percent": sm.parameters.aeff_percent,
@@ -299,7 +340,7 @@ def run(config, jobs=None, progress=False, cache_dir=None):
     in_process = jobs <= 1 and config.parallel.address is None
     following = obs_ids[1:] + [None] if in_process else [None] * len(obs_ids)
     tasks = [(config.datastore, obs_id, geom, config.geom.offset_max, tuple(sm.methods), params,
-              None if cache_dir is None else str(cache_dir), next_id)
+              None if cache_dir is None else str(cache_dir), next_id, e_true, irf)
              for obs_id, next_id in zip(obs_ids, following)]
     results = map_ordered(process_observation, tasks, jobs, config.parallel.address)
     if progress:
@@ -319,13 +360,21 @@ def run(config, jobs=None, progress=False, cache_dir=None):
         safe_pixels += int(image.mask.sum())
         no_ring_pixels += int(np.sum(image.mask & ~onoff.mask))
         stack.add(onoff)
+        if edisp_stack is not None:
+            if reduced.edisp is not None and reduced.edisp.diagonal:
+                no_edisp.append(obs_id)
+            edisp_stack.add(reduced.edisp, onoff.mask)
         if config.output.per_observation:
             per_obs.append(onoff)
         if keep_images:
             images.append(image)
+            responses.append(reduced.edisp)
         for band in range(n_bands):
             band_image = to_image(reduced, band)
-            band_stacks[band].add(ring_fn(band_image, exclusion[band_image.slices]))
+            band_onoff = ring_fn(band_image, exclusion[band_image.slices])
+            band_stacks[band].add(band_onoff)
+            if band_edisp[band] is not None:
+                band_edisp[band].add(reduced.edisp, band_onoff.mask)
             if keep_images:
                 band_images[band].append(band_image)
         ring_time += time.perf_counter() - t1
@@ -334,6 +383,12 @@ def run(config, jobs=None, progress=False, cache_dir=None):
         reasons = "; ".join(f"{i}: {r}" for i, r in skipped[:3])
         raise RunError(f"no observation could be used ({reasons})")
     discard_prefetched()
+    if no_edisp:
+        ids = ", ".join(str(i) for i in no_edisp[:20]) + (", ..." if len(no_edisp) > 20 else "")
+        log.warning("observation%s %s: no energy dispersion (no 'edisp' HDU in the HDU index); "
+                    "%s the flux maps without dispersion (excess.edisp)",
+                    "s" if len(no_edisp) > 1 else "", ids,
+                    "they enter" if len(no_edisp) > 1 else "it enters")
     if no_ring_pixels > 0.5 * safe_pixels:
         log.warning(
             "%.0f%% of the observations' safe pixels have no off estimate: no ring has enough "
@@ -348,25 +403,31 @@ def run(config, jobs=None, progress=False, cache_dir=None):
     if config.exclusion.auto is not None:
         auto = config.exclusion.auto
         for _ in range(auto.iterations):
-            sig = _maps(stack, geom, config, stack.mask)["significance"]
+            sig = _maps(stack, geom, config, stack.mask, e_true)["significance"]
             hot = np.nan_to_num(sig, nan=0.0) > auto.threshold
             new = exclusion & ~dilate(hot, auto.dilate / geom.binsize_deg)
             auto_iterations += 1
             if np.array_equal(new, exclusion):
                 break
             exclusion = new
-            stack = _stack_images(images, exclusion, ring_fn, geom)
-            band_stacks = [_stack_images(b, exclusion, ring_fn, geom) for b in band_images]
+            edisp_stack = None if irf is None else EdispStack(irf, n_true)
+            stack = _stack_images(images, responses, exclusion, ring_fn, geom, edisp_stack)
+            band_edisp = [None if irf is None else EdispStack(irf, n_true, band) for band in
+                          range(n_bands)]
+            band_stacks = [_stack_images(b, responses, exclusion, ring_fn, geom, be)
+                           for b, be in zip(band_images, band_edisp)]
     timings["auto_exclusion"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    maps = _maps(stack, geom, config, stack.mask)
+    flux_response = _flux_response(config, geom, e_true, edisp_stack)
+    maps = _maps(stack, geom, config, stack.mask, e_true, flux_response)
     off_maps = excess_maps(
         stack.counts, stack.counts_off, stack.acceptance, stack.acceptance_off,
         stack.mask & exclusion, config.excess.correlation_radius / geom.binsize_deg,
         config.excess.correlate_off, errors=False,
     )
-    band_maps = [_maps(b, geom, config, b.mask) for b in band_stacks]
+    band_maps = [_maps(b, geom, config, b.mask, e_true, _flux_response(config, geom, e_true, be))
+                 for b, be in zip(band_stacks, band_edisp)]
     timings["excess"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
 
@@ -379,7 +440,7 @@ def run(config, jobs=None, progress=False, cache_dir=None):
         "FLUX": maps["flux"],
         "FLUX_ERR": maps["flux_err"],
         "FLUX_UL": maps["flux_ul"],
-        "EXPOSURE": stack.exposure.sum(axis=0) / geom.n_energy,
+        "EXPOSURE": stack.exposure.sum(axis=0) / n_true,
         "EXCLUSION": exclusion.astype(np.uint8),
         "EXCESS_ERRN": maps["excess_errn"],
         "EXCESS_ERRP": maps["excess_errp"],
@@ -394,7 +455,8 @@ def run(config, jobs=None, progress=False, cache_dir=None):
     result = Result(config=config, geom=geom, stack=stack, maps=images_out, exclusion=exclusion,
                     summary=summary, observations=observations,
                     off_significance=off_maps["significance"], band_maps=band_maps,
-                    per_observation=per_obs)
+                    per_observation=per_obs, energy_true_edges_tev=e_true,
+                    flux_response=flux_response)
     return result
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .edisp import observation_response
 from .geom import offset_frame_lonlat
 from .irf import (
     aeff_values_m2,
@@ -39,11 +40,13 @@ class ReducedObservation:
     counts : `~numpy.ndarray`
         (n_energy, ny, nx) float32 counts in reconstructed energy.
     exposure : `~numpy.ndarray`
-        (n_energy, ny, nx) exposure in m2 s at the true-energy bin centres.
+        (n_true, ny, nx) exposure in m2 s at the true-energy bin centres.
     background : `~numpy.ndarray`
         (n_energy, ny, nx) predicted background counts.
     mask_safe : `~numpy.ndarray`
         (n_energy, ny, nx) bool.
+    edisp : `~ringbg.edisp.EdispResponse` or None
+        The energy-dispersion kernel on the IRF grid, when asked for.
     """
 
     obs_id: int
@@ -54,6 +57,7 @@ class ReducedObservation:
     mask_safe: np.ndarray
     livetime_s: float
     ontime_s: float
+    edisp: object = None
 
 
 def bin_events(geom, slices, ra_deg, dec_deg, energy_tev):
@@ -261,7 +265,8 @@ def safe_mask(obs, geom, slices, background, methods, parameters, offset_deg=Non
     return mask
 
 
-def reduce_observation(obs, geom, offset_max_deg, methods=("aeff-default",), parameters=None):
+def reduce_observation(obs, geom, offset_max_deg, methods=("aeff-default",), parameters=None,
+                       energy_true_edges_tev=None, irf=None):
     """Counts, exposure, background and safe mask of one observation on its cutout.
 
     Parameters
@@ -276,6 +281,11 @@ def reduce_observation(obs, geom, offset_max_deg, methods=("aeff-default",), par
         Safe mask methods.
     parameters : dict, optional
         Safe mask parameters (``aeff_percent``, ``offset_max_deg``).
+    energy_true_edges_tev : `~numpy.ndarray`, optional
+        True-energy bin edges of the exposure; the reconstructed-energy edges by default.
+    irf : `~ringbg.edisp.IrfGrid`, optional
+        The IRF grid: compute the energy-dispersion response on it (the diagonal one when the
+        observation has no energy dispersion).
 
     Returns
     -------
@@ -289,9 +299,19 @@ def reduce_observation(obs, geom, offset_max_deg, methods=("aeff-default",), par
     counts = bin_events(geom, slices, obs.ra_deg, obs.dec_deg, obs.energy_tev)
     frame = geom.pointing_frame(slices, obs.pointing_ra_deg, obs.pointing_dec_deg)
     offset = frame[2]
-    exposure = aeff_values_m2(obs.aeff, geom.energy_center_tev, offset, scale=obs.livetime_s)
+    if energy_true_edges_tev is None:
+        true_centers = geom.energy_center_tev
+    else:
+        e = np.asarray(energy_true_edges_tev, dtype=float)
+        true_centers = np.sqrt(e[:-1] * e[1:])
+    exposure = aeff_values_m2(obs.aeff, true_centers, offset, scale=obs.livetime_s)
     background = background_cube(obs, geom, slices, frame)
     mask = safe_mask(obs, geom, slices, background, methods, parameters, offset)
+    response = None
+    if irf is not None:
+        e_true = geom.energy_edges_tev if energy_true_edges_tev is None else e
+        response = observation_response(obs, geom, slices, mask, irf, e_true,
+                                        2 * offset_max_deg)
     return ReducedObservation(
         obs_id=obs.obs_id,
         slices=slices,
@@ -301,4 +321,5 @@ def reduce_observation(obs, geom, offset_max_deg, methods=("aeff-default",), par
         mask_safe=mask,
         livetime_s=obs.livetime_s,
         ontime_s=obs.ontime_s,
+        edisp=response,
     )
