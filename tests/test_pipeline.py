@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from conftest import msh_config
+from conftest import gammapy_data, msh_config
 from ringbg import run
 
 
@@ -127,3 +127,72 @@ def test_warning_when_most_pixels_find_no_ring(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="ringbg"):
         run(msh_config(tmp_path, observations={"obs_ids": [20136, 20137]}))
     assert "no off estimate" not in caplog.text
+
+
+def _store_without_edisp(root, obs_ids):
+    """The DR1 index files, with no 'edisp' HDU listed for ``obs_ids`` (BASE_DIR: DR1)."""
+    from astropy.table import Table
+
+    dr1 = gammapy_data() / "hess-dl3-dr1"
+    root.mkdir()
+    Table.read(dr1 / "obs-index.fits.gz").write(root / "obs-index.fits.gz")
+    hdu = Table.read(dr1 / "hdu-index.fits.gz")
+    drop = np.isin(hdu["OBS_ID"], obs_ids) & (np.char.strip(hdu["HDU_TYPE"]) == "edisp")
+    hdu = hdu[~drop]
+    hdu.meta["BASE_DIR"] = str(dr1)
+    hdu.write(root / "hdu-index.fits.gz")
+    return root
+
+
+def test_observations_without_edisp_hdu(tmp_path, caplog):
+    """Without an 'edisp' HDU an observation enters the flux without dispersion, with a
+    warning naming it; with none at all the flux is the one of ``excess.edisp: false``."""
+    ids = [20136, 20137]
+    cfg = msh_config(tmp_path, observations={"obs_ids": ids})
+    full = run(cfg)
+    no_edisp = run(dict(cfg, excess=dict(cfg["excess"], edisp=False)))
+    store = _store_without_edisp(tmp_path / "none", ids)
+    with caplog.at_level("WARNING", logger="ringbg"):
+        none = run(dict(cfg, datastore=str(store)))
+    assert "observations 20136, 20137: no energy dispersion" in caplog.text
+    np.testing.assert_array_equal(none.maps["FLUX"], no_edisp.maps["FLUX"])
+    np.testing.assert_array_equal(none.maps["FLUX_UL"], no_edisp.maps["FLUX_UL"])
+    np.testing.assert_array_equal(none.flux_response, np.ones(10))
+    caplog.clear()
+    store = _store_without_edisp(tmp_path / "one", [20137])
+    with caplog.at_level("WARNING", logger="ringbg"):
+        one = run(dict(cfg, datastore=str(store)))
+    assert "observation 20137: no energy dispersion" in caplog.text and "20136" not in caplog.text
+    # between the two: some of the exposure-weighted kernel is dispersed, some diagonal
+    assert np.all(full.flux_response <= one.flux_response + 1e-12)
+    assert np.all(one.flux_response <= 1) and np.any(one.flux_response < 1)
+    assert np.any(one.flux_response > full.flux_response + 1e-3)
+    # the counts and significance do not depend on it
+    np.testing.assert_array_equal(one.maps["SIGNIFICANCE"], full.maps["SIGNIFICANCE"])
+
+
+def test_edisp_false_is_the_flux_without_dispersion(msh_result):
+    """``excess.edisp: false``: exposure x power-law fractions, true = reconstructed energy
+    (the flux before the energy dispersion was added; bit for bit)."""
+    from ringbg.excess import power_law_integral
+    from ringbg.ring import convolve, tophat_kernel
+
+    cfg = msh_config()
+    cfg["excess"]["edisp"] = False
+    result = run(cfg)
+    assert result.flux_response is None
+    st, m = result.stack, result.stack.mask
+    edges = result.geom.energy_edges_tev
+    fractions = power_law_integral(edges[:-1], edges[1:], 2.3)
+    total = power_law_integral(edges[0], edges[-1], 2.3)
+    npred = np.tensordot(fractions / total, np.nan_to_num(st.exposure), axes=1) * 1e4
+    kernel = tophat_kernel(0.04 / 0.02)
+    with np.errstate(all="ignore"):
+        reco = convolve(npred * m, kernel) / convolve(m.astype(float), kernel)
+        expected = np.where(m, result.maps["EXCESS"] / reco, np.nan)
+    np.testing.assert_array_equal(result.maps["FLUX"], expected)
+    # the energy dispersion raises the flux by about 9 % where the excess is significant
+    # (index 2.3, 0.5-10 TeV: events that migrate out of the range are lost)
+    sig = result.maps["SIGNIFICANCE"] > 5
+    ratio = msh_result.maps["FLUX"][sig] / result.maps["FLUX"][sig]
+    assert 1.07 < np.median(ratio) < 1.10 and np.ptp(ratio) < 1e-3

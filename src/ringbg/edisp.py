@@ -83,17 +83,20 @@ def gammapy_bin_pix(energy_min_tev, energy_max_tev, nbins):
 
     gammapy's ``MapAxis`` has the edges ``geomspace(min, max, n + 1)``, finds a bin's centre by
     interpolating ``ln E`` at ``index + 0.5`` of the edges and the pixel of a coordinate by
-    interpolating back (scipy's ``interp1d`` arithmetic), less 0.5. The result is the bin index
-    to within rounding (a few 1e-16, of either sign, or exactly).
+    interpolating back, less 0.5, both with scipy's ``interp1d(kind=1)``: a linear B-spline,
+    whose arithmetic is repeated here. The result is the bin index to within rounding (a few
+    1e-16, of either sign, or exactly).
     """
     edges = np.geomspace(energy_min_tev, energy_max_tev, nbins + 1)
     x = np.log(edges)
     y = np.arange(nbins + 1, dtype=float)
 
     def interp1d(xp, fp, xn):
-        i = np.clip(np.searchsorted(xp, xn), 1, len(xp) - 1)
-        slope = (fp[i] - fp[i - 1]) / (xp[i] - xp[i - 1])
-        return slope * (xn - xp[i - 1]) + fp[i - 1]
+        # de Boor's recursion for degree 1 on the knots (xp[0], xp..., xp[-1])
+        i = np.clip(np.searchsorted(xp, xn, side="right") - 1, 0, len(xp) - 2)
+        xa, xb = xp[i], xp[i + 1]
+        w = 1.0 / (xb - xa)
+        return fp[i] * (w * (xb - xn)) + fp[i + 1] * (w * (xn - xa))
 
     centres = np.exp(interp1d(y, x, np.arange(nbins) + 0.5))
     return interp1d(x, y, np.log(centres)) - 0.5
