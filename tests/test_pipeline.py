@@ -196,3 +196,40 @@ def test_edisp_false_is_the_flux_without_dispersion(msh_result):
     sig = result.maps["SIGNIFICANCE"] > 5
     ratio = msh_result.maps["FLUX"][sig] / result.maps["FLUX"][sig]
     assert 1.07 < np.median(ratio) < 1.10 and np.ptp(ratio) < 1e-3
+
+
+def test_memory_estimate_counts_the_true_energy_axis(data_dir):
+    from ringbg.config import load_config
+    from ringbg.pipeline import make_geom, memory_estimate_bytes
+
+    cfg = msh_config()
+    config = load_config(cfg)
+    base = memory_estimate_bytes(config, make_geom(config), 1)
+    cfg["geom"]["energy_true"] = {"min": "0.5 TeV", "max": "10 TeV", "nbins": 10}
+    same = load_config(cfg)
+    assert memory_estimate_bytes(same, make_geom(same), 1) == base
+    cfg["geom"]["energy_true"]["nbins"] = 110
+    finer = load_config(cfg)
+    # 100 more full-map float64 exposure planes, and 100 more in each of the three cutouts in
+    # flight (here the whole map)
+    extra = 150 * 150 * 8 * 100 * (1 + 3)
+    assert memory_estimate_bytes(finer, make_geom(finer), 1) - base == extra
+
+
+def test_band_flux_with_edisp(tmp_path):
+    """Per-band flux maps fold each band's own column of the kernel (the photons reconstructed
+    in that band): the sign of the band's excess, finite where its mask is, and above the
+    flux without dispersion (which counts every true-energy bin's exposure in every band)."""
+    cfg = msh_config(tmp_path)
+    cfg["observations"] = {"obs_ids": [20136, 20137, 20151, 20282]}
+    cfg["geom"]["energy"] = {"min": "0.5 TeV", "max": "10 TeV", "nbins": 3}
+    cfg["excess"]["energy_bands"] = True
+    result = run(cfg)
+    flat = run(dict(cfg, excess=dict(cfg["excess"], edisp=False)))
+    for band, band_flat in zip(result.band_maps, flat.band_maps):
+        f = np.isfinite(band["excess"])
+        assert np.array_equal(np.isfinite(band["flux"]), f)
+        np.testing.assert_array_equal(np.sign(band["flux"][f]), np.sign(band["excess"][f]))
+        s = f & (band["significance"] > 3)
+        ratio = band["flux"][s] / band_flat["flux"][s]
+        assert ratio.size and np.all(ratio > 1.2)

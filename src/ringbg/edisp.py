@@ -232,7 +232,7 @@ def observation_response(obs, geom, fine_slices, mask_safe, grid, energy_true_ed
                            offset.shape[1], axis=3)
     else:
         kernel = edisp_kernel(obs.edisp, offset, energy_true_edges_tev, geom.energy_edges_tev)
-        kernel = np.moveaxis(kernel, (-2, -1), (0, 1))  # (n_true, n_reco, ny, nx)
+        kernel = np.ascontiguousarray(np.moveaxis(kernel, (-2, -1), (0, 1)))
     centers = np.sqrt(energy_true_edges_tev[:-1] * energy_true_edges_tev[1:])
     exposure = aeff_values_m2(obs.aeff, centers, offset, scale=obs.livetime_s)
     sy, sx = slices
@@ -264,7 +264,10 @@ class EdispStack:
             return
         w = mask_at(mask, response.x, response.y)[None]
         if self.band is None:
-            kernel = response.kernel.sum(axis=1)
+            # bin by bin, in order: the same bits whatever the memory layout
+            kernel = np.zeros(response.exposure.shape)
+            for j in range(response.kernel.shape[1]):
+                kernel += response.kernel[:, j]
         else:
             kernel = response.kernel[:, self.band]
         sl = (slice(None),) + tuple(response.slices)
