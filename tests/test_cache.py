@@ -81,7 +81,8 @@ def test_cache_key_covers_true_energy_and_edisp(tmp_path):
     grid = irf_grid(geom, 0.5, 10.0)
     path = gammapy_data() / "hess-dl3-dr1" / "data" / "hess_dl3_dr1_obs_id_020136.fits.gz"
     args = (20136, [path], geom, 2.5, ("aeff-default",), {"aeff_percent": 10.0})
-    keys = {cache_key(*args), cache_key(*args, energy_true_edges_tev=energy_edges_tev(0.3, 30, 12)),
+    true = energy_edges_tev(0.3, 30, 12)
+    keys = {cache_key(*args), cache_key(*args, energy_true_edges_tev=true),
             cache_key(*args, irf=grid), cache_key(*args, irf=irf_grid(geom, 0.5, 10.0, 0.1))}
     assert len(keys) == 4
     assert cache_key(*args, irf=grid) == cache_key(*args, irf=irf_grid(geom, 0.5, 10.0))

@@ -1,6 +1,8 @@
 """Correlated excess maps: Li & Ma against the textbook formula, top-hat sums against a direct
 sum over the disk, alpha for both ways of treating the off counts, and flux maps."""
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 from scipy.integrate import quad
@@ -227,7 +229,7 @@ def test_flux_through_a_response_on_a_true_energy_axis():
     def integral(a, b):
         return quad(lambda e: e ** -index, a, b, epsrel=1e-13)[0]
 
-    weights = np.array([integral(a, b) for a, b in zip(true[:-1], true[1:])])
+    weights = np.array([integral(a, b) for a, b in pairwise(true)])
     weights *= response / integral(0.5, 10.0)
     np.testing.assert_allclose(flux_weights(true, index, response, (0.5, 10.0)), weights,
                                rtol=1e-10)

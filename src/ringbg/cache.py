@@ -3,8 +3,9 @@ reuses them (``ringbg run --cache DIR``).
 
 An entry's key hashes everything the reduction depends on: ringbg's version, the geometry,
 the true-energy axis, the energy-dispersion grid (or none), the cutout size, the safe mask
-settings, and the path, size and modification time of each input file of the observation. A changed config or input file gives another key. Entries are
-written to a temporary file and renamed, so a killed run never leaves a partial entry.
+settings, and the path, size and modification time of each input file of the observation. A
+changed config or input file gives another key. Entries are written to a temporary file and
+renamed, so a killed run never leaves a partial entry.
 """
 
 import hashlib

@@ -14,6 +14,7 @@ The kernel itself is `ringbg.irf.edisp_kernel`.
 """
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 from astropy.wcs.utils import pixel_to_skycoord
@@ -23,15 +24,15 @@ from .irf import aeff_values_m2, edisp_kernel
 
 __all__ = [
     "BINSIZE_IRF_DEG",
-    "IrfGrid",
     "EdispResponse",
     "EdispStack",
-    "irf_grid",
-    "gammapy_bin_pix",
-    "diagonal_response",
+    "IrfGrid",
     "diagonal_kernel",
-    "observation_response",
+    "diagonal_response",
+    "gammapy_bin_pix",
+    "irf_grid",
     "mask_at",
+    "observation_response",
 ]
 
 #: gammapy's ``binsize_irf`` default (``AnalysisConfig`` and ``MapDataset.create``)
@@ -119,7 +120,7 @@ def diagonal_kernel(energy_true_edges_tev, energy_edges_tev):
     reconstructed-energy bin (gammapy's ``EDispKernelMap.from_diagonal_response``)."""
     e = np.asarray(energy_edges_tev, dtype=float)
     return np.stack([diagonal_response(energy_true_edges_tev, lo, hi)
-                     for lo, hi in zip(e[:-1], e[1:])], axis=1)
+                     for lo, hi in pairwise(e)], axis=1)
 
 
 def _linear_weights(pos, n):
