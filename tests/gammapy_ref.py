@@ -8,8 +8,9 @@ imported (gammapy is a test-only dependency of ringbg).
 with gammapy's own classes, for any ringbg config dict, and returns the
 intermediate and final maps as plain numpy arrays:
 
-    Analysis (datasets.type 3d, stack false, energy_true = energy, cutout 'trim'
-    of width 2 * offset_max, safe mask) -> per observation ``dataset.to_image()``
+    Analysis (datasets.type 3d, stack false, energy_true = geom.energy_true or
+    energy, cutout 'trim' of width 2 * offset_max, safe mask; energy dispersion
+    maps unless excess.edisp is false) -> per observation ``dataset.to_image()``
     -> RingBackgroundMaker (or `CorrectedAdaptiveRingBackgroundMaker`)
     -> ``MapDatasetOnOff.stack`` onto the full geometry -> ExcessMapEstimator.
 
@@ -68,6 +69,7 @@ DEFAULTS = {
         "correlate_off": True,
         "n_sigma_ul": 2,
         "spectral_index": 2.0,
+        "edisp": True,
     },
 }
 
@@ -287,15 +289,19 @@ def _analysis_config(cfg):
     config.datasets.geom.wcs.binsize = _angle(geom["binsize"])
     config.datasets.geom.selection.offset_max = _angle(geom["offset_max"])
 
-    energy = geom["energy"]
-    energy_axis = {
-        "min": u.Quantity(energy["min"]),
-        "max": u.Quantity(energy["max"]),
-        "nbins": int(energy["nbins"]),
-    }
-    config.datasets.geom.axes.energy = energy_axis
-    # as in the tutorial: no fine true-energy binning
-    config.datasets.geom.axes.energy_true = energy_axis
+    def axis(spec):
+        return {
+            "min": u.Quantity(spec["min"]),
+            "max": u.Quantity(spec["max"]),
+            "nbins": int(spec["nbins"]),
+        }
+
+    config.datasets.geom.axes.energy = axis(geom["energy"])
+    # as in the tutorial, the true-energy axis is the reconstructed one unless given
+    config.datasets.geom.axes.energy_true = axis(geom.get("energy_true") or geom["energy"])
+    if not cfg["excess"].get("edisp", True):
+        # no energy-dispersion maps: the flux maps use the diagonal response
+        config.datasets.map_selection = ["counts", "exposure", "background", "psf"]
 
     config.datasets.safe_mask.methods = list(cfg["safe_mask"]["methods"])
     parameters = dict(cfg["safe_mask"]["parameters"] or {})
@@ -468,7 +474,10 @@ def run_gammapy(cfg, *, per_obs=True, selection_optional=("errn-errp", "ul")):
         ``stacked``
             ``counts``, ``counts_off``, ``acceptance``, ``acceptance_off``,
             ``alpha``, ``mask_safe`` as 2D float64 arrays, ``exposure`` (3D,
-            E_true, float64) and ``livetime_s``.
+            E_true, float64), ``livetime_s``, ``edisp_kernel_map`` (the stacked
+            energy-dispersion kernel on the 0.2 deg IRF grid, (E_true, y, x): the
+            probability of reconstruction in the energy range) and
+            ``edisp_response`` (E_true,), the kernel ExcessMapEstimator uses.
         ``excess``
             2D maps of ExcessMapEstimator on the stacked dataset (``sqrt_ts``,
             ``ts``, ``npred``, ``npred_excess``, ``npred_background``, ``norm``,
@@ -579,6 +588,11 @@ def run_gammapy(cfg, *, per_obs=True, selection_optional=("errn-errp", "ul")):
     stacked_out["mask_safe"] = np.asarray(stacked.mask_safe.data[0], dtype=bool)
     stacked_out["exposure"] = np.asarray(stacked.exposure.data, dtype=np.float64)
     stacked_out["livetime_s"] = _livetime_s(stacked)
+    # the stacked energy-dispersion kernel on the IRF grid (E_true, y, x), and the one
+    # ExcessMapEstimator folds the power law through (at the grid's centre)
+    stacked_out["edisp_kernel_map"] = np.asarray(stacked.edisp.edisp_map.data[:, 0], float)
+    kernel = stacked.edisp.get_edisp_kernel(energy_axis=stacked._geom.axes["energy"])
+    stacked_out["edisp_response"] = np.asarray(kernel.pdf_matrix[:, 0], dtype=np.float64)
 
     return {
         "obs_ids": obs_ids,

@@ -65,3 +65,36 @@ def test_cache_reused_and_invalidated(tmp_path):
     run(cfg, cache_dir=cache)
     assert len(list(cache.iterdir())) == 7
     assert first.summary["n_obs"] == 2
+
+
+def test_cache_key_covers_true_energy_and_edisp(tmp_path):
+    """The true-energy axis and the energy-dispersion grid are part of the key; an entry keeps
+    the observation's energy-dispersion response."""
+    from ringbg.cache import cache_key, load, save
+    from ringbg.config import load_config
+    from ringbg.edisp import irf_grid
+    from ringbg.geom import energy_edges_tev
+    from ringbg.pipeline import make_geom, make_task, reduce_task
+
+    config = load_config(msh_config())
+    geom = make_geom(config)
+    grid = irf_grid(geom, 0.5, 10.0)
+    path = gammapy_data() / "hess-dl3-dr1" / "data" / "hess_dl3_dr1_obs_id_020136.fits.gz"
+    args = (20136, [path], geom, 2.5, ("aeff-default",), {"aeff_percent": 10.0})
+    true = energy_edges_tev(0.3, 30, 12)
+    keys = {cache_key(*args), cache_key(*args, energy_true_edges_tev=true),
+            cache_key(*args, irf=grid), cache_key(*args, irf=irf_grid(geom, 0.5, 10.0, 0.1))}
+    assert len(keys) == 4
+    assert cache_key(*args, irf=grid) == cache_key(*args, irf=irf_grid(geom, 0.5, 10.0))
+    _, reduced, err = reduce_task(make_task(config, geom, 20136))
+    assert reduced.edisp is not None and make_task(config, geom, 20136).irf.key == grid.key
+    assert err is None and reduced.edisp is not None
+    key = cache_key(*args, irf=grid)
+    save(tmp_path, reduced, key)
+    back = load(tmp_path, 20136, key)
+    assert back.edisp.slices == reduced.edisp.slices and not back.edisp.diagonal
+    for name in ("kernel", "exposure", "x", "y"):
+        np.testing.assert_array_equal(getattr(back.edisp, name), getattr(reduced.edisp, name))
+    reduced.edisp = None
+    save(tmp_path, reduced, cache_key(*args))
+    assert load(tmp_path, 20136, cache_key(*args)).edisp is None

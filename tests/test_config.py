@@ -153,3 +153,30 @@ def test_template_is_the_tutorial(data_dir, monkeypatch):
     assert c.geom.width_deg == (3.0, 3.0)
     assert (c.geom.energy.min, c.geom.energy.max, c.geom.energy.nbins) == (0.5, 10.0, 10)
     assert c.exclusion.regions[0].radius == pytest.approx(0.4)
+
+
+def test_energy_true_and_edisp(data_dir):
+    """geom.energy_true defaults to geom.energy (the tutorial); excess.edisp to true."""
+    c = load_config(msh_config())
+    assert c.geom.energy_true is None and c.geom.energy_true_axis == c.geom.energy
+    assert c.excess.edisp is True
+    cfg = msh_config()
+    cfg["geom"]["energy_true"] = {"min": "300 GeV", "max": "30 TeV", "nbins": 20}
+    cfg["excess"]["edisp"] = False
+    c = load_config(cfg)
+    axis = c.geom.energy_true_axis
+    assert (axis.min, axis.max, axis.nbins) == (pytest.approx(0.3), 30.0, 20)
+    assert c.excess.edisp is False
+    for bad, words in (({"min": "1 TeV", "max": "0.5 TeV"}, ["geom.energy_true", "above"]),
+                       ({"min": "1 deg"}, ["geom.energy_true.min", "energy"]),
+                       ({"nbins": 0}, ["geom.energy_true.nbins", "greater than or equal"]),
+                       ({"nbin": 5}, ["geom.energy_true.nbin", "not known"])):
+        cfg = msh_config()
+        cfg["geom"]["energy_true"] = bad
+        msg = _error(cfg)
+        assert all(w in msg for w in words), msg
+    cfg = msh_config()
+    cfg["excess"]["edisp"] = "maybe"
+    assert "excess.edisp" in _error(cfg)
+    template = yaml.safe_load(TEMPLATE)
+    assert template["geom"]["energy_true"] is None and template["excess"]["edisp"] is True

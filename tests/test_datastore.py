@@ -279,3 +279,29 @@ def test_select_repeated_id_keeps_its_first_place(tmp_path):
     root = write_store(tmp_path / "s", [(1, 10.0, 20.0), (2, 10.5, 20.0), (3, 11.0, 20.0)],
                        hdu_rows(1) + hdu_rows(2) + hdu_rows(3))
     assert DataStore.from_dir(root).select(obs_ids=[3, 1, 3, 2]) == [3, 1, 2]
+
+
+def test_load_reads_the_edisp_hdu_when_listed(dr1, tmp_path):
+    """DR1 lists an 'edisp' HDU: it is read (as gammapy's EnergyDispersion2D), unless not asked
+    for; an index without it gives ``edisp = None``; a listed edisp of an unknown class or a
+    missing HDU is an error naming the observation or file, only when asked for."""
+    obs = dr1.load(20136)
+    assert obs.edisp is not None and obs.edisp.values.shape == (96, 160, 6)
+    assert dr1.load(20136, edisp=False).edisp is None
+    dr1_dir = gammapy_data() / "hess-dl3-dr1"
+    path = dr1_dir / "data" / "hess_dl3_dr1_obs_id_020136.fits.gz"
+    rows = [(20136, t, c, str(path.parent), path.name, n) for t, c, n in (
+        ("events", "events", "EVENTS"), ("gti", "gti", "GTI"), ("aeff", "aeff_2d", "AEFF"),
+        ("bkg", "bkg_3d", "BKG"))]
+    root = write_store(tmp_path / "none", [(20136, 228.6, -58.8)], rows)
+    assert DataStore.from_dir(root).load(20136).edisp is None
+    odd = rows + [(20136, "edisp", "edisp_kernel", str(path.parent), path.name, "EDISP")]
+    root = write_store(tmp_path / "odd", [(20136, 228.6, -58.8)], odd)
+    with pytest.raises(DL3Error, match="observation 20136: unknown edisp HDU class "
+                                       "'edisp_kernel'"):
+        DataStore.from_dir(root).load(20136)
+    assert DataStore.from_dir(root).load(20136, edisp=False).edisp is None
+    gone = rows + [(20136, "edisp", "edisp_2d", str(path.parent), path.name, "NOPE")]
+    root = write_store(tmp_path / "gone", [(20136, 228.6, -58.8)], gone)
+    with pytest.raises(DL3Error, match="no HDU named 'NOPE'"):
+        DataStore.from_dir(root).load(20136)

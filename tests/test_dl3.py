@@ -1,4 +1,5 @@
-"""DL3 readers: events, GTI, effective area and background, units, and the file reader.
+"""DL3 readers: events, GTI, effective area, energy dispersion and background, units, and the
+file reader.
 
 Real IRFs are compared with gammapy 2.1's own readers on the same files; small tables written
 here with astropy check the unit conversions and the error messages.
@@ -17,12 +18,14 @@ from ringbg.dl3 import (
     Background,
     DL3Error,
     EffectiveArea,
+    EnergyDispersion,
     IrfAxis,
     Observation,
     header_number,
     one_line,
     read_aeff,
     read_bkg,
+    read_edisp,
     read_events,
     read_fits_tables,
     read_gti,
@@ -418,3 +421,91 @@ def test_one_line():
     assert one_line(ValueError("  bad value  ")) == "bad value"
     assert one_line(KeyError("x")) == "KeyError: 'x'"
     assert one_line(RuntimeError()) == "RuntimeError"
+
+
+# --------------------------------------------------------------------------------------------
+# energy dispersion
+
+
+def magic_file():
+    return gammapy_data() / "magic-rad-max" / "20131004_05029747_DL3_CrabNebula-W0.40+035.fits"
+
+
+@pytest.mark.parametrize("source", ["hess-dr1", "hess-dr1-crab", "cta-1dc", "magic"])
+def test_read_edisp_as_gammapy(source):
+    """EDISP_2D of H.E.S.S. DR1 (offset nodes), CTA 1DC (ETRUE columns, offset bins) and MAGIC
+    (POINT-LIKE, one offset bin) against gammapy's ``EnergyDispersion2D.read``."""
+    import warnings
+
+    from gammapy.irf import EnergyDispersion2D
+
+    path, hdu = {"hess-dr1": (dr1_file(), "EDISP"), "hess-dr1-crab": (dr1_file(23523), "EDISP"),
+                 "cta-1dc": (cta_irf_file(), "ENERGY DISPERSION"),
+                 "magic": (magic_file(), "ENERGY DISPERSION")}[source]
+    edisp = read_edisp(read_fits_tables(path)[hdu], path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = EnergyDispersion2D.read(path, hdu=hdu)
+    assert isinstance(edisp, EnergyDispersion)
+    assert edisp.values.shape == theirs.data.shape
+    np.testing.assert_allclose(edisp.values, theirs.data, rtol=1e-6)
+    _assert_axis_as_gammapy(edisp.energy, theirs.axes["energy_true"], "TeV")
+    _assert_axis_as_gammapy(edisp.migra, theirs.axes["migra"], "")
+    _assert_axis_as_gammapy(edisp.offset, theirs.axes["offset"], "deg")
+    assert edisp.point_like == theirs.is_pointlike == (source == "magic")
+    if source == "magic":
+        assert len(edisp.offset.nodes) == 1
+
+
+def _edisp_table(values, energy_prefix="ENERG", header=None):
+    n_e, n_m, n_th = values.shape
+    e = np.geomspace(0.1, 100, n_e + 1)
+    m = np.linspace(0.2, 3.0, n_m + 1)
+    th = np.linspace(0, 2.5, n_th + 1)
+    return make_table("EDISP", {
+        f"{energy_prefix}_LO": (f"{n_e}D", e[None, :-1], "TeV"),
+        f"{energy_prefix}_HI": (f"{n_e}D", e[None, 1:], "TeV"),
+        "MIGRA_LO": (f"{n_m}D", m[None, :-1], ""),
+        "MIGRA_HI": (f"{n_m}D", m[None, 1:], ""),
+        "THETA_LO": (f"{n_th}D", th[None, :-1], "deg"),
+        "THETA_HI": (f"{n_th}D", th[None, 1:], "deg"),
+        # GADF: (offset, migra, energy) in numpy order
+        "MATRIX": (f"{values.size}D", values.T[None], ""),
+    }, header=header), e, m, th
+
+
+@pytest.mark.parametrize("prefix", ["ENERG", "ETRUE"])
+def test_read_edisp_synthetic(prefix):
+    values = np.random.default_rng(2).uniform(0, 3, (4, 6, 3))
+    table, e, m, th = _edisp_table(values, prefix, header={"HDUCLAS3": "POINT-LIKE"})
+    edisp = read_edisp(table, PATH)
+    np.testing.assert_array_equal(edisp.values, values)
+    np.testing.assert_allclose(np.exp(edisp.energy.edges), e, rtol=1e-12)
+    np.testing.assert_allclose(edisp.migra.edges, m)
+    np.testing.assert_allclose(edisp.offset.edges, th)
+    assert edisp.point_like
+
+
+def test_read_edisp_problems_name_the_file(caplog):
+    values = np.ones((4, 6, 3))
+    values[1, 2, 0] = np.nan
+    table, *_ = _edisp_table(values)
+    with caplog.at_level(logging.WARNING):
+        edisp = read_edisp(table, PATH)
+    assert not edisp.point_like
+    assert any(f"{PATH} [EDISP]: 1 of the 72 energy-dispersion values are not finite" in w
+               for w in warnings_of(caplog))
+    bad = make_table("EDISP", {
+        "ENERG_LO": ("3D", np.array([[1.0, 2.0, 3.0]]), "TeV"),
+        "ENERG_HI": ("3D", np.array([[2.0, 3.0, 4.0]]), "TeV"),
+        "MIGRA_LO": ("2D", np.array([[0.5, 1.0]]), ""),
+        "MIGRA_HI": ("2D", np.array([[1.0, 1.5]]), ""),
+        "THETA_LO": ("1D", np.array([[0.0]]), "deg"),
+        "THETA_HI": ("1D", np.array([[1.0]]), "deg"),
+        "MATRIX": ("5D", np.ones((1, 5)), ""),
+    })
+    with pytest.raises(DL3Error, match=f"{PATH}: HDU EDISP values have shape"):
+        read_edisp(bad, PATH)
+    no_migra = make_table("EDISP", {"ENERG_LO": ("1D", np.array([[1.0]]), "TeV")})
+    with pytest.raises(DL3Error, match=f"{PATH}: HDU EDISP has no column"):
+        read_edisp(no_migra, PATH)

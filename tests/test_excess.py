@@ -1,11 +1,13 @@
 """Correlated excess maps: Li & Ma against the textbook formula, top-hat sums against a direct
 sum over the disk, alpha for both ways of treating the off counts, and flux maps."""
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 from scipy.integrate import quad
 
-from ringbg.excess import excess_maps, power_law_integral
+from ringbg.excess import excess_maps, flux_weights, power_law_integral
 
 
 def li_ma_17(n_on, n_off, alpha):
@@ -208,3 +210,35 @@ def test_flux_weights_the_exposure_by_the_spectrum():
                        energy_edges_tev=edges, spectral_index=index)
     excess = tophat_sum(counts, 1.5) - tophat_sum(acc, 1.5) / acc_off * off
     np.testing.assert_allclose(maps["flux"], excess / expected_npred, rtol=1e-9)
+
+
+def test_flux_through_a_response_on_a_true_energy_axis():
+    """The energy dispersion: each true-energy bin's expected counts times the probability
+    that they are counted (``response``); the flux is the integral flux in the reconstructed
+    range, whatever the true-energy axis."""
+    shape = (10, 10)
+    counts, off = np.full(shape, 30.0), np.full(shape, 200.0)
+    acc, acc_off = np.ones(shape), np.full(shape, 10.0)
+    mask = np.ones(shape, bool)
+    true = np.array([0.2, 0.5, 1.0, 4.0, 10.0, 40.0])
+    response = np.array([0.1, 0.7, 0.98, 0.9, 0.05])
+    per_bin = np.array([2e8, 1e9, 4e9, 7e9, 8e9])
+    exposure = per_bin[:, None, None] * np.ones((5,) + shape)
+    index = 2.3
+
+    def integral(a, b):
+        return quad(lambda e: e ** -index, a, b, epsrel=1e-13)[0]
+
+    weights = np.array([integral(a, b) for a, b in pairwise(true)])
+    weights *= response / integral(0.5, 10.0)
+    np.testing.assert_allclose(flux_weights(true, index, response, (0.5, 10.0)), weights,
+                               rtol=1e-10)
+    maps = excess_maps(counts, off, acc, acc_off, mask, 1.5, exposure=exposure,
+                       energy_edges_tev=true, spectral_index=index, response=response,
+                       energy_range_tev=(0.5, 10.0))
+    np.testing.assert_allclose(maps["flux"], maps["excess"] / (weights @ per_bin * 1e4),
+                               rtol=1e-9)
+    # no response and the range of the edges by default: the flux without dispersion
+    np.testing.assert_array_equal(flux_weights(true, index),
+                                  flux_weights(true, index, None, (0.2, 40.0)))
+    np.testing.assert_array_equal(flux_weights(true, index, np.ones(5)), flux_weights(true, index))

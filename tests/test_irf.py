@@ -7,9 +7,18 @@ from scipy.integrate import quad
 from scipy.interpolate import RegularGridInterpolator
 
 from conftest import gammapy_data
-from ringbg.dl3 import Background, EffectiveArea, IrfAxis, read_aeff, read_fits_tables
+from ringbg.dl3 import (
+    Background,
+    EffectiveArea,
+    EnergyDispersion,
+    IrfAxis,
+    read_aeff,
+    read_edisp,
+    read_fits_tables,
+)
 from ringbg.irf import (
     aeff_values_m2,
+    edisp_kernel,
     bkg_log_rate_at_edges,
     integrate_power_law_log,
     interp_missing_energy,
@@ -299,3 +308,129 @@ def test_bracket_is_searchsorted(nodes):
     np.testing.assert_array_equal(idx, expected)
     lo, hi = nodes[expected], nodes[expected + 1]
     np.testing.assert_array_equal(t, (x - lo) / (hi - lo))
+
+
+# --------------------------------------------------------------------------------------------
+# energy dispersion
+
+
+def _edisp_reference(edisp, offset, true_edges, reco_edges, threshold=1e-8):
+    """The kernel step by step as gammapy's make_edisp_kernel_map: scipy's trilinear
+    interpolation of the density (zero beyond the offset edges, clipped), normalised by its
+    integral over migration, cumulated, interpolated at E_reco / E_true (np.interp clamps)."""
+    centers = np.sqrt(true_edges[:-1] * true_edges[1:])
+    axes = [edisp.energy, edisp.migra, edisp.offset]
+    keep = [len(a.nodes) > 1 for a in axes]
+    rgi = RegularGridInterpolator([a.nodes for a, k in zip(axes, keep) if k],
+                                  np.squeeze(edisp.values), bounds_error=False, fill_value=None)
+    le, mi, of = np.meshgrid(np.log(centers), edisp.migra.nodes, offset, indexing="ij")
+    points = np.stack([c for c, k in zip((le, mi, of), keep) if k], axis=-1)
+    density = np.clip(np.nan_to_num(rgi(points)), 0, None)  # (true, migra, offset)
+    density[:, :, ~inside(edisp.offset, offset)] = 0.0
+    width = np.diff(edisp.migra.edges)[None, :, None]
+    with np.errstate(all="ignore"):
+        density = np.nan_to_num(density / np.sum(density * width, axis=1, keepdims=True))
+    cum = np.concatenate([np.zeros((len(centers), 1, len(offset))),
+                          np.cumsum(density * width, axis=1)], axis=1)
+    kernel = np.zeros((len(offset), len(centers), len(reco_edges) - 1))
+    for p in range(len(offset)):
+        for k in range(len(centers)):
+            cdf = np.interp(reco_edges / centers[k], edisp.migra.edges, cum[k, :, p])
+            kernel[p, k] = np.clip(np.diff(cdf), 0, None)
+    kernel[kernel < threshold] = 0.0
+    return kernel
+
+
+def _gaussian_edisp(offset_edges, sigma0=0.15, negative=False):
+    energy = energy_axis(np.geomspace(0.1, 100, 16))
+    migra = linear_axis(np.linspace(0.2, 3.0, 57), "migra")
+    offset = linear_axis(offset_edges)
+    e = np.exp(energy.nodes)[:, None, None]
+    sigma = sigma0 * (1 + 0.3 * offset.nodes[None, None, :]) * (1 + 0.2 / np.sqrt(e))
+    bias = 1 + 0.05 * np.log10(e)
+    values = np.exp(-0.5 * ((migra.nodes[None, :, None] - bias) / sigma) ** 2)
+    values = values / (np.sqrt(2 * np.pi) * sigma)
+    if negative:
+        values[3, 20:25, 1] = -0.4  # as in real tables: clipped after the interpolation
+    return EnergyDispersion(energy, migra, offset, values)
+
+
+@pytest.mark.parametrize("negative", [False, True])
+def test_edisp_kernel_against_the_step_by_step_reference(negative):
+    """Between the offset nodes the kernel is interpolated from the nodes' integrals; beyond
+    them, and wherever clipping happens, it is computed at the offset: both as the reference."""
+    edisp = _gaussian_edisp([0.0, 0.5, 1.0, 1.5, 2.0, 2.5], negative=negative)
+    offset = np.concatenate([np.linspace(0, 2.6, 40), [0.25, 2.25, 2.49, 2.5, 2.51]])
+    true = np.geomspace(0.05, 200, 14)  # beyond the IRF's energies: extrapolated
+    reco = np.geomspace(0.3, 30, 7)
+    ours = edisp_kernel(edisp, offset, true, reco)
+    np.testing.assert_allclose(ours, _edisp_reference(edisp, offset, true, reco),
+                               rtol=1e-10, atol=1e-12)
+    assert np.all(ours[offset > 2.5] == 0)
+    # a wide reconstructed range catches nearly all events of the true energies inside it
+    wide = edisp_kernel(edisp, offset[offset < 2.5], true, np.geomspace(0.01, 1e4, 9))
+    np.testing.assert_allclose(wide.sum(axis=-1)[:, 3:-3], 1.0, atol=1e-6)
+
+
+def test_edisp_kernel_keeps_the_offset_shape():
+    edisp = _gaussian_edisp([0.0, 1.0, 2.0, 3.0])
+    offset = np.linspace(0, 2.9, 12).reshape(3, 4)
+    ours = edisp_kernel(edisp, offset, np.geomspace(0.5, 10, 5), np.geomspace(0.5, 10, 4))
+    assert ours.shape == (3, 4, 4, 3)
+    np.testing.assert_array_equal(
+        ours.reshape(12, 4, 3),
+        edisp_kernel(edisp, offset.ravel(), np.geomspace(0.5, 10, 5), np.geomspace(0.5, 10, 4)))
+
+
+def test_edisp_kernel_one_offset_bin_is_constant_inside_it():
+    """POINT-LIKE tables with one offset bin (MAGIC): the same kernel inside the bin, zero
+    outside it (gammapy's interpolator drops the axis and masks outside its edges)."""
+    path = gammapy_data() / "magic-rad-max" / "20131004_05029747_DL3_CrabNebula-W0.40+035.fits"
+    edisp = read_edisp(read_fits_tables(path)["ENERGY DISPERSION"], path)
+    true, reco = np.geomspace(0.05, 30, 9), np.geomspace(0.1, 10, 6)
+    ours = edisp_kernel(edisp, np.array([0.3, 0.391, 0.4, 0.409, 0.5]), true, reco)
+    assert np.all(ours[[0, 4]] == 0) and ours[2].max() > 0.3
+    np.testing.assert_array_equal(ours[1], ours[2])
+    np.testing.assert_array_equal(ours[3], ours[2])
+    np.testing.assert_allclose(ours[2], _edisp_reference(edisp, np.array([0.4]), true,
+                                                         reco)[0], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("source", ["hess-dr1", "cta-1dc"])
+def test_edisp_kernel_as_gammapys_kernel_map(source):
+    """gammapy's ``make_edisp_kernel_map`` on a 0.2 deg grid around the pointing: DR1 out to
+    beyond its offset nodes (the extrapolated end half-bin and zero beyond), CTA 1DC from the
+    centre (extrapolated below its first node)."""
+    import warnings
+
+    import astropy.units as u
+    from astropy.coordinates import SkyCoord
+    from gammapy.irf import EnergyDispersion2D
+    from gammapy.makers.utils import make_edisp_kernel_map
+    from gammapy.maps import MapAxis, WcsGeom
+
+    if source == "hess-dr1":
+        path = gammapy_data() / "hess-dl3-dr1/data/hess_dl3_dr1_obs_id_020136.fits.gz"
+        hdu, width, true, reco = "EDISP", 6, (0.3, 30, 14), (0.5, 10, 10)
+    else:
+        path = gammapy_data() / "cta-1dc/caldb/data/cta/1dc/bcf/South_z20_50h/irf_file.fits"
+        hdu, width, true, reco = "ENERGY DISPERSION", 5, (0.05, 20, 12), (0.1, 10, 5)
+    edisp = read_edisp(read_fits_tables(path)[hdu], path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs_irf = EnergyDispersion2D.read(path, hdu=hdu)
+    e_true = MapAxis.from_energy_bounds(true[0] * u.TeV, true[1] * u.TeV, true[2],
+                                        name="energy_true")
+    e_reco = MapAxis.from_energy_bounds(reco[0] * u.TeV, reco[1] * u.TeV, reco[2])
+    pointing = SkyCoord(228.6125, -58.771667, unit="deg")
+    geom = WcsGeom.create(skydir=pointing, binsz=0.2, width=width, axes=[e_reco, e_true])
+    theirs = make_edisp_kernel_map(theirs_irf, pointing, geom).edisp_map.data
+    offset = geom.to_image().get_coord().skycoord.separation(pointing).deg
+    ours = edisp_kernel(edisp, offset, e_true.edges.to_value("TeV"),
+                        e_reco.edges.to_value("TeV"))
+    np.testing.assert_allclose(np.moveaxis(ours, (-2, -1), (0, 1)), theirs, atol=1e-12)
+    assert theirs.max() > 0.3
+    if source == "hess-dr1":
+        assert np.any(offset > edisp.offset.edges[-1])
+    else:
+        assert np.any(offset < edisp.offset.nodes[0])

@@ -135,3 +135,47 @@ def test_killed_between_renames_previous_results_come_back(tmp_path, msh_result)
 
     remove_stale_temporaries(out)
     assert (out / "maps.fits").read_bytes() == before and not os_old.exists()
+
+
+def test_stacked_onoff_exposure_on_the_true_energy_axis(tmp_path):
+    """With geom.energy_true the EXPOSURE has ENERGY_TRUE bands of that axis (the images keep
+    the reconstructed range) and gammapy reads the file."""
+    from gammapy.datasets import MapDatasetOnOff
+
+    cfg = msh_config(tmp_path)
+    cfg["observations"] = {"obs_ids": [20136, 20137]}
+    cfg["geom"]["energy_true"] = {"min": "0.3 TeV", "max": "30 TeV", "nbins": 14}
+    result = run(cfg)
+    out = result.write(tmp_path / "o", figures=False)
+    with fits.open(out / "stacked_onoff.fits") as hdul:
+        bands = hdul["EXPOSURE_BANDS"].data
+        np.testing.assert_allclose(bands["ENERGY_TRUE_MIN"][0], 0.3, rtol=1e-12)
+        np.testing.assert_allclose(bands["ENERGY_TRUE_MAX"][-1], 30.0, rtol=1e-12)
+        assert hdul["EXPOSURE"].data.shape == (14, 150, 150)
+        assert hdul["COUNTS_BANDS"].data["E_MAX"][0] == pytest.approx(10.0)
+    ds = MapDatasetOnOff.read(out / "stacked_onoff.fits")
+    axis = ds.exposure.geom.axes["energy_true"]
+    assert axis.nbin == 14 and axis.edges[-1].to_value("TeV") == pytest.approx(30.0)
+    np.testing.assert_allclose(ds.exposure.data, result.stack.exposure, rtol=1e-6)
+
+
+def test_gammapy_flux_of_stacked_onoff_without_edisp(tmp_path):
+    """The file has no EDISP: gammapy's flux from it is ringbg's with excess.edisp false."""
+    from gammapy.datasets import MapDatasetOnOff
+    from gammapy.estimators import ExcessMapEstimator
+    from gammapy.modeling.models import PowerLawSpectralModel
+
+    cfg = msh_config(tmp_path)
+    cfg["observations"] = {"obs_ids": [20136, 20137]}
+    cfg["excess"]["edisp"] = False
+    result = run(cfg)
+    out = result.write(tmp_path / "o", figures=False)
+    ds = MapDatasetOnOff.read(out / "stacked_onoff.fits")
+    estimator = ExcessMapEstimator("0.04 deg", correlate_off=False, selection_optional=[],
+                                   spectral_model=PowerLawSpectralModel(
+                                       index=result.config.excess.spectral_index))
+    flux = estimator.run(ds)["flux"].data[0]
+    ours, err = result.maps["FLUX"], result.maps["FLUX_ERR"]
+    f = np.isfinite(flux)
+    assert f.any() and np.array_equal(f, np.isfinite(ours))
+    assert np.max(np.abs(flux[f] - ours[f]) / err[f]) < 1e-3

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from conftest import msh_config
+from conftest import gammapy_data, msh_config
 from ringbg import run
 from ringbg.kernels import convolve, tophat_kernel
 
@@ -173,6 +173,7 @@ def test_band_exposure_from_the_runs_where_the_band_is_safe(tmp_path):
     # DR1 thresholds are 0.380 or 0.407 TeV: the first band is safe for some runs only
     cfg["geom"]["energy"] = {"min": "0.39 TeV", "max": "10 TeV", "nbins": 6}
     cfg["excess"]["energy_bands"] = True
+    cfg["excess"]["edisp"] = False  # the band's flux then has no other factor
     result = run(cfg)
     config = load_config(cfg)
     geom = make_geom(config)
@@ -255,3 +256,113 @@ def test_flat_template_run(tmp_path):
     assert 0.99 * c_irf < c_flat <= c_irf
     b_irf, b_flat = irf.summary["totals"]["background"], flat.summary["totals"]["background"]
     assert b_flat == pytest.approx(b_irf, rel=0.1) and b_flat != b_irf
+
+
+def _store_without_edisp(root, obs_ids):
+    """The DR1 index files, with no 'edisp' HDU listed for ``obs_ids`` (BASE_DIR: DR1)."""
+    from astropy.table import Table
+
+    dr1 = gammapy_data() / "hess-dl3-dr1"
+    root.mkdir()
+    Table.read(dr1 / "obs-index.fits.gz").write(root / "obs-index.fits.gz")
+    hdu = Table.read(dr1 / "hdu-index.fits.gz")
+    drop = np.isin(hdu["OBS_ID"], obs_ids) & (np.char.strip(hdu["HDU_TYPE"]) == "edisp")
+    hdu = hdu[~drop]
+    hdu.meta["BASE_DIR"] = str(dr1)
+    hdu.write(root / "hdu-index.fits.gz")
+    return root
+
+
+def test_observations_without_edisp_hdu(tmp_path, caplog):
+    """Without an 'edisp' HDU an observation enters the flux without dispersion, with a
+    warning naming it; with none at all the flux is the one of ``excess.edisp: false``."""
+    ids = [20136, 20137]
+    cfg = msh_config(tmp_path, observations={"obs_ids": ids})
+    full = run(cfg)
+    no_edisp = run(dict(cfg, excess=dict(cfg["excess"], edisp=False)))
+    store = _store_without_edisp(tmp_path / "none", ids)
+    with caplog.at_level("WARNING", logger="ringbg"):
+        none = run(dict(cfg, datastore=str(store)))
+    assert "observations 20136, 20137: no energy dispersion" in caplog.text
+    np.testing.assert_array_equal(none.maps["FLUX"], no_edisp.maps["FLUX"])
+    np.testing.assert_array_equal(none.maps["FLUX_UL"], no_edisp.maps["FLUX_UL"])
+    np.testing.assert_array_equal(none.flux_response, np.ones(10))
+    caplog.clear()
+    store = _store_without_edisp(tmp_path / "one", [20137])
+    with caplog.at_level("WARNING", logger="ringbg"):
+        one = run(dict(cfg, datastore=str(store)))
+    assert "observation 20137: no energy dispersion" in caplog.text and "20136" not in caplog.text
+    # between the two: some of the exposure-weighted kernel is dispersed, some diagonal
+    assert np.all(full.flux_response <= one.flux_response + 1e-12)
+    assert np.all(one.flux_response <= 1) and np.any(one.flux_response < 1)
+    assert np.any(one.flux_response > full.flux_response + 1e-3)
+    # the counts and significance do not depend on it
+    np.testing.assert_array_equal(one.maps["SIGNIFICANCE"], full.maps["SIGNIFICANCE"])
+
+
+def test_edisp_false_is_the_flux_without_dispersion():
+    """``excess.edisp: false``: exposure x power-law fractions, true = reconstructed energy
+    (the flux before the energy dispersion was added; bit for bit)."""
+    from ringbg.excess import power_law_integral
+    from ringbg.ring import convolve, tophat_kernel
+
+    cfg = msh_config()
+    cfg["excess"]["spectral_index"] = 2.3
+    with_edisp = run(cfg)
+    cfg["excess"]["edisp"] = False
+    result = run(cfg)
+    assert result.flux_response is None
+    st, m = result.stack, result.stack.mask
+    edges = result.geom.energy_edges_tev
+    fractions = power_law_integral(edges[:-1], edges[1:], 2.3)
+    total = power_law_integral(edges[0], edges[-1], 2.3)
+    npred = np.tensordot(fractions / total, np.nan_to_num(st.exposure), axes=1) * 1e4
+    kernel = tophat_kernel(0.04 / 0.02)
+    with np.errstate(all="ignore"):
+        reco = convolve(npred * m, kernel) / convolve(m.astype(float), kernel)
+        expected = np.where(m, result.maps["EXCESS"] / reco, np.nan)
+    np.testing.assert_array_equal(result.maps["FLUX"], expected)
+    # the energy dispersion raises the flux by about 9 % where the excess is significant
+    # (index 2.3, 0.5-10 TeV: events that migrate out of the range are lost)
+    sig = result.maps["SIGNIFICANCE"] > 5
+    ratio = with_edisp.maps["FLUX"][sig] / result.maps["FLUX"][sig]
+    assert 1.07 < np.median(ratio) < 1.10 and np.ptp(ratio) < 1e-3
+
+
+def test_memory_estimate_counts_the_true_energy_axis(data_dir):
+    from ringbg.config import load_config
+    from ringbg.pipeline import make_geom, memory_estimate_bytes
+
+    cfg = msh_config()
+    config = load_config(cfg)
+    base = memory_estimate_bytes(config, make_geom(config), 1)
+    cfg["geom"]["energy_true"] = {"min": "0.5 TeV", "max": "10 TeV", "nbins": 10}
+    same = load_config(cfg)
+    assert memory_estimate_bytes(same, make_geom(same), 1) == base
+    cfg["geom"]["energy_true"]["nbins"] = 110
+    finer = load_config(cfg)
+    # 100 more full-map float64 exposure planes, and 100 more in each of the three cutouts in
+    # flight (here the whole map)
+    extra = 150 * 150 * 8 * 100 * (1 + 3)
+    assert memory_estimate_bytes(finer, make_geom(finer), 1) - base == extra
+
+
+def test_band_flux_with_edisp(tmp_path):
+    """Per-band flux maps fold each band's own column of the kernel (the photons reconstructed
+    in that band): the sign of the band's excess, finite where its mask is, and within 10 % of
+    the band's flux without dispersion (which counts that bin's exposure only), but not equal
+    to it: photons migrate out of a band and into it from its neighbours."""
+    cfg = msh_config(tmp_path)
+    cfg["observations"] = {"obs_ids": [20136, 20137, 20151, 20282]}
+    cfg["geom"]["energy"] = {"min": "0.5 TeV", "max": "10 TeV", "nbins": 3}
+    cfg["excess"]["energy_bands"] = True
+    result = run(cfg)
+    flat = run(dict(cfg, excess=dict(cfg["excess"], edisp=False)))
+    for band, band_flat in zip(result.band_maps, flat.band_maps):
+        f = np.isfinite(band["EXCESS"])
+        assert np.array_equal(np.isfinite(band["FLUX"]), f)
+        np.testing.assert_array_equal(np.sign(band["FLUX"][f]), np.sign(band["EXCESS"][f]))
+        s = f & (band["SIGNIFICANCE"] > 3)
+        ratio = band["FLUX"][s] / band_flat["FLUX"][s]
+        assert ratio.size and np.all(np.abs(ratio - 1) < 0.1), ratio
+        assert np.all(np.abs(ratio - 1) > 0.005), ratio

@@ -14,7 +14,9 @@ from scipy.interpolate import RegularGridInterpolator
 
 from conftest import gammapy_data
 from ringbg.datastore import DataStore
-from ringbg.dl3 import Background, EffectiveArea, IrfAxis, Observation
+from ringbg.dl3 import Background, EffectiveArea, EnergyDispersion, IrfAxis, Observation
+from ringbg.edisp import IrfGrid, diagonal_kernel, irf_grid
+from ringbg.irf import edisp_kernel
 from ringbg.geom import Geom, energy_edges_tev
 from ringbg.reduce import ReducedObservation, bin_events, reduce_observation
 
@@ -60,15 +62,26 @@ def bkg_power_law():
 
 
 def observation(ra=(), dec=(), energy=(), aeff=None, bkg=None, pointing=CENTER,
-                gti=((0.0, 1000.0), (2000.0, 2600.0))):
+                gti=((0.0, 1000.0), (2000.0, 2600.0)), edisp=None):
     gti = np.asarray(gti, float)
     return Observation(
         obs_id=7, ra_deg=np.asarray(ra, float), dec_deg=np.asarray(dec, float),
         energy_tev=np.asarray(energy, float), pointing_ra_deg=pointing[0],
         pointing_dec_deg=pointing[1], gti_start_s=gti[:, 0], gti_stop_s=gti[:, 1],
         deadc=LIVETIME_FRACTION, time_ref_mjd=51910.0, time_scale="tt", location=None,
-        aeff=aeff or aeff_linear_in_log_e(), bkg=bkg or bkg_power_law(),
+        aeff=aeff or aeff_linear_in_log_e(), bkg=bkg or bkg_power_law(), edisp=edisp,
     )
+
+
+def gaussian_edisp():
+    """A Gaussian migration of width 0.2 (0.3 at 2 deg) around 1, known to 2 deg offset."""
+    energy = log_axis(np.geomspace(0.1, 100, 13))
+    migra = lin_axis(np.linspace(0.2, 2.5, 47), "migra")
+    offset = lin_axis([0.0, 1.0, 2.0])
+    sigma = np.array([0.2, 0.3])[None, None, :]
+    values = np.exp(-0.5 * ((migra.nodes[None, :, None] - 1) / sigma) ** 2)
+    values = np.repeat(values / (np.sqrt(2 * np.pi) * sigma), 12, axis=0)
+    return EnergyDispersion(energy, migra, offset, values)
 
 
 def random_events(n=4000, seed=0, spread=1.3):
@@ -266,3 +279,75 @@ def test_dr1_run_counts_and_on_axis_exposure():
     assert not keep[0] and keep[1:].all()
     np.testing.assert_array_equal(red.mask_safe.any(axis=(1, 2)), keep)
 
+
+
+# --------------------------------------------------------------------------------------------
+# true-energy axis and energy dispersion
+
+
+def test_exposure_on_a_true_energy_axis():
+    """The exposure lives on its own true-energy axis (bin centres); counts, background and
+    safe mask stay on the reconstructed one."""
+    g = geom()
+    true = energy_edges_tev(0.2, 50.0, 9)
+    red = reduce_observation(observation(*random_events(seed=4)), g, 0.6,
+                             energy_true_edges_tev=true)
+    assert red.exposure.shape == (9, 24, 24) and red.counts.shape == (6, 24, 24)
+    assert red.mask_safe.shape == red.background.shape == (6, 24, 24)
+    centers = np.sqrt(true[:-1] * true[1:])
+    expected = (2e4 + 1.5e4 * np.log(centers)) * red.livetime_s
+    np.testing.assert_allclose(red.exposure[:, 12, 12], expected, rtol=1e-10)
+    assert red.edisp is None
+    same = reduce_observation(observation(*random_events(seed=4)), g, 0.6)
+    np.testing.assert_array_equal(same.exposure, reduce_observation(
+        observation(*random_events(seed=4)), g, 0.6, energy_true_edges_tev=EDGES).exposure)
+
+
+def test_edisp_response_of_an_observation():
+    """The kernel on the observation's cutout of the IRF grid: EDISP at each IRF pixel's
+    offset, zero in the reconstructed-energy bins the safe mask excludes there; the exposure
+    there; where each IRF pixel lies in the fine cutout."""
+    g = geom(width=3.0)
+    lo_thres = EDGES[1] * 0.99  # the first reconstructed-energy bin is not safe
+    aeff = aeff_linear_in_log_e(lo=lo_thres)
+    obs = observation(*random_events(seed=5), aeff=aeff, edisp=gaussian_edisp(),
+                      pointing=(CENTER[0] + 0.3, CENTER[1] - 0.2))
+    grid = irf_grid(g, EDGES[0], EDGES[-1])
+    grid = IrfGrid(grid.geom, np.arange(6.0))  # bin indices without gammapy's rounding
+    true = energy_edges_tev(0.3, 30.0, 8)
+    red = reduce_observation(obs, g, 1.0, ("aeff-default",), energy_true_edges_tev=true,
+                             irf=grid)
+    r = red.edisp
+    assert not r.diagonal
+    assert r.slices == grid.geom.cutout_slices(*obs_pointing(obs), 2.0)
+    sy, sx = r.slices
+    assert r.kernel.shape == (8, 6, sy.stop - sy.start, sx.stop - sx.start)
+    offset = grid.geom.pointing_frame(r.slices, *obs_pointing(obs))[2]
+    kernel = np.moveaxis(edisp_kernel(obs.edisp, offset, true, EDGES), (-2, -1), (0, 1))
+    # inside the fine cutout every bin but the first is safe
+    lon, lat = (a[sy, sx] for a in grid.geom.lonlat_deg)
+    x, y = g.world_to_pix(lon.ravel(), lat.ravel())
+    np.testing.assert_allclose(r.x, x.reshape(lon.shape) - red.slices[1].start, atol=1e-9)
+    np.testing.assert_allclose(r.y, y.reshape(lon.shape) - red.slices[0].start, atol=1e-9)
+    n = red.counts.shape[1]
+    inner = (r.x > 0.5) & (r.x < n - 1.5) & (r.y > 0.5) & (r.y < n - 1.5)
+    assert inner.sum() >= 4
+    np.testing.assert_array_equal(r.kernel[:, 0][:, inner], 0.0)
+    np.testing.assert_array_equal(r.kernel[:, 1:][:, :, inner], kernel[:, 1:][:, :, inner])
+    assert r.kernel[:, 1:][:, :, inner].max() > 0.5
+    centers = np.sqrt(true[:-1] * true[1:])
+    np.testing.assert_allclose(r.exposure, np.broadcast_to(
+        ((2e4 + 1.5e4 * np.log(centers)) * red.livetime_s)[:, None, None], r.exposure.shape),
+        rtol=1e-10)
+    # without an energy dispersion: the diagonal kernel, flagged
+    obs.edisp = None
+    red = reduce_observation(obs, g, 1.0, ("aeff-default",), energy_true_edges_tev=true,
+                             irf=grid)
+    assert red.edisp.diagonal
+    np.testing.assert_array_equal(red.edisp.kernel[:, 1:][:, :, inner],
+                                  np.broadcast_to(diagonal_kernel(true, EDGES)[:, 1:, None],
+                                                  (8, 5, inner.sum())))
+
+
+def obs_pointing(obs):
+    return obs.pointing_ra_deg, obs.pointing_dec_deg

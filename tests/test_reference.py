@@ -3,8 +3,10 @@
 Per observation: counts identical; exposure and background within 1e-4 relative in every
 pixel above 1e-3 of the maximum; the same safe mask. Stacked: counts and counts_off identical,
 acceptance and acceptance_off within 1e-4 relative. Maps: SIGNIFICANCE and EXCESS within 1e-3
-absolute where finite, and finite in the same pixels. Several fields, frames, projections,
-energy binnings, both ``correlate_off`` values, ALTAZ backgrounds and the adaptive ring.
+absolute where finite, and finite in the same pixels; FLUX, FLUX_ERR (and FLUX_UL where
+computed) within 1e-3 of gammapy's FLUX_ERR, with the energy dispersion (gammapy's default).
+Several fields, frames, projections, energy binnings, true-energy axes, both ``correlate_off``
+values, ALTAZ backgrounds and the adaptive ring.
 """
 
 import shutil
@@ -68,10 +70,30 @@ def _compare_maps(result, ref):
     theirs = ref["excess"]["sqrt_ts_off"]
     assert np.array_equal(np.isfinite(off), np.isfinite(theirs))
     assert np.nanmax(np.abs(off - theirs)) < 1e-3
+    _compare_flux(result, ref)
 
 
-def _check(cfg, per_obs=True):
-    ref = run_gammapy(cfg, per_obs=per_obs, selection_optional=())
+def _compare_flux(result, ref):
+    """FLUX, FLUX_ERR and FLUX_UL (when gammapy made it) within 1e-3 of gammapy's flux error,
+    finite in the same pixels."""
+    flux_err = ref["excess"]["flux_err"]
+    names = [("FLUX", "flux"), ("FLUX_ERR", "flux_err"), ("FLUX_UL", "flux_ul")]
+    compared = 0
+    for ours_name, ref_name in names:
+        if ref_name not in ref["excess"]:
+            continue
+        ours, theirs = result.maps[ours_name], ref["excess"][ref_name]
+        assert np.array_equal(np.isfinite(ours), np.isfinite(theirs)), ours_name
+        f = np.isfinite(theirs) & np.isfinite(flux_err)
+        assert f.any()
+        dev = np.max(np.abs(ours[f] - theirs[f]) / flux_err[f])
+        assert dev < 1e-3, f"{ours_name}: max deviation {dev:.2e} of gammapy's FLUX_ERR"
+        compared += 1
+    assert compared >= 2
+
+
+def _check(cfg, per_obs=True, selection_optional=()):
+    ref = run_gammapy(cfg, per_obs=per_obs, selection_optional=selection_optional)
     result = run(cfg)
     assert result.summary["obs_ids"] == ref["obs_ids"]
     if per_obs:
@@ -234,3 +256,64 @@ def test_offset_max_defaults_to_geom_offset_max():
     explicit = dict(cfg, safe_mask={"methods": ["offset-max"],
                                     "parameters": {"offset_max": "3 deg"}})
     assert run(explicit).summary["totals"]["counts"] > result.summary["totals"]["counts"]
+
+
+def _pks2155_config():
+    cfg = msh_config()
+    cfg["observations"] = {"obs_ids": [33787, 33788, 33789]}
+    cfg["geom"].update({
+        "skydir": {"frame": "icrs", "lon": "330.2 deg", "lat": "-30.0 deg"},
+        "width": "2.6 deg", "binsize": "0.02 deg", "projection": "CAR",
+        "energy": {"min": "0.3 TeV", "max": "20 TeV", "nbins": 6}, "offset_max": "2 deg"})
+    cfg["exclusion"] = {"regions": [{"frame": "icrs", "lon": "329.717 deg",
+                                     "lat": "-30.226 deg", "radius": "0.3 deg"}]}
+    cfg["ring"] = {"r_in": "0.4 deg", "width": "0.3 deg"}
+    cfg["excess"] = {"correlation_radius": "0.06 deg", "correlate_off": False}
+    return cfg
+
+
+def test_flux_edisp_with_a_finer_true_energy_axis():
+    """PKS 2155-304 (trimmed cutouts, the map centre off the pointings): a true-energy axis
+    wider and finer than the reconstructed one; the exposure lives on it."""
+    cfg = _pks2155_config()
+    cfg["geom"]["energy_true"] = {"min": "0.2 TeV", "max": "40 TeV", "nbins": 15}
+    result, ref = _check(cfg)
+    assert result.stack.exposure.shape[0] == ref["stacked"]["exposure"].shape[0] == 15
+    # the response: photons of the outer true-energy bins are mostly reconstructed outside
+    # the range, those in the middle almost all inside
+    np.testing.assert_allclose(result.flux_response, ref["stacked"]["edisp_response"],
+                               rtol=1e-5, atol=1e-7)
+    assert result.flux_response[0] < 0.1 and result.flux_response[-1] < 0.1
+    assert np.all(result.flux_response[6:11] > 0.95)
+
+
+def test_flux_without_edisp_as_gammapy_without_edisp_maps():
+    """``excess.edisp: false``: gammapy without energy-dispersion maps (its diagonal response,
+    here with a true-energy axis that overhangs the reconstructed range)."""
+    cfg = _pks2155_config()
+    cfg["geom"]["energy_true"] = {"min": "0.2 TeV", "max": "40 TeV", "nbins": 12}
+    cfg["excess"]["edisp"] = False
+    result, ref = _check(cfg, per_obs=False)
+    np.testing.assert_allclose(result.flux_response, ref["stacked"]["edisp_response"],
+                               rtol=1e-6, atol=1e-9)
+    # the first true-energy bin straddles the range's lower edge, the last is above it
+    assert 0 < result.flux_response[0] < 1 and result.flux_response[-1] == 0
+    # with the dispersion the flux is higher where the excess is significant (events that
+    # migrate out of the range are lost, so fewer are expected per unit flux)
+    with_edisp = run(dict(cfg, excess=dict(cfg["excess"], edisp=True)))
+    sig = result.maps["SIGNIFICANCE"] > 5
+    assert sig.any()
+    ratio = with_edisp.maps["FLUX"][sig] / result.maps["FLUX"][sig]
+    assert np.all(ratio > 1.01)
+
+
+def test_flux_upper_limits_with_edisp():
+    """FLUX_UL (gammapy's root finds are slow: a 40 x 40 pixel map of MSH 15-52)."""
+    cfg = msh_config()
+    cfg["geom"].update({"width": "2 deg", "binsize": "0.05 deg",
+                        "energy_true": {"min": "0.3 TeV", "max": "30 TeV", "nbins": 12}})
+    cfg["excess"] = {"correlation_radius": "0.1 deg", "correlate_off": False}
+    result, ref = _check(cfg, per_obs=False, selection_optional=("ul",))
+    assert "flux_ul" in ref["excess"]
+    f = np.isfinite(ref["excess"]["flux_ul"])
+    assert np.all(result.maps["FLUX_UL"][f] > result.maps["FLUX"][f])

@@ -99,7 +99,14 @@ class GeomConfig(_Model):
     binsize: PositiveAngle = 0.02
     projection: str = Field("CAR", pattern=r"^[A-Z]{3}$")
     energy: EnergyAxis = EnergyAxis()
+    #: true-energy axis of the exposure and energy dispersion; null: the same as ``energy``
+    energy_true: EnergyAxis | None = None
     offset_max: PositiveAngle = 2.5
+
+    @property
+    def energy_true_axis(self):
+        """The true-energy axis in effect (``energy`` when ``energy_true`` is not set)."""
+        return self.energy if self.energy_true is None else self.energy_true
 
     @property
     def width_deg(self):
@@ -208,6 +215,7 @@ class Excess(_Model):
     n_sigma_ul: float = Field(2.0, gt=0)
     spectral_index: float = 2.0
     energy_bands: bool = False
+    edisp: bool = True
 
     @model_validator(mode="after")
     def _radii(self):
@@ -342,6 +350,9 @@ geom:
   binsize: 0.02 deg                         # tutorial (default: 0.02 deg)
   projection: CAR                           # default: CAR; any WCS projection code (TAN, AIT, ...)
   energy: {min: 0.5 TeV, max: 10 TeV, nbins: 10}   # tutorial (default: 1-10 TeV, 5 bins), log-spaced
+  energy_true: null                         # default: null (the same as energy, as the
+                                            #  tutorial); e.g. {min: 0.3 TeV, max: 20 TeV,
+                                            #  nbins: 20}: true energy of exposure and edisp
   offset_max: 2.5 deg                       # tutorial (default: 2.5 deg); cutout half-width
 
 safe_mask:
@@ -388,6 +399,8 @@ excess:
   n_sigma_ul: 2                             # default: 2; upper limits at this many sigma
   spectral_index: 2                         # default: 2; power law assumed for flux maps
   energy_bands: false                       # default: false; also write maps per energy bin
+  edisp: true                               # default: true; fold the energy dispersion into
+                                            #  the flux maps (as gammapy)
 
 parallel:
   jobs: 1                                   # local worker processes

@@ -15,6 +15,7 @@ from .dl3 import (
     one_line,
     read_aeff,
     read_bkg,
+    read_edisp,
     read_events,
     read_fits_tables,
     read_gti,
@@ -36,7 +37,10 @@ KNOWN_CLASSES = {
     "gti": {"gti"},
     "aeff": {"aeff_2d"},
     "bkg": {"bkg_3d", "bkg_2d"},
+    "edisp": {"edisp_2d"},
 }
+#: HDU types read when the HDU index lists them (and they are asked for)
+OPTIONAL_HDUS = ("edisp",)
 
 
 def _read_index(path):
@@ -219,12 +223,18 @@ class DataStore:
                     location[0], location[1])
         return found
 
-    def load(self, obs_id):
-        """Read one observation; raises `~ringbg.dl3.DL3Error` naming the file on failure."""
+    def load(self, obs_id, edisp=True):
+        """Read one observation; raises `~ringbg.dl3.DL3Error` naming the file on failure.
+
+        ``edisp``: also read the energy dispersion when the HDU index lists one (an
+        observation without it has ``edisp = None``).
+        """
         locations = self.hdu_locations(obs_id)
         if not locations:
             raise DL3Error(f"observation {obs_id}: not in the HDU index")
-        for hdu_type in REQUIRED_HDUS:
+        wanted = REQUIRED_HDUS + tuple(t for t in OPTIONAL_HDUS
+                                       if edisp and t in locations)
+        for hdu_type in wanted:
             if hdu_type not in locations:
                 raise DL3Error(f"observation {obs_id}: the HDU index lists no '{hdu_type}' HDU")
             hdu_class = locations[hdu_type][2]
@@ -235,7 +245,7 @@ class DataStore:
                 )
         files = {}
         hdus = {}
-        for hdu_type in REQUIRED_HDUS:
+        for hdu_type in wanted:
             path, name, _ = locations[hdu_type]
             if path not in files:
                 files[path] = read_fits_tables(path)
@@ -317,6 +327,7 @@ def _build_observation(obs_id, hdus, locations):
     deadc = _deadc(header, where, obs_id)
     aeff = read_aeff(hdus["aeff"], locations["aeff"][0])
     bkg = read_bkg(hdus["bkg"], locations["bkg"][0], header)
+    edisp = read_edisp(hdus["edisp"], locations["edisp"][0]) if "edisp" in hdus else None
     ontime = float(np.sum(stop - start))
     if not np.isfinite(ontime) or ontime <= 0:
         raise DL3Error(f"{locations['gti'][0]}: GTI of observation {obs_id} sums to {ontime} s")
@@ -354,4 +365,5 @@ def _build_observation(obs_id, hdus, locations):
         aeff=aeff,
         bkg=bkg,
         meta=meta,
+        edisp=edisp,
     )

@@ -1,4 +1,5 @@
-"""Reading GADF DL3 HDUs: events, GTI, effective area (AEFF_2D) and background (BKG_3D, BKG_2D).
+"""Reading GADF DL3 HDUs: events, GTI, effective area (AEFF_2D), energy dispersion (EDISP_2D)
+and background (BKG_3D, BKG_2D).
 
 Readers return plain numpy arrays with units in the names (``_deg``, ``_tev``, ``_s``,
 ``_m2``). IRF axes are described by their nodes and edges in the interpolation scale used by
@@ -25,11 +26,13 @@ __all__ = [
     "DL3Error",
     "IrfAxis",
     "EffectiveArea",
+    "EnergyDispersion",
     "Background",
     "Observation",
     "read_events",
     "read_gti",
     "read_aeff",
+    "read_edisp",
     "read_bkg",
 ]
 
@@ -119,6 +122,22 @@ class EffectiveArea:
 
 
 @dataclass(frozen=True)
+class EnergyDispersion:
+    """EDISP_2D: ``values[i_energy_true, i_migra, i_offset]``, the probability density of the
+    migration ``E_reco / E_true`` (per unit migration).
+
+    ``point_like``: the HDU says ``HDUCLAS3 = POINT-LIKE`` (such files often have a single
+    offset bin; the values are then the same at every offset inside it).
+    """
+
+    energy: IrfAxis
+    migra: IrfAxis
+    offset: IrfAxis
+    values: np.ndarray
+    point_like: bool = False
+
+
+@dataclass(frozen=True)
 class Background:
     """BKG_3D (``values[i_energy, i_lon, i_lat]``) or BKG_2D (``values[i_energy, i_offset]``).
 
@@ -155,6 +174,8 @@ class Observation:
     aeff: EffectiveArea
     bkg: Background
     meta: dict = field(default_factory=dict)
+    #: the energy dispersion, or None (none in the data store, or not asked for)
+    edisp: EnergyDispersion | None = None
 
     @property
     def ontime_s(self):
@@ -301,14 +322,15 @@ def _axis(table, prefix, name, log, path, unit):
     return axis
 
 
-def _warn_bad_values(values, where, background=False):
+def _warn_bad_values(values, where, background=False, what=None):
     """Warn about IRF values that are not finite (or negative); they are used as gammapy 2.1
-    uses them: effective area as zero; background as missing (filled along energy between
-    valid values, else zero) and negative background as zero."""
+    uses them: effective area and energy dispersion as zero (after the interpolation);
+    background as missing (filled along energy between valid values, else zero) and negative
+    background as zero."""
     bad = ~np.isfinite(values)
     n_bad = int(bad.sum())
     n_neg = int(np.sum(values[~bad] < 0))
-    what = "background" if background else "effective-area"
+    what = what or ("background" if background else "effective-area")
     if n_bad:
         use = ("missing: filled along energy where valid values bracket them, else zero"
                if background else "taken as zero")
@@ -330,6 +352,24 @@ def read_aeff(table, path):
     lo = header_number(table.header, "LO_THRES", None, where)
     hi = header_number(table.header, "HI_THRES", None, where)
     return EffectiveArea(energy, offset, values, lo, hi)
+
+
+def read_edisp(table, path):
+    """EDISP_2D as an `EnergyDispersion` (true energy in TeV, offset in deg).
+
+    The true-energy columns are ``ENERG_LO/HI`` (GADF) or ``ETRUE_LO/HI`` (CTA 1DC); the
+    matrix column is ``MATRIX``, stored (offset, migra, energy) as the format says.
+    """
+    names = set(table.colnames)
+    prefix = "ENERG" if "ENERG_LO" in names else "ETRUE"
+    energy = _axis(table, prefix, "energy_true", True, path, "TeV")
+    migra = _axis(table, "MIGRA", "migra", False, path, None)
+    offset = _axis(table, "THETA", "offset", False, path, "deg")
+    shape = (len(energy.nodes), len(migra.nodes), len(offset.nodes))
+    values = _irf_values(table, ["MATRIX"], path, None, shape)
+    _warn_bad_values(values, f"{path} [{table.name}]", what="energy-dispersion")
+    point_like = str(table.header.get("HDUCLAS3", "")).strip().upper() == "POINT-LIKE"
+    return EnergyDispersion(energy, migra, offset, values, point_like)
 
 
 def read_bkg(table, path, events_header=None):

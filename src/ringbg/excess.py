@@ -12,7 +12,7 @@ import numpy as np
 from . import stats
 from .kernels import convolve, tophat_kernel
 
-__all__ = ["excess_maps", "power_law_integral"]
+__all__ = ["excess_maps", "flux_weights", "power_law_integral"]
 
 
 def power_law_integral(e_lo_tev, e_hi_tev, index):
@@ -38,6 +38,8 @@ def excess_maps(
     n_sigma=1.0,
     n_sigma_ul=2.0,
     errors=True,
+    response=None,
+    energy_range_tev=None,
 ):
     """Correlated maps of a stacked on/off image.
 
@@ -52,15 +54,21 @@ def excess_maps(
     correlate_off : bool
         Also sum the off counts in the top-hat.
     exposure : `~numpy.ndarray`, optional
-        (n_energy, ny, nx) stacked exposure in m2 s, for flux maps.
+        (n_true, ny, nx) stacked exposure in m2 s, for flux maps.
     energy_edges_tev : `~numpy.ndarray`, optional
-        Energy edges of the exposure bins.
+        True-energy edges of the exposure bins.
     spectral_index : float
         Power-law index assumed for the flux conversion.
     n_sigma, n_sigma_ul : float
         Confidence of the asymmetric errors and of the upper limits.
     errors : bool
         Compute the asymmetric errors and upper limits (root finds).
+    response : `~numpy.ndarray`, optional
+        (n_true,) probability that a photon of each true-energy bin is counted (reconstructed
+        in the range, safe): the energy dispersion; None: 1 (no dispersion).
+    energy_range_tev : (float, float), optional
+        Reconstructed-energy range of the counts: the flux is the integral flux in it. By
+        default the range of ``energy_edges_tev``.
 
     Returns
     -------
@@ -72,11 +80,29 @@ def excess_maps(
     with np.errstate(all="ignore"):
         return _excess_maps(counts, counts_off, acceptance, acceptance_off, mask, radius_px,
                             correlate_off, exposure, energy_edges_tev, spectral_index, n_sigma,
-                            n_sigma_ul, errors)
+                            n_sigma_ul, errors, response, energy_range_tev)
+
+
+def flux_weights(energy_edges_tev, spectral_index, response=None, energy_range_tev=None):
+    """Expected counts per unit exposure (m2 s) in each true-energy bin, for a power law of
+    unit integral flux in the reconstructed-energy range.
+
+    The power law's share of each true-energy bin, times the probability that its photons are
+    counted (``response``; 1 without energy dispersion), over the integral in the range:
+    gammapy's ``estimate_exposure_reco_energy`` divided by the model's integral flux.
+    """
+    edges = np.asarray(energy_edges_tev, float)
+    fractions = power_law_integral(edges[:-1], edges[1:], spectral_index)
+    lo, hi = (edges[0], edges[-1]) if energy_range_tev is None else energy_range_tev
+    weights = fractions / power_law_integral(lo, hi, spectral_index)
+    if response is not None:
+        weights = weights * np.asarray(response, float)
+    return weights
 
 
 def _excess_maps(counts, counts_off, acceptance, acceptance_off, mask, radius_px, correlate_off,
-                 exposure, energy_edges_tev, spectral_index, n_sigma, n_sigma_ul, errors):
+                 exposure, energy_edges_tev, spectral_index, n_sigma, n_sigma_ul, errors,
+                 response, energy_range_tev):
     kernel = tophat_kernel(radius_px)
     m = np.asarray(mask, dtype=bool)
     counts = np.nan_to_num(counts)
@@ -115,11 +141,9 @@ def _excess_maps(counts, counts_off, acceptance, acceptance_off, mask, radius_px
             values[valid] = fn(n_on[valid], n_off[valid], alpha[valid], ns)
             out[name] = values
     if exposure is not None:
-        edges = np.asarray(energy_edges_tev, float)
-        fractions = power_law_integral(edges[:-1], edges[1:], spectral_index)
-        total = power_law_integral(edges[0], edges[-1], spectral_index)
+        weights = flux_weights(energy_edges_tev, spectral_index, response, energy_range_tev)
         # expected counts per unit integral flux (cm-2 s-1) in each pixel
-        npred_unit = np.tensordot(fractions / total, np.nan_to_num(exposure), axes=1) * 1e4
+        npred_unit = np.tensordot(weights, np.nan_to_num(exposure), axes=1) * 1e4
         with np.errstate(divide="ignore", invalid="ignore"):
             reco = convolve(npred_unit * m, kernel) / convolve(m.astype(float), kernel)
             out["flux"] = out["excess"] / reco

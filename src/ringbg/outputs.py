@@ -58,14 +58,16 @@ def _cube_hdus(name, data, wcs_header, edges_tev, unit="", meta=None, true_energ
 
 
 def write_onoff(path, counts, counts_off, acceptance, acceptance_off, mask, exposure, wcs_header,
-                energy_edges_tev, livetime_s, name="stacked"):
+                energy_edges_tev, livetime_s, name="stacked", energy_true_edges_tev=None):
     """An on/off dataset that gammapy's ``MapDatasetOnOff.read`` loads.
 
     Images carry one reconstructed-energy bin spanning the whole range; the exposure keeps its
-    true-energy bins.
+    true-energy bins (``energy_true_edges_tev``, by default the reconstructed-energy edges).
     """
     edges = np.asarray(energy_edges_tev, float)
     squashed = np.array([edges[0], edges[-1]])
+    if energy_true_edges_tev is not None:
+        edges = np.asarray(energy_true_edges_tev, float)
     primary = fits.PrimaryHDU()
     primary.header["NAME"] = name
     primary.header["CREATOR"] = "ringbg"
@@ -253,9 +255,10 @@ def maps_file_name(config, radius_deg):
 def _write_all(result, folder, figures):
     geom, stack, cfg = result.geom, result.stack, result.config
     header = geom.image_header()
+    e_true = getattr(result, "energy_true_edges_tev", None)
     write_onoff(folder / "stacked_onoff.fits", stack.counts, stack.counts_off, stack.acceptance,
                 stack.acceptance_off, stack.mask, stack.exposure, header, geom.energy_edges_tev,
-                stack.livetime_s)
+                stack.livetime_s, energy_true_edges_tev=e_true)
     for k, radius in enumerate(cfg.excess.radii_deg):
         extra = {"EMIN_TEV": float(geom.energy_edges_tev[0]),
                  "EMAX_TEV": float(geom.energy_edges_tev[-1]),
@@ -281,7 +284,7 @@ def _write_all(result, folder, figures):
                         np.nan_to_num(onoff.counts_off), onoff.acceptance,
                         np.nan_to_num(onoff.acceptance_off), onoff.mask,
                         onoff.exposure * onoff.mask[None], sub, geom.energy_edges_tev,
-                        onoff.livetime_s, name=str(onoff.obs_id))
+                        onoff.livetime_s, name=str(onoff.obs_id), energy_true_edges_tev=e_true)
     result.summary["inputs"] = input_checksums(result)
     if figures:
         _write_figures_and_report(result, folder)

@@ -15,6 +15,7 @@ import numpy as np
 from .config import load_config
 from .datastore import DataStore, DataStoreError
 from .dl3 import DL3Error, discard_prefetched, prefetch
+from .edisp import EdispStack, diagonal_response, irf_grid
 from .errors import RunError
 from .exclusion import exclusion_mask, grow_exclusion
 from .excess import excess_maps
@@ -42,6 +43,18 @@ def make_geom(config):
     edges = energy_edges_tev(g.energy.min, g.energy.max, g.energy.nbins)
     return Geom.create(g.skydir.lon, g.skydir.lat, g.skydir.frame, g.width_deg, g.binsize,
                        g.projection, edges)
+
+
+def make_energy_true_edges(config):
+    """True-energy bin edges (TeV) of the exposure: ``geom.energy_true``, else ``geom.energy``."""
+    a = config.geom.energy_true_axis
+    return energy_edges_tev(a.min, a.max, a.nbins)
+
+
+def make_irf_grid(config, geom):
+    """The IRF grid of the energy-dispersion response (None without ``excess.edisp``)."""
+    energy = config.geom.energy
+    return irf_grid(geom, energy.min, energy.max) if config.excess.edisp else None
 
 
 @lru_cache(maxsize=4)
@@ -151,6 +164,8 @@ class ObservationTask:
     prefetch_id: int | None = None
     ring: RingSpec | None = None
     bands: bool = False
+    energy_true_edges_tev: np.ndarray | None = None
+    irf: object = None  # the energy-dispersion IRF grid (`ringbg.edisp.IrfGrid`) or None
 
 
 def make_task(config, geom, obs_id, exclusion=None, cache_dir=None, prefetch_id=None):
@@ -166,7 +181,8 @@ def make_task(config, geom, obs_id, exclusion=None, cache_dir=None, prefetch_id=
         tuple(config.safe_mask.methods), safe_mask_parameters(config),
         config.background.template, template_parameters(config), exclusion,
         None if cache_dir is None else str(cache_dir), prefetch_id,
-        RingSpec.from_config(config, geom.binsize_deg), config.excess.energy_bands)
+        RingSpec.from_config(config, geom.binsize_deg), config.excess.energy_bands,
+        make_energy_true_edges(config), make_irf_grid(config, geom))
 
 
 def _hashable(params):
@@ -208,15 +224,17 @@ def reduce_task(task):
             key = cache.cache_key(obs_id, paths, geom, task.offset_max_deg, task.methods,
                                   dict(task.parameters, template=template,
                                        template_parameters=_hashable(task.template_parameters),
-                                       exclusion=None if excl is None else excl.key))
+                                       exclusion=None if excl is None else excl.key),
+                                  task.energy_true_edges_tev, task.irf)
             cached = cache.load(task.cache_dir, obs_id, key)
             if cached is not None:
                 cached.template = template
                 return obs_id, cached, None
-        obs = store.load(obs_id)
+        obs = store.load(obs_id, edisp=task.irf is not None)
         reduced = reduce_observation(obs, geom, task.offset_max_deg, task.methods,
                                      task.parameters, template, exclusion,
-                                     task.template_parameters)
+                                     task.template_parameters, task.energy_true_edges_tev,
+                                     task.irf)
         if key is not None and reduced is not None:
             cache.save(task.cache_dir, reduced, key)
     except (DL3Error, ValueError, KeyError, IndexError, OSError) as exc:
@@ -241,6 +259,7 @@ class RingedObservation:
     no_ring_pixels: int
     ring_s: float
     template: str = "irf"
+    edisp: object = None  # the observation's `ringbg.edisp.EdispResponse`
 
 
 def process_observation(task):
@@ -263,7 +282,8 @@ def process_observation(task):
             bands.append(task.ring(band_image, exclusion[band_image.slices]))
     return obs_id, RingedObservation(onoff, bands, int(image.mask.sum()),
                                      int(np.sum(image.mask & ~onoff.mask)),
-                                     time.perf_counter() - t0, reduced.template), None
+                                     time.perf_counter() - t0, reduced.template,
+                                     reduced.edisp), None
 
 
 def fit_off_distribution(values):
@@ -297,18 +317,19 @@ def memory_estimate_bytes(config, geom, jobs, n_obs=1):
     on/off images kept for ``output.per_observation``)."""
     npix = geom.shape[0] * geom.shape[1]
     n_e = geom.n_energy
+    n_true = config.geom.energy_true_axis.nbins
     bands = n_e if config.excess.energy_bands else 0
     # stack sums and exposure, ~40 full-size float64 maps in the excess step, band stacks
-    full = npix * 8 * (6 + n_e + 40 + bands * (6 + n_e))
+    full = npix * 8 * (6 + n_true + 40 + bands * (6 + n_true))
     cut = int(np.round(2 * config.geom.offset_max / geom.binsize_deg)) ** 2
     cut = min(cut, npix)
-    # cubes of one reduced observation (counts, exposure, background, mask, temporaries)
-    per_obs = cut * n_e * (4 + 8 + 8 + 1 + 3 * 8)
+    # cubes of one reduced observation (counts, background, mask, temporaries; exposure)
+    per_obs = cut * (n_e * (4 + 8 + 1 + 3 * 8) + n_true * 8)
     in_flight = 2 * max(jobs, 1) + 1
     # output.per_observation keeps each observation's on/off images (6 planes) and exposure
     kept = 0
     if config.output.per_observation:
-        kept = n_obs * cut * (6 + n_e) * 8
+        kept = n_obs * cut * (6 + n_true) * 8
     return int(full + per_obs * in_flight + kept + 300e6)
 
 
@@ -335,19 +356,36 @@ def safe_mask_parameters(config):
     return {"aeff_percent": p.aeff_percent, "offset_max_deg": offset_max, "irfs": p.irfs}
 
 
-def _maps(stack, geom, config, mask, band=None, radius_deg=None):
-    """Correlated maps of a stack at ``radius_deg`` (default: the first correlation radius);
-    ``band``: the flux of that energy bin alone, from its own exposure bin (the stack of a
-    band holds the exposure of the runs where it is safe)."""
+def flux_response(config, geom, edisp_stack, band=None):
+    """Per true-energy bin probability that a photon is counted (reconstructed in the range,
+    or in energy bin ``band``), for the flux maps: gammapy's stacked kernel
+    (``excess.edisp``), else the diagonal response (None when it is one everywhere: the true
+    axis is the reconstructed one and no band is asked for)."""
+    if edisp_stack is not None:
+        return edisp_stack.kernel()
+    e, e_true = geom.energy_edges_tev, make_energy_true_edges(config)
+    lo, hi = (e[0], e[-1]) if band is None else (e[band], e[band + 1])
+    if band is None and len(e_true) == len(e) and np.array_equal(e_true, e):
+        return None
+    return diagonal_response(e_true, lo, hi)
+
+
+def _maps(stack, geom, config, mask, band=None, radius_deg=None, edisp_stack=None):
+    """Correlated maps of a stack at ``radius_deg`` (default: the first correlation radius).
+
+    ``band``: the maps of that energy bin alone; its flux is the integral flux in that bin,
+    from the exposure of the runs where the bin is safe (the band's stack holds only theirs)
+    and the response into that bin. ``edisp_stack``: the stacked energy dispersion.
+    """
     e = config.excess
     radius_deg = e.radii_deg[0] if radius_deg is None else radius_deg
-    exposure, edges = stack.exposure, geom.energy_edges_tev
-    if band is not None:
-        exposure, edges = exposure[band:band + 1], edges[band:band + 2]
+    edges = geom.energy_edges_tev
+    lo, hi = (edges[0], edges[-1]) if band is None else (edges[band], edges[band + 1])
     return excess_maps(
         stack.counts, stack.counts_off, stack.acceptance, stack.acceptance_off, mask,
-        radius_deg / geom.binsize_deg, e.correlate_off, exposure,
-        edges, e.spectral_index, 1.0, e.n_sigma_ul,
+        radius_deg / geom.binsize_deg, e.correlate_off, stack.exposure,
+        make_energy_true_edges(config), e.spectral_index, 1.0, e.n_sigma_ul,
+        response=flux_response(config, geom, edisp_stack, band), energy_range_tev=(lo, hi),
     )
 
 
@@ -377,17 +415,19 @@ def radius_key(radius_deg):
     return f"{radius_deg:g}"
 
 
-def correlated_products(stack, geom, config, exclusion):
+def correlated_products(passed, geom, config, exclusion):
     """Per correlation radius (deg): the product maps, the off significance and its fit.
 
     The ring and the stack are done once; only the correlation is repeated.
     """
     out = {}
+    stack = passed.stack
+    n_true = stack.exposure.shape[0]
     for radius in config.excess.radii_deg:
-        maps = _maps(stack, geom, config, stack.mask, radius_deg=radius)
+        maps = _maps(stack, geom, config, stack.mask, radius_deg=radius,
+                     edisp_stack=passed.edisp_stack)
         off = _off_significance(stack, geom, config, exclusion, radius)
-        out[radius] = (assemble(maps, stack, exclusion, geom.n_energy), off,
-                       fit_off_distribution(off))
+        out[radius] = (assemble(maps, stack, exclusion, n_true), off, fit_off_distribution(off))
     return out
 
 
@@ -447,6 +487,9 @@ class StackPass:
     no_ring_pixels: int = 0
     stack_s: float = 0.0
     templates: dict = field(default_factory=dict)
+    edisp_stack: object = None
+    band_edisp: list = field(default_factory=list)
+    no_edisp: list = field(default_factory=list)
 
 
 def open_datastore(config):
@@ -566,9 +609,13 @@ def stack_observations(plan, exclusion, progress=False):
     """
     config, geom = plan.config, plan.geom
     n_bands = geom.n_energy if config.excess.energy_bands else 0
-    out = StackPass(Stack(geom.shape, geom.n_energy),
-                    [Stack(geom.shape, geom.n_energy) for _ in range(n_bands)], [], [], [],
-                    0.0, 0.0)
+    n_true = len(make_energy_true_edges(config)) - 1
+    irf = make_irf_grid(config, geom)
+    out = StackPass(Stack(geom.shape, n_true),
+                    [Stack(geom.shape, n_true) for _ in range(n_bands)], [], [], [], 0.0, 0.0)
+    if irf is not None:
+        out.edisp_stack = EdispStack(irf, n_true)
+        out.band_edisp = [EdispStack(irf, n_true, band) for band in range(n_bands)]
     t_start = time.perf_counter()
     tasks = _tasks(plan, exclusion, shared_shapes(plan, exclusion))
     results = map_ordered(process_observation, tasks, plan.jobs, config.parallel.address)
@@ -585,10 +632,16 @@ def stack_observations(plan, exclusion, progress=False):
         out.safe_pixels += ringed.safe_pixels
         out.no_ring_pixels += ringed.no_ring_pixels
         out.stack.add(ringed.onoff)
+        if out.edisp_stack is not None:
+            if ringed.edisp is not None and ringed.edisp.diagonal:
+                out.no_edisp.append(obs_id)
+            out.edisp_stack.add(ringed.edisp, ringed.onoff.mask)
         if config.output.per_observation:
             out.per_observation.append(ringed.onoff)
         for band_stack, band_onoff in zip(out.band_stacks, ringed.band_onoffs):
             band_stack.add(band_onoff)
+        for band_edisp, band_onoff in zip(out.band_edisp, ringed.band_onoffs):
+            band_edisp.add(ringed.edisp, band_onoff.mask)
         stack_s += time.perf_counter() - t1
         out.ring_s += ringed.ring_s
         out.used.append(obs_id)
@@ -608,6 +661,13 @@ def _report_pass(config, result, skipped):
         log.warning("observation %s skipped: %s", obs_id, error)
     for obs_id, name in result.templates.items():
         log.info("observation %s: background template %s", obs_id, name)
+    if result.no_edisp:
+        ids = ", ".join(str(i) for i in result.no_edisp[:20])
+        ids += ", ..." if len(result.no_edisp) > 20 else ""
+        log.warning("observation%s %s: no energy dispersion (no 'edisp' HDU in the HDU index); "
+                    "%s the flux maps without dispersion (excess.edisp)",
+                    "s" if len(result.no_edisp) > 1 else "", ids,
+                    "they enter" if len(result.no_edisp) > 1 else "it enters")
     skipped.extend(result.skipped)
     if not result.used:
         reasons = "; ".join(f"{i}: {r}" for i, r in skipped[:3])
@@ -675,15 +735,17 @@ def run(config, jobs=None, progress=False, cache_dir=None):
     if config.exclusion.auto is not None:
         passed, exclusion, auto_iterations = grow_exclusion(
             config.exclusion.auto, exclusion, passed, geom.binsize_deg,
-            significance=lambda p: _maps(p.stack, geom, config, p.stack.mask)["significance"],
+            significance=lambda p: _maps(p.stack, geom, config, p.stack.mask,
+                                         edisp_stack=p.edisp_stack)["significance"],
             restack=lambda mask: stack_observations(plan, mask))
     timings["auto_exclusion"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     stack = passed.stack
-    by_radius = correlated_products(stack, geom, config, exclusion)
-    band_maps = [band_products(_maps(b, geom, config, b.mask, band=k))
-                 for k, b in enumerate(passed.band_stacks)]
+    by_radius = correlated_products(passed, geom, config, exclusion)
+    band_edisp = passed.band_edisp or [None] * len(passed.band_stacks)
+    band_maps = [band_products(_maps(b, geom, config, b.mask, band=k, edisp_stack=be))
+                 for k, (b, be) in enumerate(zip(passed.band_stacks, band_edisp))]
     timings["excess"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
 
@@ -701,7 +763,9 @@ def run(config, jobs=None, progress=False, cache_dir=None):
                   summary=summary, observations=observations,
                   off_significance=off_significance, band_maps=band_maps,
                   per_observation=passed.per_observation,
-                  maps_by_radius={r: v[0] for r, v in by_radius.items()})
+                  maps_by_radius={r: v[0] for r, v in by_radius.items()},
+                  energy_true_edges_tev=make_energy_true_edges(config),
+                  flux_response=flux_response(config, geom, passed.edisp_stack))
 
 
 def _summary(config, geom, stack, by_radius, used, skipped, timings, auto_iterations):

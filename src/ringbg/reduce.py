@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .background import background_template, template_name
+from .edisp import observation_response
 from .irf import aeff_values_m2
 from .safemask import Cutout, safe_mask
 
@@ -25,11 +26,15 @@ class ReducedObservation:
     counts : `~numpy.ndarray`
         (n_energy, ny, nx) float32 counts in reconstructed energy.
     exposure : `~numpy.ndarray`
-        (n_energy, ny, nx) exposure in m2 s at the true-energy bin centres.
+        (n_true, ny, nx) exposure in m2 s at the true-energy bin centres.
     background : `~numpy.ndarray`
         (n_energy, ny, nx) predicted background counts (the template ``template``).
     mask_safe : `~numpy.ndarray`
         (n_energy, ny, nx) bool.
+    template : str
+        The background template used (`ringbg.background.TEMPLATES`).
+    edisp : `~ringbg.edisp.EdispResponse` or None
+        The energy-dispersion kernel on the IRF grid, when asked for.
     """
 
     obs_id: int
@@ -41,6 +46,7 @@ class ReducedObservation:
     livetime_s: float
     ontime_s: float
     template: str = "irf"
+    edisp: object = None
 
 
 def bin_events(geom, slices, ra_deg, dec_deg, energy_tev):
@@ -72,7 +78,8 @@ def bin_events(geom, slices, ra_deg, dec_deg, energy_tev):
 
 
 def reduce_observation(obs, geom, offset_max_deg, methods=("aeff-default",), parameters=None,
-                       template="irf", exclusion=None, template_parameters=None):
+                       template="irf", exclusion=None, template_parameters=None,
+                       energy_true_edges_tev=None, irf=None):
     """Counts, exposure, background and safe mask of one observation on its cutout.
 
     Parameters
@@ -94,6 +101,11 @@ def reduce_observation(obs, geom, offset_max_deg, methods=("aeff-default",), par
         the data.
     template_parameters : dict, optional
         Parameters of that template.
+    energy_true_edges_tev : `~numpy.ndarray`, optional
+        True-energy bin edges of the exposure; the reconstructed-energy edges by default.
+    irf : `~ringbg.edisp.IrfGrid`, optional
+        The IRF grid: compute the energy-dispersion response on it (the diagonal one when the
+        observation has no energy dispersion).
 
     Returns
     -------
@@ -107,11 +119,21 @@ def reduce_observation(obs, geom, offset_max_deg, methods=("aeff-default",), par
     counts = bin_events(geom, slices, obs.ra_deg, obs.dec_deg, obs.energy_tev)
     frame = geom.pointing_frame(slices, obs.pointing_ra_deg, obs.pointing_dec_deg)
     offset = frame[2]
-    exposure = aeff_values_m2(obs.aeff, geom.energy_center_tev, offset, scale=obs.livetime_s)
+    if energy_true_edges_tev is None:
+        true_centers = geom.energy_center_tev
+    else:
+        e = np.asarray(energy_true_edges_tev, dtype=float)
+        true_centers = np.sqrt(e[:-1] * e[1:])
+    exposure = aeff_values_m2(obs.aeff, true_centers, offset, scale=obs.livetime_s)
     background = background_template(template, obs, geom, slices, frame, counts, exclusion,
                                      template_parameters)
-    mask = safe_mask(obs, Cutout(geom, slices, offset, background, exposure), methods,
-                     parameters)
+    mask = safe_mask(obs, Cutout(geom, slices, offset, background, exposure, true_centers),
+                     methods, parameters)
+    response = None
+    if irf is not None:
+        e_true = geom.energy_edges_tev if energy_true_edges_tev is None else e
+        response = observation_response(obs, geom, slices, mask, irf, e_true,
+                                        2 * offset_max_deg)
     return ReducedObservation(
         obs_id=obs.obs_id,
         slices=slices,
@@ -122,4 +144,5 @@ def reduce_observation(obs, geom, offset_max_deg, methods=("aeff-default",), par
         livetime_s=obs.livetime_s,
         ontime_s=obs.ontime_s,
         template=template_name(template, obs.bkg is not None),
+        edisp=response,
     )

@@ -58,6 +58,10 @@ class Result:
     per_observation: list = field(default_factory=list)
     #: correlation radius (deg) -> its product maps (``maps`` is the first radius')
     maps_by_radius: dict = field(default_factory=dict)
+    #: true-energy bin edges (TeV) of ``stack.exposure`` (None: the geometry's energy edges)
+    energy_true_edges_tev: np.ndarray | None = None
+    #: the response folded into the flux maps, per true-energy bin (None: one)
+    flux_response: np.ndarray | None = None
 
     @property
     def wcs(self):
@@ -141,7 +145,7 @@ class Result:
             path = Path(tmp) / "stacked_onoff.fits"
             write_onoff(path, st.counts, st.counts_off, st.acceptance, st.acceptance_off,
                         st.mask, st.exposure, g.image_header(), g.energy_edges_tev,
-                        st.livetime_s)
+                        st.livetime_s, energy_true_edges_tev=self.energy_true_edges_tev)
             dataset = MapDatasetOnOff.read(path, name="stacked")
         geom = WcsGeom(wcs=g.wcs, npix=(g.shape[1], g.shape[0]))
         maps = {name: WcsNDMap(geom, data=np.asarray(data, dtype=float),

@@ -29,6 +29,8 @@ class Cutout:
     offset_deg: np.ndarray
     background: np.ndarray
     exposure_m2s: np.ndarray | None = None
+    #: the true-energy bin centres of ``exposure_m2s`` (None: the geometry's energy centres)
+    energy_true_center_tev: np.ndarray | None = None
 
 
 def _energy_mask(edges, energy_min=None, energy_max=None):
@@ -170,11 +172,12 @@ def _aeff_max(obs, cutout, parameters):
     if parameters.get("irfs", "DL4") == "DL3":
         threshold = _aeff_max_threshold_dl3(obs.aeff, percent)
     else:
-        exposure = cutout.exposure_m2s
+        exposure, centers = cutout.exposure_m2s, cutout.energy_true_center_tev
+        if centers is None:
+            centers = geom.energy_center_tev
         if exposure is None:
-            exposure = aeff_values_m2(obs.aeff, geom.energy_center_tev, cutout.offset_deg,
-                                      scale=obs.livetime_s)
-        threshold = _aeff_max_threshold_dl4(exposure, obs.livetime_s, geom.energy_center_tev,
+            exposure = aeff_values_m2(obs.aeff, centers, cutout.offset_deg, scale=obs.livetime_s)
+        threshold = _aeff_max_threshold_dl4(exposure, obs.livetime_s, centers,
                                             cutout_center_pixel(geom, cutout.slices), percent)
         if threshold is None:
             return np.zeros((1, 1, 1), dtype=bool)
