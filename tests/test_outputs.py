@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import uuid
 from pathlib import Path
@@ -579,3 +580,33 @@ def test_stale_folder_killed_while_being_removed_is_still_recognised(tmp_path, m
     assert read_marker(old) is not None
     msh_result.write(out, overwrite=True, figures=False)
     assert not old.exists()
+
+
+def test_previous_results_restored_before_the_check(tmp_path, msh_result):
+    """Killed between its two renames, a run leaves the previous results as ``.old``: they
+    come back as OUTDIR before OUTDIR is checked, so a run without --overwrite is refused at
+    once instead of after its work, and the results are whole."""
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    out = msh_result.write(tmp_path / "out", figures=False)
+    before = _tree(out)
+    out.rename(tmp_path / f".out.old-{proc.pid}")
+    with pytest.raises(OutputError) as info:
+        outdir_mod.prepare_outdir(out, overwrite=False)
+    _refused(info, "--overwrite")
+    assert _tree(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_temporary_killed_while_created_is_removed(tmp_path, msh_result):
+    """Killed between creating its folder and writing the marker: an empty folder, or one
+    holding only an empty marker, is removed by the next run."""
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    empty = tmp_path / f".out.tmp-{proc.pid}"
+    empty.mkdir()
+    partial = tmp_path / f".out.old-{proc.pid}@{socket.gethostname()}"
+    partial.mkdir()
+    (partial / MARKER).write_bytes(b"")
+    msh_result.write(tmp_path / "out", figures=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

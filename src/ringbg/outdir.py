@@ -18,7 +18,8 @@ Rules (the README's "Safety" section says the same to users):
   without replacing anything (``renameat2(RENAME_NOREPLACE)`` where available): the state of
   OUTDIR is checked again at that moment, so a folder that appeared during the run is never
   deleted.
-* Temporary folders of killed runs are removed only if they hold a marker (or are empty).
+* Temporary folders of killed runs are removed only if they hold a marker (or are empty, or
+  hold nothing but a partly written marker: killed while the folder was created).
 """
 
 import contextlib
@@ -254,7 +255,10 @@ def check_outdir(outdir, overwrite, datastore=None, protected=()):
 
 
 def prepare_outdir(outdir, overwrite, datastore=None, protected=()):
-    """`check_outdir`, then create the parent folders; returns the `Target`."""
+    """Remove what killed runs left (`remove_stale_temporaries`: their previous results may
+    come back as OUTDIR), `check_outdir`, create the parent folders; returns the `Target`."""
+    for path in remove_stale_temporaries(outdir):
+        log.info("removed %s, left by an interrupted run", path)
     target = check_outdir(outdir, overwrite, datastore, protected)
     parent = target.path.parent
     try:
@@ -392,6 +396,8 @@ def move_into_place(tmp, target, overwrite, datastore=None, protected=()):
                                   "was replaced") from None
         elif now.state == "ringbg":
             old = _temporary(now.path, "old")
+            if os.path.lexists(old) and read_marker(old) is not None:
+                _remove_output_folder(old)  # left by an earlier process with this pid
             rename_noreplace(now.path, old)
             reason = why_not_ringbg_output(old)
             if reason is not None:  # swapped between the check and the rename
@@ -457,8 +463,8 @@ def remove_stale_temporaries(outdir):
     """Delete ``.NAME.tmp-PID@HOST`` / ``.NAME.old-PID@HOST`` folders left by killed runs.
 
     Only folders of this host whose process is gone are touched (another host's run may be
-    alive), and only if they hold ringbg's marker (or are empty): anything else with such a
-    name is left alone. A ``.old`` folder without OUTDIR (a run killed between its two renames)
+    alive), and only if they hold ringbg's marker (or nothing but a part of one: a run killed
+    while creating its folder): anything else with such a name is left alone. A ``.old`` folder without OUTDIR (a run killed between its two renames)
     holds the previous results: it is renamed back to OUTDIR. Returns the removed paths.
     """
     try:
@@ -478,8 +484,9 @@ def remove_stale_temporaries(outdir):
         if host not in (None, socket.gethostname()) or pid == os.getpid() or _pid_alive(pid):
             continue
         try:
-            if not any(os.scandir(candidate)):
-                os.rmdir(candidate)
+            names = [entry.name for entry in os.scandir(candidate)]
+            if set(names) <= {MARKER}:  # killed while it was created: empty or a partial marker
+                _remove_output_folder(candidate)
                 removed.append(candidate)
                 continue
             if read_marker(candidate) is None:

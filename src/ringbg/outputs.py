@@ -26,7 +26,7 @@ from .outdir import (
     new_temporary,
     prepare_outdir,
     remove_output,
-    remove_stale_temporaries,
+    remove_stale_temporaries,  # noqa: F401 (part of this module's interface before ringbg.outdir)
 )
 from .version import __version__
 
@@ -234,8 +234,6 @@ def write_outputs(result, outdir=None, overwrite=None, figures=None, protected=(
     figures = cfg.output.figures if figures is None else figures
     protected = [("exclusion file", f) for f in cfg.exclusion.files] + list(protected)
     target = prepare_outdir(outdir, overwrite, cfg.datastore, protected)
-    for path in remove_stale_temporaries(outdir):
-        log.info("removed %s, left by an interrupted run", path)
     t0 = time.perf_counter()
     tmp = old = None
     try:
