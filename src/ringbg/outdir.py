@@ -95,7 +95,7 @@ def _resolve(outdir):
                 "does not exist; create that folder or choose another one with -o") from None
         raise OutputError(f"output folder {outdir}: {exc.strerror}") from None
     tail = os.path.normpath(os.path.join(*reversed(missing))) if missing else ""
-    if tail.startswith(".."):
+    if tail == ".." or tail.startswith("../"):
         raise OutputError(f"output folder {outdir}: '..' after a folder that does not exist")
     return real / tail if tail and tail != "." else real
 
