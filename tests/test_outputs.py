@@ -610,3 +610,14 @@ def test_temporary_killed_while_created_is_removed(tmp_path, msh_result):
     (partial / MARKER).write_bytes(b"")
     msh_result.write(tmp_path / "out", figures=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_ctrl_c_while_the_temporary_is_created_leaves_nothing(tmp_path, msh_result,
+                                                              monkeypatch):
+    def interrupted(files=None):
+        raise KeyboardInterrupt  # Ctrl-C just after the temporary folder was made
+
+    monkeypatch.setattr(outdir_mod, "_marker_text", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        msh_result.write(tmp_path / "out", figures=False)
+    assert list(tmp_path.iterdir()) == []

@@ -41,8 +41,8 @@ from pathlib import Path
 from .errors import OutputError
 from .version import __version__
 
-__all__ = ["MARKER", "Target", "check_outdir", "prepare_outdir", "new_temporary",
-           "finish_temporary", "move_into_place", "remove_stale_temporaries", "is_ringbg_output"]
+__all__ = ["MARKER", "Target", "check_outdir", "prepare_outdir", "temporary_path",
+           "create_temporary", "finish_temporary", "move_into_place", "remove_stale_temporaries", "is_ringbg_output"]
 
 log = logging.getLogger(__name__)
 
@@ -292,10 +292,25 @@ def _marker_text(files=None):
     return json.dumps(content, indent=1) + "\n"
 
 
-def new_temporary(target):
-    """Create the temporary folder beside ``target`` with a marker (no file list yet)."""
-    tmp = _temporary(target.path, "tmp")
-    if os.path.lexists(tmp):  # this pid's own leftover (pids are reused): ours by name
+def temporary_path(target):
+    """This process's temporary folder for ``target`` (a `Target`), not created yet."""
+    return _temporary(target.path, "tmp")
+
+
+def _is_ringbg_temporary(folder):
+    """A folder with a marker, or nothing but (a part of) one: killed while created."""
+    if os.path.islink(folder) or not os.path.isdir(folder):
+        return False
+    names = {entry.name for entry in os.scandir(folder)}
+    return names <= {MARKER} or read_marker(folder) is not None
+
+
+def create_temporary(tmp):
+    """Create ``tmp`` (from `temporary_path`) holding a marker without a file list yet."""
+    tmp = Path(tmp)
+    if os.path.lexists(tmp):  # left by an earlier process with this pid (pids are reused)
+        if not _is_ringbg_temporary(tmp):
+            raise OutputError(f"{tmp} is in the way and was not written by ringbg; move it")
         _remove_output_folder(tmp)
     tmp.mkdir()
     (tmp / MARKER).write_text(_marker_text())
@@ -441,11 +456,10 @@ def remove_output(path):
 
 
 def discard_temporary(tmp):
-    """Delete this run's temporary folder after a failure, quietly."""
-    if tmp is None:
-        return
+    """Delete this run's temporary folder after a failure (also one interrupted while it was
+    created), quietly; anything else at that path is left alone."""
     with contextlib.suppress(OSError):
-        if os.path.lexists(tmp) and not os.path.islink(tmp):
+        if _is_ringbg_temporary(tmp):
             _remove_output_folder(tmp)
 
 
@@ -484,16 +498,11 @@ def remove_stale_temporaries(outdir):
         if host not in (None, socket.gethostname()) or pid == os.getpid() or _pid_alive(pid):
             continue
         try:
-            names = [entry.name for entry in os.scandir(candidate)]
-            if set(names) <= {MARKER}:  # killed while it was created: empty or a partial marker
-                _remove_output_folder(candidate)
-                removed.append(candidate)
-                continue
-            if read_marker(candidate) is None:
+            if not _is_ringbg_temporary(candidate):
                 log.warning("left %s alone: it looks like a ringbg temporary folder but has no "
                             "%s marker", candidate, MARKER)
                 continue
-            if kind == "old" and not os.path.lexists(path):
+            if kind == "old" and read_marker(candidate) and not os.path.lexists(path):
                 # killed between the two renames: these are the previous results
                 rename_noreplace(candidate, path)
                 continue

@@ -19,14 +19,15 @@ from astropy.io import fits
 
 from .errors import OutputError
 from .outdir import (
+    create_temporary,
     deferred_interrupt,
     discard_temporary,
     finish_temporary,
     move_into_place,
-    new_temporary,
     prepare_outdir,
     remove_output,
     remove_stale_temporaries,  # noqa: F401 (part of this module's interface before ringbg.outdir)
+    temporary_path,
 )
 from .version import __version__
 
@@ -235,9 +236,9 @@ def write_outputs(result, outdir=None, overwrite=None, figures=None, protected=(
     protected = [("exclusion file", f) for f in cfg.exclusion.files] + list(protected)
     target = prepare_outdir(outdir, overwrite, cfg.datastore, protected)
     t0 = time.perf_counter()
-    tmp = old = None
+    tmp, old = temporary_path(target), None
     try:
-        tmp = new_temporary(target)
+        create_temporary(tmp)
         _write_all(result, tmp, figures)
         result.summary["timings"]["write"] = round(time.perf_counter() - t0, 4)
         _write_summary(result, tmp)
@@ -247,8 +248,7 @@ def write_outputs(result, outdir=None, overwrite=None, figures=None, protected=(
         discard_temporary(tmp)
         raise OutputError(_write_error(outdir, exc, target.path.parent)) from None
     except BaseException:
-        if tmp is not None:
-            discard_temporary(tmp)
+        discard_temporary(tmp)
         raise
     if old is not None:
         with deferred_interrupt():
