@@ -70,3 +70,57 @@ def test_keep_freed_memory_avoids_page_faults_on_reallocation():
     # 20 cycles of 16 MB fresh pages would be ~80000 faults; reused memory takes none
     assert faults["default"] > 10000
     assert faults["tuned"] < faults["default"] / 20
+
+
+def _closed_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("address, words", [
+    ("closed-port", ("cannot reach a Dask scheduler", "refused")),
+    ("foo", ("not a Dask scheduler address", "tcp://HOST:PORT")),
+    ("tcp://", ("not a Dask scheduler address",)),
+    ("tcp://127.0.0.1:99999", ("cannot reach",)),
+    ("tcp://nonexistent.invalid:8786", ("cannot reach",)),
+])
+def test_unreachable_address_is_a_run_error_at_once(address, words):
+    import time
+
+    from ringbg.errors import RunError
+
+    if address == "closed-port":
+        address = f"tcp://127.0.0.1:{_closed_port()}"
+    t0 = time.monotonic()
+    with pytest.raises(RunError) as info:
+        list(map_ordered(square, [(i,) for i in range(3)], address=address))
+    assert time.monotonic() - t0 < 5  # refused or unknown at once, no waiting for a timeout
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("parallel.address")
+    for word in words:
+        assert word in message, message
+
+
+def test_silent_listener_gives_up_after_the_timeout(monkeypatch):
+    """A port that accepts connections but never speaks Dask's protocol: distributed waits
+    for its handshake forever; ringbg gives up after CONNECT_TIMEOUT_S."""
+    import socket
+    import time
+
+    import ringbg.parallel as parallel
+    from ringbg.errors import RunError
+
+    monkeypatch.setattr(parallel, "CONNECT_TIMEOUT_S", 1.5)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+        address = f"tcp://127.0.0.1:{listener.getsockname()[1]}"
+        t0 = time.monotonic()
+        with pytest.raises(RunError) as info:
+            list(map_ordered(square, [(1,), (2,)], address=address))
+        elapsed = time.monotonic() - t0
+    assert 1.5 <= elapsed < 1.5 + 3
+    assert "within 1.5 s" in str(info.value)

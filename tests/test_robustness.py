@@ -22,7 +22,6 @@ that OUTDIR is either the previous results, byte for byte, or the complete new o
 import gzip
 import json
 import logging
-import os
 import shutil
 import signal
 import subprocess
@@ -911,30 +910,34 @@ def test_killed_run_leaves_previous_or_complete_outdir(point, interrupted_setup,
 
 def test_failure_between_the_renames_keeps_previous_outdir(tmp_path, pristine, monkeypatch):
     """The new results cannot be moved into place after the previous ones were moved aside:
-    the previous ones are put back."""
-    import ringbg.outputs as outputs
+    the previous ones are put back, and the failure is one line."""
+    import ringbg.outdir as outdir
+    from ringbg.errors import OutputError
 
     out = tmp_path / "out"
     result = pristine["good"]
     result.write(out, figures=False)
     before = _snapshot(out)
-    real_replace = os.replace
+    real_rename = outdir.rename_noreplace
 
-    def replace(src, dst):
+    def rename(src, dst):
         if Path(src).name.startswith(".out.tmp-") and Path(dst) == out:
-            raise OSError("disk gone")  # the new results cannot be moved into place
-        return real_replace(src, dst)
+            raise OSError(5, "disk gone")  # the new results cannot be moved into place
+        return real_rename(src, dst)
 
-    monkeypatch.setattr(outputs.os, "replace", replace)
-    with pytest.raises(OSError):
+    monkeypatch.setattr(outdir, "rename_noreplace", rename)
+    with pytest.raises(OutputError) as info:
         result.write(out, overwrite=True, figures=False)
+    assert "disk gone" in str(info.value) and "\n" not in str(info.value)
     monkeypatch.undo()
     assert out.exists() and _snapshot(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
 @pytest.mark.parametrize("point", ["temporary folder appears", "maps.fits written"])
 def test_ctrl_c_keeps_previous_outdir_and_cleans_up(point, interrupted_setup, tmp_path):
-    """SIGINT while writing: 'Aborted!', no traceback, OUTDIR unchanged, nothing left."""
+    """SIGINT while writing: one 'interrupted' line, no traceback, OUTDIR unchanged, nothing
+    left."""
     _, config_path, previous = interrupted_setup
     out = tmp_path / "out"
     shutil.copytree(previous, out)
@@ -950,6 +953,7 @@ def test_ctrl_c_keeps_previous_outdir_and_cleans_up(point, interrupted_setup, tm
     stderr = proc.communicate(timeout=60)[1]
     assert proc.returncode == 130  # interrupted, told apart from bad input (1)
     assert "interrupted" in stderr and "Traceback" not in stderr
+    assert len(stderr.strip().splitlines()) == 1 and "Aborted" not in stderr, stderr
     assert _snapshot(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 

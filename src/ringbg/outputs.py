@@ -1,16 +1,16 @@
 """Output files: ``stacked_onoff.fits``, ``maps.fits``, ``summary.json``, figures, report.
 
 Everything is written into a temporary folder beside OUTDIR and renamed into place at the
-end, so an interrupted run leaves either the previous OUTDIR or the complete new one.
+end, so an interrupted run leaves either the previous OUTDIR or the complete new one. What
+OUTDIR may be, and what ``--overwrite`` may replace, is decided in `ringbg.outdir`.
 """
 
+import errno
 import hashlib
 import json
 import logging
 import os
-import re
 import shutil
-import socket
 import time
 from pathlib import Path
 
@@ -18,7 +18,19 @@ import numpy as np
 from astropy.io import fits
 
 from .errors import OutputError
+from .outdir import (
+    create_temporary,
+    deferred_interrupt,
+    discard_temporary,
+    finish_temporary,
+    move_into_place,
+    prepare_outdir,
+    remove_output,
+    remove_stale_temporaries,  # noqa: F401 (part of this module's interface before ringbg.outdir)
+    temporary_path,
+)
 from .products import BAND_PRODUCTS, PRODUCTS
+from .version import __version__
 
 __all__ = ["write_outputs", "write_onoff", "write_maps", "OutputError", "prepare_outdir"]
 
@@ -147,101 +159,73 @@ def _clean_json(obj):
     return obj
 
 
-def prepare_outdir(outdir, overwrite):
-    """Check OUTDIR can be (re)written; raises `OutputError` with one line."""
-    outdir = Path(outdir)
-    if outdir.exists() and not overwrite:
-        raise OutputError(f"output folder {outdir} exists; use --overwrite (or output.overwrite)")
-    parent = outdir.resolve().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    if not os.access(parent, os.W_OK):
-        raise OutputError(f"cannot write into {parent}")
-    return outdir
+def _write_error(outdir, exc, folder=None):
+    """One line for an `OSError` while writing (full disk, permissions, a vanished folder).
 
-
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _temporary(outdir, kind):
-    """``.NAME.KIND-PID@HOST`` beside OUTDIR: the host tells runs on a shared filesystem apart."""
-    outdir = Path(outdir)
-    return outdir.resolve().parent / f".{outdir.name}.{kind}-{os.getpid()}@{socket.gethostname()}"
-
-
-def remove_stale_temporaries(outdir):
-    """Delete ``.NAME.tmp-PID@HOST`` / ``.NAME.old-PID@HOST`` folders left by killed runs.
-
-    Only folders of this host whose process is gone are touched (another host's run may be
-    alive). A ``.old`` folder without OUTDIR (a run killed between its two renames) holds the
-    previous results: it is renamed back to OUTDIR.
+    Libraries re-raise with their own text (astropy drops the errno of a full disk): the
+    first error in the chain that has an errno is the one reported.
     """
-    outdir = Path(outdir)
-    parent = outdir.resolve().parent
-    if not parent.is_dir():
-        return []
-    pattern = re.compile(rf"^\.{re.escape(outdir.name)}\.(tmp|old)-(\d+)(?:@(.+))?$")
-    removed = []
-    for path in parent.glob(f".{outdir.name}.*-*"):
-        match = pattern.match(path.name)
-        if not match:
-            continue
-        kind, pid, host = match.group(1), int(match.group(2)), match.group(3)
-        if host not in (None, socket.gethostname()):
-            continue
-        if pid != os.getpid() and not _pid_alive(pid):
-            if kind == "old" and not outdir.exists():
-                # killed between the two renames: these are the previous results
-                os.replace(path, outdir)
-                continue
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
-    return removed
+    cause, seen, found = exc, set(), None
+    while cause is not None and id(cause) not in seen and found is None:
+        seen.add(id(cause))
+        if isinstance(cause, OSError) and cause.errno:
+            found = cause
+        cause = cause.__cause__ or cause.__context__
+    if found is not None:
+        exc, reason = found, found.strerror or str(found)
+    elif "space on disk" in str(exc) or _disk_full(folder):
+        reason = os.strerror(errno.ENOSPC)
+    else:
+        reason = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+    where = f" ({exc.filename})" if exc.filename else ""
+    return f"cannot write the outputs for {outdir}: {reason}{where}; {outdir} was left as it was"
 
 
-def write_outputs(result, outdir=None, overwrite=None, figures=None):
-    """Write every output of ``result`` into ``outdir`` atomically; returns the folder."""
+def _disk_full(folder, min_free_bytes=2**20):
+    try:
+        return folder is not None and shutil.disk_usage(folder).free < min_free_bytes
+    except OSError:
+        return False
+
+
+def write_outputs(result, outdir=None, overwrite=None, figures=None, protected=()):
+    """Write every output of ``result`` into ``outdir`` atomically; returns the folder.
+
+    ``outdir`` is checked (`ringbg.outdir.check_outdir`: what may be written or replaced)
+    before and again at the final rename. ``protected``: further ``(what, path)`` inputs
+    that OUTDIR must not hold (the config file, the cache); the data store and the exclusion
+    files of the config are always protected. Any `OSError` becomes an `OutputError`.
+    """
     cfg = result.config
     outdir = Path(outdir if outdir is not None else cfg.output.dir)
     overwrite = cfg.output.overwrite if overwrite is None else overwrite
     figures = cfg.output.figures if figures is None else figures
-    prepare_outdir(outdir, overwrite)
-    for path in remove_stale_temporaries(outdir):
-        log.info("removed %s, left by an interrupted run", path)
+    protected = [("exclusion file", f) for f in cfg.exclusion.files] + list(protected)
+    target = prepare_outdir(outdir, overwrite, cfg.datastore, protected)
     t0 = time.perf_counter()
-    tmp = _temporary(outdir, "tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    tmp, old = temporary_path(target), None
     try:
+        create_temporary(tmp)
         _write_all(result, tmp, figures)
         result.summary["timings"]["write"] = round(time.perf_counter() - t0, 4)
         _write_summary(result, tmp)
-        if outdir.exists():
-            old = _temporary(outdir, "old")
-            os.replace(outdir, old)
-            try:
-                os.replace(tmp, outdir)
-            except BaseException:
-                os.replace(old, outdir)  # put the previous results back
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, outdir)
+        finish_temporary(tmp)
+        old = move_into_place(tmp, target, overwrite, cfg.datastore, protected)
+    except OSError as exc:
+        discard_temporary(tmp)
+        raise OutputError(_write_error(outdir, exc, target.path.parent)) from None
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        discard_temporary(tmp)
         raise
+    if old is not None:
+        with deferred_interrupt():
+            remove_output(old)
     return outdir
 
 
 def _write_summary(result, folder):
-    text = json.dumps(_clean_json(result.summary), indent=2, default=_json_default)
+    summary = {"ringbg": __version__, **result.summary}  # tells ringbg's summary.json apart
+    text = json.dumps(_clean_json(summary), indent=2, default=_json_default)
     (folder / "summary.json").write_text(text + "\n")
 
 

@@ -8,8 +8,12 @@ waiting to be consumed, so memory does not grow with the number of observations.
 import ctypes
 import ctypes.util
 import logging
+import socket
 import sys
+import threading
 from concurrent.futures import ProcessPoolExecutor
+
+from .errors import RunError
 
 __all__ = ["map_ordered", "keep_freed_memory"]
 
@@ -68,7 +72,8 @@ def map_ordered(fn, arg_tuples, jobs=1, address=None, retries=2, window=None):
         Local worker processes (1: in this process).
     address : str or object, optional
         Address of a Dask distributed scheduler (``tcp://host:8786``), or a
-        ``distributed.Client`` or cluster object; overrides ``jobs``.
+        ``distributed.Client`` or cluster object; overrides ``jobs``. An address where no
+        scheduler answers within `CONNECT_TIMEOUT_S` seconds raises `RunError`.
     retries : int
         Dask retries of a task whose worker died.
     window : int, optional
@@ -87,11 +92,68 @@ def map_ordered(fn, arg_tuples, jobs=1, address=None, retries=2, window=None):
                                  window or 2 * jobs)
 
 
+#: seconds to wait for a Dask scheduler (``parallel.address``) before giving up
+CONNECT_TIMEOUT_S = 10.0
+
+
+def _check_reachable(address, timeout_s):
+    """A quick TCP connect to a ``tcp://`` / ``tls://`` scheduler address: a clear
+    `RunError` at once for a malformed address, a closed port or an unknown host."""
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    try:
+        scheme, location = parse_address(address)
+        if scheme not in ("tcp", "tls"):
+            return
+        host, port = parse_host_port(location)
+    except (ValueError, TypeError) as exc:
+        raise RunError(f"parallel.address: {address!r} is not a Dask scheduler address ({exc});"
+                       " use tcp://HOST:PORT") from None
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except (OSError, OverflowError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or \
+            type(exc).__name__
+        raise RunError(f"parallel.address: cannot reach a Dask scheduler at {address} "
+                       f"({reason}); start one ('dask scheduler') or remove parallel.address"
+                       ) from None
+
+
+def _connect(address, timeout_s=None):
+    """A `distributed.Client` of the scheduler at ``address``, or `RunError` within
+    ``timeout_s`` (default `CONNECT_TIMEOUT_S`).
+
+    distributed bounds the TCP connect but not the handshake after it (a listener that never
+    answers blocks ``Client()`` forever), so the client is made in a thread and given up on
+    after ``timeout_s``.
+    """
+    from distributed import Client
+
+    timeout_s = CONNECT_TIMEOUT_S if timeout_s is None else timeout_s
+    _check_reachable(address, timeout_s)
+    box = {}
+
+    def connect():
+        try:
+            box["client"] = Client(address, timeout=timeout_s)
+        except Exception as exc:  # reported below, in the calling thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=connect, name="ringbg-dask-connect", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if "client" in box:
+        return box["client"]
+    reason = box.get("error") or "no answer"
+    raise RunError(f"parallel.address: no Dask scheduler answered at {address} within "
+                   f"{timeout_s:g} s ({reason}); check the address")
+
+
 def _map_dask(fn, arg_tuples, address, retries, window):
     from distributed import Client
 
     if isinstance(address, str):
-        client, own = Client(address), True
+        client, own = _connect(address), True
     elif hasattr(address, "submit"):
         client, own = address, False
     else:  # a cluster object
@@ -99,8 +161,30 @@ def _map_dask(fn, arg_tuples, address, retries, window):
     try:
         workers = max(1, sum(client.nthreads().values()))
         yield from _in_order(
-            lambda i: client.submit(fn, *arg_tuples[i], pure=False, retries=retries),
+            lambda i: _Future(client.submit(fn, *arg_tuples[i], pure=False, retries=retries),
+                              address),
             len(arg_tuples), window or 2 * workers)
     finally:
         if own:
             client.close()
+
+
+class _Future:
+    """A Dask future whose ``result()`` reports a lost scheduler or workers as `RunError`."""
+
+    def __init__(self, future, address):
+        self.future, self.address = future, address
+
+    def result(self):
+        from distributed import KilledWorker
+        from distributed.comm.core import CommClosedError
+
+        try:
+            return self.future.result()
+        except KilledWorker as exc:
+            raise RunError(f"parallel.address: the Dask workers died on a task ({exc}); they "
+                           "may be short of memory") from None
+        except (CommClosedError, TimeoutError) as exc:
+            raise RunError(f"parallel.address: lost the Dask scheduler at {self.address} "
+                           f"({exc or type(exc).__name__})") from None
+
