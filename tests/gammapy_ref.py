@@ -98,6 +98,7 @@ EXCESS_QUANTITIES = (
     "flux_errn",
     "flux_errp",
     "flux_ul",
+    "flux_sensitivity",
 )
 
 
@@ -564,7 +565,13 @@ def run_gammapy(cfg, *, per_obs=True, selection_optional=("errn-errp", "ul")):
         n_sigma_ul=float(excess_cfg["n_sigma_ul"]),
         spectral_model=PowerLawSpectralModel(index=float(excess_cfg["spectral_index"])),
     )
-    estimator = ExcessMapEstimator(
+    sens = excess_cfg.get("sensitivity") or {}
+    sens_kwargs = {k: v for k, v in (
+        ("n_sigma_sensitivity", sens.get("n_sigma")),
+        ("gamma_min_sensitivity", sens.get("gamma_min")),
+        ("bkg_syst_fraction_sensitivity", sens.get("bkg_syst_fraction")),
+        ("apply_threshold_sensitivity", sens.get("apply_threshold"))) if v is not None}
+    estimator = ExcessMapEstimator(**sens_kwargs,
         selection_optional=list(selection_optional), **estimator_kwargs
     )
     estimator_off = ExcessMapEstimator(selection_optional=[], **estimator_kwargs)

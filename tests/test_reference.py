@@ -317,3 +317,22 @@ def test_flux_upper_limits_with_edisp():
     assert "flux_ul" in ref["excess"]
     f = np.isfinite(ref["excess"]["flux_ul"])
     assert np.all(result.maps["FLUX_UL"][f] > result.maps["FLUX"][f])
+
+
+@pytest.mark.parametrize("sensitivity", [{}, {"n_sigma": 3, "apply_threshold": True,
+                                              "gamma_min": 20, "bkg_syst_fraction": 0.1}])
+def test_sensitivity_map(sensitivity):
+    """SENSITIVITY: gammapy 2.1's flux_sensitivity (ExcessMapEstimator with
+    selection_optional=["sensitivity"]), with its defaults and with the threshold options,
+    within 1e-3 relative where finite and finite in the same pixels."""
+    cfg = msh_config()
+    cfg["observations"] = {"obs_ids": [20136, 20137, 20151, 20282]}
+    cfg["excess"]["sensitivity"] = sensitivity
+    result, ref = _check(cfg, per_obs=False, selection_optional=("sensitivity",))
+    ours, theirs = result.maps["SENSITIVITY"], ref["excess"]["flux_sensitivity"]
+    assert np.array_equal(np.isfinite(ours), np.isfinite(theirs))
+    f = np.isfinite(theirs)
+    assert f.sum() > 1000
+    np.testing.assert_allclose(ours[f], theirs[f], rtol=1e-3)
+    # the sensitivity is a flux: above the flux error, below the brightest fluxes
+    assert np.nanmedian(ours / result.maps["FLUX_ERR"]) > 2

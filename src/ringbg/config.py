@@ -208,6 +208,16 @@ class Ring(_Model):
     adaptive: Adaptive | None = None
 
 
+class Sensitivity(_Model):
+    """The SENSITIVITY map: gammapy 2.1's ExcessMapEstimator sensitivity options."""
+
+    n_sigma: float = Field(5.0, gt=0)
+    gamma_min: float = Field(10.0, ge=0)
+    bkg_syst_fraction: float = Field(0.05, ge=0)
+    #: use gamma_min and bkg_syst_fraction (gammapy's default: no, as the HGPS)
+    apply_threshold: bool = False
+
+
 class Excess(_Model):
     #: one radius or a list: the first gives maps.fits, each further r maps_<r>deg.fits
     correlation_radius: PositiveAngle | list[PositiveAngle] = 0.1
@@ -215,6 +225,7 @@ class Excess(_Model):
     n_sigma_ul: float = Field(2.0, gt=0)
     spectral_index: float = 2.0
     energy_bands: bool = False
+    sensitivity: Sensitivity = Sensitivity()
     edisp: bool = True
 
     @model_validator(mode="after")
@@ -399,6 +410,8 @@ excess:
   n_sigma_ul: 2                             # default: 2; upper limits at this many sigma
   spectral_index: 2                         # default: 2; power law assumed for flux maps
   energy_bands: false                       # default: false; also write maps per energy bin
+  sensitivity: {n_sigma: 5, gamma_min: 10, bkg_syst_fraction: 0.05, apply_threshold: false}
+                                            # default; the SENSITIVITY map (gammapy's options)
   edisp: true                               # default: true; fold the energy dispersion into
                                             #  the flux maps (as gammapy)
 

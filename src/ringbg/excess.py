@@ -12,7 +12,7 @@ import numpy as np
 from . import stats
 from .kernels import convolve, tophat_kernel
 
-__all__ = ["excess_maps", "flux_weights", "power_law_integral"]
+__all__ = ["excess_maps", "flux_weights", "power_law_integral", "SENSITIVITY_DEFAULTS"]
 
 
 def power_law_integral(e_lo_tev, e_hi_tev, index):
@@ -24,6 +24,11 @@ def power_law_integral(e_lo_tev, e_hi_tev, index):
     return (e_hi**g - e_lo**g) / g
 
 
+#: gammapy 2.1's ExcessMapEstimator defaults of the sensitivity options
+SENSITIVITY_DEFAULTS = {"n_sigma": 5.0, "gamma_min": 10.0, "bkg_syst_fraction": 0.05,
+                        "apply_threshold": False}
+
+
 def excess_maps(
     counts,
     counts_off,
@@ -31,6 +36,7 @@ def excess_maps(
     acceptance_off,
     mask,
     radius_px,
+    *,
     correlate_off=False,
     exposure=None,
     energy_edges_tev=None,
@@ -40,6 +46,7 @@ def excess_maps(
     errors=True,
     response=None,
     energy_range_tev=None,
+    sensitivity=None,
 ):
     """Correlated maps of a stacked on/off image.
 
@@ -69,18 +76,24 @@ def excess_maps(
     energy_range_tev : (float, float), optional
         Reconstructed-energy range of the counts: the flux is the integral flux in it. By
         default the range of ``energy_edges_tev``.
+    sensitivity : dict, optional
+        Make ``flux_sensitivity``, the flux detected at ``n_sigma`` (default 5) given each
+        pixel's background and alpha (gammapy's ``selection_optional=["sensitivity"]``);
+        with ``apply_threshold``, at least ``gamma_min`` counts and ``bkg_syst_fraction``
+        of the pixel's background (`SENSITIVITY_DEFAULTS`).
 
     Returns
     -------
     maps : dict of `~numpy.ndarray`
         ``counts`` (n_on), ``background``, ``excess``, ``significance``, ``ts``, ``alpha``,
         ``n_off``, ``excess_err``, and when asked ``excess_errn``, ``excess_errp``,
-        ``excess_ul``, ``flux``, ``flux_err``, ``flux_ul`` (cm-2 s-1). NaN outside ``mask``.
+        ``excess_ul``, ``flux``, ``flux_err``, ``flux_ul`` (cm-2 s-1), ``flux_sensitivity``.
+        NaN outside ``mask``.
     """
     with np.errstate(all="ignore"):
         return _excess_maps(counts, counts_off, acceptance, acceptance_off, mask, radius_px,
                             correlate_off, exposure, energy_edges_tev, spectral_index, n_sigma,
-                            n_sigma_ul, errors, response, energy_range_tev)
+                            n_sigma_ul, errors, response, energy_range_tev, sensitivity)
 
 
 def flux_weights(energy_edges_tev, spectral_index, response=None, energy_range_tev=None):
@@ -100,9 +113,19 @@ def flux_weights(energy_edges_tev, spectral_index, response=None, energy_range_t
     return weights
 
 
+def _sensitivity_counts(n_off, alpha, pixel_background, options):
+    """Excess counts of the sensitivity (see `excess_maps`), NaN where alpha is not finite."""
+    o = {**SENSITIVITY_DEFAULTS, **(options or {})}
+    counts = stats.excess_matching_significance(n_off, alpha, o["n_sigma"])
+    if o["apply_threshold"]:
+        counts = np.maximum(counts, o["gamma_min"])
+        counts = np.maximum(counts, o["bkg_syst_fraction"] * np.nan_to_num(pixel_background))
+    return counts
+
+
 def _excess_maps(counts, counts_off, acceptance, acceptance_off, mask, radius_px, correlate_off,
                  exposure, energy_edges_tev, spectral_index, n_sigma, n_sigma_ul, errors,
-                 response, energy_range_tev):
+                 response, energy_range_tev, sensitivity):
     kernel = tophat_kernel(radius_px)
     m = np.asarray(mask, dtype=bool)
     counts = np.nan_to_num(counts)
@@ -150,6 +173,14 @@ def _excess_maps(counts, counts_off, acceptance, acceptance_off, mask, radius_px
             out["flux_err"] = out["excess_err"] / reco
             if errors:
                 out["flux_ul"] = out["excess_ul"] / reco
+            if sensitivity is not None:
+                # gammapy's threshold takes the background of the pixel, not the correlated
+                pixel_background = np.where(acceptance_off > 0, acceptance / acceptance_off,
+                                            0.0) * off
+                n_sig = np.full(m.shape, np.nan)
+                n_sig[valid] = _sensitivity_counts(n_off[valid], alpha[valid],
+                                                   pixel_background[valid], sensitivity)
+                out["flux_sensitivity"] = n_sig / reco
     for name, values in out.items():
         out[name] = np.where(m, values, np.nan)
     return out

@@ -383,9 +383,10 @@ def _maps(stack, geom, config, mask, band=None, radius_deg=None, edisp_stack=Non
     lo, hi = (edges[0], edges[-1]) if band is None else (edges[band], edges[band + 1])
     return excess_maps(
         stack.counts, stack.counts_off, stack.acceptance, stack.acceptance_off, mask,
-        radius_deg / geom.binsize_deg, e.correlate_off, stack.exposure,
-        make_energy_true_edges(config), e.spectral_index, 1.0, e.n_sigma_ul,
-        response=flux_response(config, geom, edisp_stack, band), energy_range_tev=(lo, hi),
+        radius_deg / geom.binsize_deg, correlate_off=e.correlate_off, exposure=stack.exposure,
+        energy_edges_tev=make_energy_true_edges(config), spectral_index=e.spectral_index,
+        n_sigma_ul=e.n_sigma_ul, response=flux_response(config, geom, edisp_stack, band),
+        energy_range_tev=(lo, hi), sensitivity=e.sensitivity.model_dump(),
     )
 
 
@@ -394,8 +395,8 @@ def _off_significance(stack, geom, config, exclusion, radius_deg):
     as the tutorial's second estimator run)."""
     return excess_maps(
         stack.counts, stack.counts_off, stack.acceptance, stack.acceptance_off,
-        stack.mask & exclusion, radius_deg / geom.binsize_deg, config.excess.correlate_off,
-        errors=False)["significance"]
+        stack.mask & exclusion, radius_deg / geom.binsize_deg,
+        correlate_off=config.excess.correlate_off, errors=False)["significance"]
 
 
 def _max_significance(sig, geom):

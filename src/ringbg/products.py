@@ -41,6 +41,8 @@ PRODUCTS = {p.name: p for p in (
             True),
     Product("FLUX_ERR", "cm-2 s-1", "symmetric error of FLUX", "flux_err", True),
     Product("FLUX_UL", "cm-2 s-1", "upper limit of FLUX at n_sigma_ul", "flux_ul", True),
+    Product("SENSITIVITY", "cm-2 s-1", "flux of the power law detected at n_sigma "
+            "(excess.sensitivity) given the background", "flux_sensitivity", True),
     Product("EXPOSURE", "m2 s", "stacked exposure averaged over true-energy bins"),
     Product("EXCLUSION", "", "1 = used for the background estimate, 0 = excluded (gammapy "
             "convention)"),
