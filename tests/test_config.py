@@ -180,3 +180,125 @@ def test_energy_true_and_edisp(data_dir):
     assert "excess.edisp" in _error(cfg)
     template = yaml.safe_load(TEMPLATE)
     assert template["geom"]["energy_true"] is None and template["excess"]["edisp"] is True
+
+
+def _set(cfg, key, value):
+    *path, last = key.split(".")
+    node = cfg
+    for part in path:
+        node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+    node[last] = value
+    return cfg
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize("key, value, named", [
+    # non-finite positions anywhere
+    ("exclusion.regions.0.lon", NAN, "exclusion.regions.0.lon"),
+    ("exclusion.regions.0.lat", "nan deg", "exclusion.regions.0.lat"),
+    ("geom.skydir.lon", INF, "geom.skydir.lon"),
+    ("observations.cone.lat", -INF, "observations.cone.lat"),
+    ("observations.cone.radius", "inf deg", "observations.cone.radius"),
+    # values that validated and crashed later
+    ("geom.binsize", 1e-300, "geom.binsize"),
+    ("geom.width", INF, "geom.width"),
+    ("geom.width", 1e308, "geom.width"),
+    ("geom.width", [1, 2, 3], "geom.width"),
+    ("geom.width", NAN, "geom.width"),
+    ("geom.width", ["3 deg", NAN], "geom.width"),
+    ("geom.offset_max", INF, "geom.offset_max"),
+    ("geom.energy.max", INF, "geom.energy.max"),
+    ("geom.energy.min", 1e-300, "geom.energy.min"),
+    ("excess.spectral_index", NAN, "excess.spectral_index"),
+    ("excess.spectral_index", INF, "excess.spectral_index"),
+    ("excess.spectral_index", 1e300, "excess.spectral_index"),
+    ("excess.n_sigma_ul", INF, "excess.n_sigma_ul"),
+    ("excess.correlation_radius", NAN, "excess.correlation_radius"),
+    ("observations.obs_ids", [2**70], "observations.obs_ids.0"),
+    ("exclusion.auto", {"dilate": "1e6 deg"}, "exclusion.auto.dilate"),
+    ("exclusion.auto", {"dilate": "10 deg"}, "exclusion.auto.dilate"),
+    ("exclusion.auto", {"threshold": INF}, "exclusion.auto.threshold"),
+    ("geom.projection", "XYZ", "geom.projection"),
+    ("geom.projection", "ZPN", "geom.projection"),
+    ("ring.adaptive", {"stepsize": "1e-6 deg", "r_out_max": "1.4 deg"},
+     "ring.adaptive.stepsize"),
+    ("ring.adaptive", {"theta": "100 deg", "r_out_max": "1.4 deg"}, "ring.adaptive.theta"),
+    ("ring.adaptive", {"threshold_alpha": NAN}, "ring.adaptive.threshold_alpha"),
+    ("safe_mask.parameters", {"aeff_percent": NAN}, "safe_mask.parameters.aeff_percent"),
+    ("safe_mask.parameters", {"offset_max": "inf deg"}, "safe_mask.parameters.offset_max"),
+])
+def test_bad_values_are_one_line_naming_the_key(data_dir, key, value, named):
+    msg = _error(_set(msh_config(), key, value))
+    assert f"{named}'" in msg or f"{named}:" in msg, msg
+    assert "function-" not in msg and "validator" not in msg and "0x" not in msg
+
+
+def test_width_errors_say_what_is_allowed(data_dir):
+    assert "one angle or two ([width, height]), got 3" in _error(
+        _set(msh_config(), "geom.width", [1, 2, 3]))
+    assert "finite" in _error(_set(msh_config(), "geom.width", NAN))
+    assert "at most 360 deg" in _error(_set(msh_config(), "geom.width", 1e308))
+
+
+def test_map_size_limits_allow_a_galactic_plane_survey(data_dir):
+    """The H.E.S.S. Galactic plane survey map (5500 x 500 pixels of 0.02 deg, 6 energy bins)
+    is allowed; 100 times finer pixels are not."""
+    cfg = msh_config()
+    cfg["geom"].update(width=["110 deg", "10 deg"], binsize="0.02 deg",
+                       skydir={"frame": "galactic", "lon": "0 deg", "lat": "0 deg"})
+    cfg["geom"]["energy"]["nbins"] = 6
+    assert load_config(cfg).geom.width_deg == (110.0, 10.0)
+    cfg["geom"]["binsize"] = "0.0002 deg"
+    msg = _error(cfg)
+    assert "geom.binsize" in msg and "5.5e+05 x 5e+04 pixels" in msg
+
+
+def test_every_usable_astropy_projection_is_accepted(data_dir):
+    """Each code of astropy's list either makes the map or is a config error naming
+    geom.projection (those needing projection parameters); lower case is taken."""
+    from astropy.wcs import PRJ_CODES
+
+    from ringbg.pipeline import make_geom
+
+    refused = []
+    for code in PRJ_CODES:
+        cfg = _set(msh_config(), "geom.projection", code.lower())
+        try:
+            config = load_config(cfg)
+        except ConfigError as exc:
+            assert "geom.projection" in str(exc) and "\n" not in str(exc)
+            refused.append(code)
+            continue
+        assert config.geom.projection == code
+        make_geom(config).wcs.wcs.set()
+    assert set(refused) == {"ZPN", "COP", "COE", "COD", "COO", "BON"}
+
+
+def test_adaptive_ring_count_is_bounded(data_dir):
+    from ringbg.config import MAX_ADAPTIVE_RINGS
+
+    cfg = _set(msh_config(), "ring.adaptive", {"r_out_max": "1.4 deg", "stepsize": "0.02 deg"})
+    load_config(cfg)
+    # r_in + width = 0.8 deg: 0.6 deg of candidate rings
+    cfg["ring"]["adaptive"]["stepsize"] = f"{0.6 / (MAX_ADAPTIVE_RINGS + 1)} deg"
+    assert f"more than {MAX_ADAPTIVE_RINGS}" in _error(cfg)
+
+
+def test_deeply_nested_yaml(tmp_path):
+    assert "nested too deeply" in _error("a: " + "[" * 5000 + "]" * 5000)
+    path = tmp_path / "deep.yaml"
+    path.write_text("x:\n" + "".join(" " * i + "- \n" for i in range(3000)))
+    assert "nested too deeply" in _error(str(path))
+
+
+def test_config_file_not_utf8(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("datastore: /données\n".encode("latin-1"))
+    msg = _error(str(path))
+    assert str(path) in msg and "not UTF-8" in msg and "0xe9" in msg
+
+
+def test_long_yaml_text_is_not_taken_for_a_path(data_dir):
+    assert "YAML mapping" in _error("x" * 5000)

@@ -233,6 +233,74 @@ def test_base_dir_of_the_hdu_index(tmp_path):
     assert DataStore.from_dir(root).hdu_locations(1)["aeff"][0] == root / "data/run.fits"
 
 
+def test_relative_base_dir_is_taken_from_the_index_folder(tmp_path, monkeypatch):
+    """A relative BASE_DIR is relative to the HDU index's folder, not to the current one."""
+    (tmp_path / "s" / "files").mkdir(parents=True)
+    (tmp_path / "elsewhere" / "files").mkdir(parents=True)  # the same name from the cwd
+    root = write_store(tmp_path / "s", [(1, 10.0, 20.0)], hdu_rows(1), base_dir="files")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert DataStore.from_dir(root).hdu_locations(1)["aeff"][0] == (
+        root / "files" / "data" / "run.fits")
+    monkeypatch.chdir(tmp_path)
+    root = write_store(tmp_path / "t", [(1, 10.0, 20.0)], hdu_rows(1), base_dir="../s/files")
+    assert DataStore.from_dir(root).hdu_locations(1)["aeff"][0] == (
+        root / "../s/files" / "data" / "run.fits")
+
+
+def test_index_rows_hold_every_column(tmp_path):
+    rows = hdu_rows(1) + hdu_rows(2, "other.fits")
+    root = write_store(tmp_path / "s", [(1, 10.0, 20.0), (2, 12.0, 20.0)], rows)
+    got = DataStore.from_dir(root).index_rows(2)
+    assert got["obs-index"] == [{"OBS_ID": 2, "RA_PNT": 12.0, "DEC_PNT": 20.0,
+                                 "OBJECT": "target 1"}]
+    assert [(r["HDU_TYPE"], r["FILE_NAME"]) for r in got["hdu-index"]] == [
+        (t, "other.fits") for t in ("events", "gti", "aeff", "bkg")]
+    assert set(got["hdu-index"][0]) == {"OBS_ID", "HDU_TYPE", "HDU_CLASS", "FILE_DIR",
+                                        "FILE_NAME", "HDU_NAME"}
+    assert DataStore.from_dir(root).index_rows(3) == {"obs-index": [], "hdu-index": []}
+
+
+def _check_gtis(store_dir):
+    """Every observation's GTIs pass the checks against its EVENTS header and events."""
+    from ringbg.datastore import _deadc, _read_gti_checked
+    from ringbg.dl3 import read_event_times, read_fits_tables
+
+    store = DataStore.from_dir(store_dir)
+    for obs_id in store.obs_ids:
+        locations = store.hdu_locations(obs_id)
+        hdus = {k: read_fits_tables(locations[k][0])[locations[k][1].upper()]
+                for k in ("events", "gti")}
+        events = hdus["events"]
+        where = f"{locations['events'][0]} [EVENTS]"
+        deadc = _deadc(events.header, where, obs_id)
+        times = read_event_times(events, locations["events"][0])
+        start, stop = _read_gti_checked(obs_id, hdus, locations, events.header, deadc, times,
+                                        where)
+        assert np.sum(stop - start) == pytest.approx(events.header["ONTIME"], rel=1e-6)
+    return len(store.obs_ids)
+
+
+@pytest.mark.parametrize("name, n_obs", [("hess-dl3-dr1", 105), ("cta-1dc/index/gps", 4),
+                                         ("magic-rad-max", 2)])
+def test_every_public_observation_passes_the_gti_checks(name, n_obs):
+    assert _check_gtis(gammapy_data() / name) == n_obs
+
+
+def test_simulated_stores_pass_the_gti_checks(tmp_path):
+    from ringbg.simulate import demo_sources, simulate_datastore
+
+    stores = [
+        simulate_datastore(tmp_path / "a", n_obs=2, seed=1, sources=demo_sources()),
+        simulate_datastore(tmp_path / "b", n_obs=2, seed=2, bkg_format="BKG_2D", gzip=False,
+                           livetime_s=60.0),
+        simulate_datastore(tmp_path / "c", n_obs=2, seed=3, livetime_s=5.0, frame="galactic",
+                           center=(0.0, 0.0), point_like=True, bkg_irf=False),
+    ]
+    assert [_check_gtis(s) for s in stores] == [2, 2, 2]
+    store = DataStore.from_dir(stores[0])
+    assert all(store.load(i).livetime_s > 0 for i in store.obs_ids)
+
+
 def test_environment_variables_in_the_path(tmp_path, monkeypatch):
     write_store(tmp_path / "s", [(1, 10.0, 20.0)], hdu_rows(1))
     monkeypatch.setenv("RINGBG_TEST_STORE", str(tmp_path))

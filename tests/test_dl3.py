@@ -8,6 +8,9 @@ here with astropy check the unit conversions and the error messages.
 import gzip
 import io
 import logging
+import os
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -21,11 +24,14 @@ from ringbg.dl3 import (
     EnergyDispersion,
     IrfAxis,
     Observation,
+    gti_problem,
     header_number,
+    impossible_events,
     one_line,
     read_aeff,
     read_bkg,
     read_edisp,
+    read_event_times,
     read_events,
     read_fits_tables,
     read_gti,
@@ -118,6 +124,97 @@ def test_read_fits_tables_errors_name_the_file(tmp_path, content, message):
     with pytest.raises(DL3Error, match=message) as info:
         read_fits_tables(path)
     assert str(path) in str(info.value)
+
+
+def _raw_dr1():
+    return gzip.decompress(dr1_file().read_bytes())
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder", "device", "symlink-to-device"])
+def test_only_regular_files_are_read(tmp_path, kind):
+    """A FIFO (which would block the read for ever), a folder or a device: refused at once."""
+    path = tmp_path / "obs.fits"
+    expected = {"fifo": "a FIFO", "folder": "a folder", "device": "a character device",
+                "symlink-to-device": "a character device"}[kind]
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "folder":
+        path.mkdir()
+    elif kind == "device":
+        path = "/dev/zero"
+    else:
+        path.symlink_to("/dev/zero")
+    done = []
+    reader = threading.Thread(target=lambda: done.append(_error_of(path)), daemon=True)
+    reader.start()
+    reader.join(10)
+    assert done, "read_fits_tables blocked"
+    assert str(path) in done[0] and expected in done[0] and "not a regular file" in done[0]
+
+
+def _error_of(path):
+    try:
+        read_fits_tables(path)
+    except DL3Error as exc:
+        return str(exc)
+    return "read"
+
+
+def test_prefetch_skips_what_is_not_a_regular_file(tmp_path):
+    """Read ahead of a FIFO: not attempted, so the reading thread never blocks."""
+    import ringbg.dl3 as dl3
+
+    fifo = tmp_path / "fifo.fits"
+    os.mkfifo(fifo)
+    good = tmp_path / "good.fits.gz"
+    good.write_bytes(dr1_file().read_bytes())
+    dl3.prefetch([fifo, "/dev/zero", good])
+    assert set(dl3._PREFETCH["pending"]) == {str(good)}
+    assert "EVENTS" in read_fits_tables(good)
+    with pytest.raises(DL3Error, match="a FIFO"):
+        read_fits_tables(fifo)
+    dl3.discard_prefetched()
+
+
+def test_gzip_decompressed_to_the_end_of_its_fits_content(tmp_path):
+    """Several gzip members, zero padding after the stream: the FITS bytes; zeros inside the
+    stream beyond MAX_TRAILING_BYTES after the last HDU: refused without inflating them."""
+    import ringbg.dl3 as dl3
+
+    raw = _raw_dr1()
+    members = tmp_path / "members.fits.gz"
+    members.write_bytes(gzip.compress(raw[:5 * 2880]) + gzip.compress(raw[5 * 2880:]) + bytes(9))
+    assert dl3._read_decompressed(members) == raw
+    padded = tmp_path / "padded.fits.gz"
+    padded.write_bytes(gzip.compress(raw + bytes(3 * 2880)))
+    assert bytes(dl3._read_decompressed(padded)) == raw + bytes(3 * 2880)
+    bomb = tmp_path / "bomb.fits.gz"
+    bomb.write_bytes(gzip.compress(raw + bytes(200 * 2**20), compresslevel=1))
+    t0 = time.perf_counter()
+    with pytest.raises(DL3Error, match=f"more than {dl3.MAX_TRAILING_BYTES} bytes after the end "
+                                       "of its FITS content"):
+        read_fits_tables(bomb)
+    assert time.perf_counter() - t0 < 5  # 200 MB are not inflated (about 1 s)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda raw: raw[:-3], "Compressed file ended before the end-of-stream marker"),
+    (lambda raw: raw[:-8] + bytes(4) + raw[-4:], "incorrect data check"),
+    (lambda raw: raw + b"trailing", "Not a gzipped file"),
+])
+def test_damaged_gzip_streams_still_report_why(tmp_path, damage, message):
+    path = tmp_path / "bad.fits.gz"
+    path.write_bytes(damage(dr1_file().read_bytes()))
+    with pytest.raises(DL3Error, match=message):
+        read_fits_tables(path)
+
+
+def test_declared_size_beyond_the_limit_is_refused_before_inflating(tmp_path):
+    header = fits.Header([("SIMPLE", True), ("BITPIX", 8), ("NAXIS", 1), ("NAXIS1", 10**12)])
+    path = tmp_path / "huge.fits.gz"
+    path.write_bytes(gzip.compress(header.tostring().encode() + bytes(2880)))
+    with pytest.raises(DL3Error, match="its FITS headers declare .* bytes, more than the 2 GiB"):
+        read_fits_tables(path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -509,3 +606,82 @@ def test_read_edisp_problems_name_the_file(caplog):
     no_migra = make_table("EDISP", {"ENERG_LO": ("1D", np.array([[1.0]]), "TeV")})
     with pytest.raises(DL3Error, match=f"{PATH}: HDU EDISP has no column"):
         read_edisp(no_migra, PATH)
+
+
+# --------------------------------------------------------------------------------------------
+# input consistency: GTIs against the EVENTS header and the events
+
+
+HEADER = {"ONTIME": 1800.0, "LIVETIME": 1620.0, "TSTART": 1e8, "TSTOP": 1e8 + 1800.0}
+
+
+def _gti_problem(start, stop, header=HEADER, deadc=0.9, times=None):
+    return gti_problem(np.array(start, float), np.array(stop, float), dict(header), deadc,
+                       times, "x [EVENTS]")
+
+
+def test_consistent_gtis_pass():
+    t0 = 1e8
+    assert _gti_problem([t0], [t0 + 1800]) is None
+    # two intervals that touch, given in any order
+    assert _gti_problem([t0 + 900, t0], [t0 + 1800, t0 + 900]) is None
+    # within the tolerances: 1e-3 of ONTIME; TSTOP written in single precision (CTA 1DC)
+    assert _gti_problem([t0], [t0 + 1801.5]) is None
+    assert _gti_problem([6.645024e8], [6.645042e8], {"ONTIME": 1800.0, "TSTART": 6.645024e8,
+                                                      "TSTOP": float(np.float32(6.645042e8))},
+                        deadc=1.0) is None
+    # keywords that are absent are not checked
+    assert _gti_problem([0.0], [10.0], {}) is None
+
+
+@pytest.mark.parametrize("start, stop, header, words", [
+    ([1e8, 1e8], [1e8 + 1800, 1e8 + 1800], HEADER, "GTI rows 0 and 1 overlap by 1800 s (a "
+                                                   "duplicated row)"),
+    ([1e8, 1e8 + 800], [1e8 + 1000, 1e8 + 1800], HEADER, "GTI rows 0 and 1 overlap by 200 s"),
+    ([1e8 - 2048], [1e8 + 1800], HEADER, "the GTIs sum to 3848 s but ONTIME = 1800 s"),
+    ([-1e300], [1e8], HEADER, "sum to 1e+300 s but ONTIME"),
+    ([1e8], [1e8 + 1800], dict(HEADER, LIVETIME=3240.0), "= 1620 s, but LIVETIME = 3240 s"),
+    ([1e8 + 5000], [1e8 + 6800], HEADER, "outside TSTART = 100000000.0 to TSTOP"),
+    ([1e8], [1e8 + 1800], dict(HEADER, ONTIME=float("nan")), "ONTIME = nan is not a finite"),
+    ([1e8], [1e8 + 1800], dict(HEADER, TSTART=float("inf")), "TSTART = inf is not a finite"),
+])
+def test_inconsistent_gtis_are_named(start, stop, header, words):
+    assert words in _gti_problem(start, stop, header)
+
+
+def test_gtis_much_longer_than_the_events_span():
+    times = np.linspace(1e8, 1e8 + 1000, 500)
+    start, stop = [1e8], [1e8 + 1800]
+    assert "more than 1.5 times the 1000 s its 500 events span" in _gti_problem(
+        start, stop, {}, times=times)
+    assert _gti_problem(start, stop, {}, times=np.linspace(1e8, 1e8 + 1200, 500)) is None
+    # too few events to say anything; times outside the GTIs are not an inconsistency
+    assert _gti_problem(start, stop, {}, times=times[:99]) is None
+    assert _gti_problem(start, stop, {}, times=np.linspace(1e8, 1e8 + 1800, 500) + 1e7) is None
+
+
+def test_impossible_events():
+    ra = np.array([10.0, np.nan, 10.0, 10.0, 10.0, -400.0, 10.0])
+    dec = np.array([0.0, 0.0, 200.0, -90.0, 0.0, 0.0, 0.0])
+    energy = np.array([1.0, 1.0, 1.0, 1.0, 0.0, 1.0, np.inf])
+    assert impossible_events(ra, dec, energy).tolist() == [False, True, True, False, True,
+                                                           False, True]
+
+
+def test_event_times_and_vector_columns():
+    table = make_table("EVENTS", {
+        "RA": ("2E", np.ones((3, 2), np.float32), "deg"),
+        "DEC": ("E", np.zeros(3, np.float32), "deg"),
+        "ENERGY": ("E", np.ones(3, np.float32), "TeV"),
+        "TIME": ("D", np.array([1.0, 2.0, 3.0]), "ms"),
+    })
+    assert read_event_times(table, PATH).tolist() == [1e-3, 2e-3, 3e-3]
+    with pytest.raises(DL3Error, match="column RA holds 2 values per row, not one"):
+        read_events(table, PATH)
+    assert read_event_times(events_table(), PATH) is None
+
+
+def test_missing_column_key_error_names_it():
+    with pytest.raises(KeyError, match="HDU 'EVENTS' has no column 'TIME' \\(it has RA, DEC, "
+                                       "ENERGY\\)"):
+        events_table().column("TIME")

@@ -1,6 +1,7 @@
 """Exclusion masks from circles, DS9 region files and FITS masks, as gammapy builds them."""
 
 import numpy as np
+import pytest
 from astropy.io import fits
 
 from ringbg.exclusion import circles_mask, dilate, exclusion_mask, fits_mask, region_file_mask
@@ -181,3 +182,28 @@ def test_catalog_combines_with_circles():
     only_catalog = _mask_of(g, [], catalogs=[catalog])
     np.testing.assert_array_equal(with_catalog, only_circle & only_catalog)
     assert (~only_catalog).sum() > 0 and (~with_catalog).sum() > (~only_catalog).sum()
+
+
+@pytest.mark.parametrize("radius_px", [0.5, 1, 1.5, 2.2, 3, 3.5, 7.07, 12.5])
+def test_dilate_is_the_binary_dilation_with_the_tophat(radius_px):
+    """The distance-transform dilation equals scipy's binary dilation with the top-hat kernel
+    (edges included), in a time that does not grow with the radius."""
+    from scipy.ndimage import binary_dilation
+
+    from ringbg.kernels import tophat_kernel
+
+    hot = np.random.default_rng(7).random((60, 45)) < 0.01
+    hot[0, 0] = hot[-1, 20] = True
+    expected = binary_dilation(hot, structure=tophat_kernel(radius_px).astype(bool))
+    assert np.array_equal(dilate(hot, radius_px), expected)
+
+
+def test_dilate_by_a_huge_radius_is_fast():
+    import time
+
+    hot = np.zeros((500, 5500), dtype=bool)
+    hot[250, 100] = True
+    t0 = time.perf_counter()
+    grown = dilate(hot, 1e6)
+    assert time.perf_counter() - t0 < 10 and grown.all()
+    assert not dilate(np.zeros((5, 5), bool), 3).any()

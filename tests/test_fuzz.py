@@ -11,6 +11,13 @@ The only exceptions allowed are ringbg's own: `ValueError` and `UnsupportedFITS`
 every column readable, and an observation with finite, increasing IRF axes, values of the
 axes' shape, a positive on-time and a dead-time correction in (0, 1].
 
+Header-consistency mutations set the keywords the GTI, the thresholds and the column formats
+are checked with (ONTIME, LIVETIME, DEADC, TSTART, TSTOP, TZERO/TSCAL/TUNIT/TFORM of the GTI and
+event columns, LO_THRES/HI_THRES) to values that disagree, and flip bits of the GTI times: an
+observation that loads must have the live time its header says (the original one when only the
+GTI was touched), and its reduction must raise nothing (a ringbg bug would); it either gives
+a safe mask with something in it or a reason to skip the observation.
+
 Hypothesis draws only the mutation (a few numbers); with the default ``ci`` profile of
 ``conftest.py`` the examples are derandomized, so every run tries the same inputs, in about
 30 s. For a longer campaign on new inputs: ``HYPOTHESIS_PROFILE=explore
@@ -71,9 +78,22 @@ def corpus(tmp_path_factory):
             for pos in range(info["hdrLoc"], info["datLoc"], 80):
                 if raw[pos + 8:pos + 10] == b"= ":
                     cards.append(pos)
+        hdus = {}
+        columns = {}
+        for k, hdu in enumerate(hdul):
+            info = hdul.fileinfo(k)
+            hdus[hdu.name] = (info["hdrLoc"], info["datLoc"])
+            for n in range(1, hdu.header.get("TFIELDS", 0) + 1):
+                columns[(hdu.name, hdu.header[f"TTYPE{n}"])] = n
+        gti = hdul.fileinfo(hdul.index_of("GTI"))["datLoc"]
     header_positions = np.concatenate([np.arange(lo, hi) for lo, hi in header_bytes])
+    with fits.open(io.BytesIO(raw)) as hdul:
+        gti_table = hdul["GTI"].data
+        livetime = float(np.sum(gti_table["STOP"] - gti_table["START"])
+                         * hdul["EVENTS"].header["DEADC"])
     return Corpus(raw=raw, cards=cards, header_positions=header_positions, data=data,
-                  store=store, target=target, root=root)
+                  store=store, target=target, root=root, hdus=hdus, columns=columns, gti=gti,
+                  livetime=livetime)
 
 
 def test_corpus(corpus):
@@ -124,6 +144,153 @@ def apply(corpus, spec):
     if truncate is not None:
         raw = raw[:int(truncate * len(raw))]
     return bytes(raw)
+
+
+#: header keywords that the consistency checks use, by HDU (``COLUMN:KEY`` is the column's
+#: TFORMn, TZEROn, TSCALn or TUNITn) and the values they are set to (FITS value text;
+#: ``*2``, ``/2``, ``+1000`` and ``-1000`` act on the original value)
+CONSISTENCY_KEYS = {
+    "EVENTS": ["ONTIME", "LIVETIME", "DEADC", "TSTART", "TSTOP", "MJDREFI", "MJDREFF",
+               "TIME:TFORM", "TIME:TZERO", "TIME:TSCAL", "TIME:TUNIT", "RA:TFORM",
+               "DEC:TFORM", "ENERGY:TFORM", "ENERGY:TZERO", "DEC:TSCAL"],
+    "GTI": ["START:TFORM", "STOP:TFORM", "START:TZERO", "STOP:TZERO", "START:TSCAL",
+            "START:TUNIT", "STOP:TUNIT", "TSTART", "MJDREFI"],
+    "AEFF": ["LO_THRES", "HI_THRES", "EFFAREA:TFORM", "ENERG_LO:TZERO"],
+}
+NUMBERS = ["*2", "/2", "+1000", "-1000", "NAN", "1E999", "-1E999", "0", "-1", "1E300",
+           "-1E300", "1E-300", "'abc'", "T"]
+FORMATS = ["'1E'", "'1D'", "'1J'", "'1K'", "'2D'", "'1I'", "'1B'", "'8A'", "'1L'", "'1X'",
+           "'0D'", "'96E'", "'576D'", "'575E'"]
+UNITS = ["'ms'", "'d'", "'h'", "'TeV'", "'s'", "'deg'", "'yr'", "''"]
+_KEY = st.sampled_from([(hdu, key) for hdu, keys in CONSISTENCY_KEYS.items() for key in keys])
+_CONSISTENCY_EDIT = st.one_of(
+    st.tuples(st.just("set"), _KEY, st.sampled_from(NUMBERS + FORMATS + UNITS)),
+    st.tuples(st.just("gti-bit"), st.sampled_from([0, 8]), st.integers(0, 63)),
+)
+CONSISTENCY = st.lists(_CONSISTENCY_EDIT, min_size=1, max_size=3)
+
+
+def _card_key(corpus, hdu, key):
+    if ":" not in key:
+        return key
+    column, prefix = key.split(":")
+    return f"{prefix}{corpus['columns'][(hdu, column)]}"
+
+
+def _set_card(corpus, raw, hdu, key, text):
+    """Set ``key = text`` in HDU ``hdu``'s header (in place, or before END if absent)."""
+    start, end = corpus["hdus"][hdu]
+    positions = range(start, end, 80)
+    for pos in positions:
+        if raw[pos:pos + 8].decode("ascii", "replace").strip() == key:
+            break
+    else:
+        pos = next((p for p in positions if raw[p:p + 8] == b"END     "), None)
+        if pos is None or pos + 80 >= end:
+            return  # no room: the edit is left out
+        raw[pos + 80:pos + 160] = raw[pos:pos + 80]
+    old = raw[pos + 10:pos + 80].decode("ascii", "replace").split("/")[0].strip()
+    if text[0] in "*/+-" and text[1:].replace("0", "").isdigit() or text in ("*2", "/2"):
+        try:
+            value = float(old.replace("D", "E"))
+        except ValueError:
+            value = 1.0
+        factor = float(text[1:])
+        value = {"*": value * factor, "/": value / factor, "+": value + factor,
+                 "-": value - factor}[text[0]]
+        text = repr(value)
+    raw[pos:pos + 80] = f"{key:<8}= {text:>20}".ljust(80).encode("ascii")
+
+
+def apply_consistency(corpus, edits):
+    """The good file with the header-consistency ``edits`` applied."""
+    raw = bytearray(corpus["raw"])
+    for edit in edits:
+        if edit[0] == "set":
+            (hdu, key), text = edit[1], edit[2]
+            _set_card(corpus, raw, hdu, _card_key(corpus, hdu, key), text)
+        else:  # a bit of the GTI's START (offset 0) or STOP (offset 8) of row 0
+            pos = corpus["gti"] + edit[1]
+            value = int.from_bytes(raw[pos:pos + 8], "big") ^ (1 << edit[2])
+            raw[pos:pos + 8] = value.to_bytes(8, "big")
+    return bytes(raw)
+
+
+@pytest.fixture(scope="module")
+def reduction(corpus):
+    """A config and geometry around the corpus observation, with every safe-mask method."""
+    from conftest import msh_config
+    from ringbg.config import load_config
+    from ringbg.pipeline import make_geom
+
+    cfg = msh_config()
+    cfg["datastore"] = str(corpus["store"])
+    cfg["observations"] = {"obs_ids": [BAD]}
+    cfg["geom"].update(width="2 deg", binsize="0.05 deg", offset_max="1 deg")
+    cfg["geom"]["energy"]["nbins"] = 5
+    cfg["safe_mask"] = {"methods": ["aeff-default", "offset-max", "aeff-max", "bkg-peak"]}
+    cfg["exclusion"] = {}
+    cfg["ring"] = {"r_in": "0.3 deg", "width": "0.2 deg"}
+    config = load_config(cfg)
+    return Corpus(config=config, geom=make_geom(config))
+
+
+def _reduce(reduction):
+    """Reduce the corpus observation as a worker does: any exception is a ringbg bug."""
+    from ringbg.pipeline import make_task, reduce_task
+
+    obs_id, reduced, reason = reduce_task(make_task(reduction["config"], reduction["geom"], BAD))
+    assert obs_id == BAD and (reduced is None) != (reason is None)
+    if reduced is not None:
+        assert reduced.mask_safe.any()
+        assert math.isfinite(reduced.livetime_s) and reduced.livetime_s > 0
+    else:
+        assert "\n" not in reason
+
+
+def _load(corpus):
+    store = DataStore.from_dir(corpus["store"])
+    try:
+        return store.load(BAD)
+    except DL3Error as exc:
+        assert "\n" not in str(exc)
+        return None
+
+
+@settings(FUZZ, max_examples=300 * SCALE)
+@given(edits=CONSISTENCY)
+def test_header_consistency(corpus, reduction, edits):
+    """GTI, threshold and column-format damage: a loaded observation has the live time its
+    header gives (the original one when only the GTI was damaged); it reduces without error."""
+    corpus["target"].write_bytes(apply_consistency(corpus, edits))
+    logging.disable(logging.WARNING)
+    try:
+        obs = _load(corpus)
+        if obs is None:
+            return
+        _check_observation(obs)
+        header = fits.getheader(io.BytesIO(apply_consistency(corpus, edits)), "EVENTS")
+        livetime = header.get("LIVETIME")
+        if isinstance(livetime, float) and math.isfinite(livetime):
+            assert obs.livetime_s == pytest.approx(livetime, rel=2e-3, abs=2.0)
+        if all(e[0] == "gti-bit" or e[1][0] == "GTI" for e in edits):
+            assert obs.livetime_s == pytest.approx(corpus["livetime"], rel=2e-3, abs=2.0)
+        _reduce(reduction)
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+@settings(FUZZ, max_examples=150 * SCALE)
+@given(spec=MUTATION)
+def test_damaged_observation_reduces_or_is_skipped(corpus, reduction, spec):
+    """Any damage: the worker's reduction gives a result or a reason, never an exception."""
+    corpus["target"].write_bytes(apply(corpus, spec))
+    logging.disable(logging.WARNING)
+    try:
+        if _load(corpus) is not None:
+            _reduce(reduction)
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 def _check_tables(tables):
@@ -212,6 +379,7 @@ def test_datastore_load_unchanged_file(corpus):
     corpus["target"].write_bytes(corpus["raw"])
     obs = DataStore.from_dir(corpus["store"]).load(BAD)
     _check_observation(obs)
+    assert obs.livetime_s == corpus["livetime"]
     assert len(obs.energy_tev) == 5693
     with fits.open(corpus["target"]) as hdul:
         assert np.array_equal(obs.energy_tev, hdul["EVENTS"].data["ENERGY"])

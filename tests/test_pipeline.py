@@ -94,7 +94,10 @@ def test_huge_geometry_refused_up_front(tmp_path):
         run(cfg)
 
 
-def test_unexpected_error_in_one_observation_skips_it(tmp_path, monkeypatch):
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_internal_error_in_one_observation_stops_the_run(tmp_path, monkeypatch, jobs):
+    """A ringbg bug is not a skipped observation: the exception stops the run, with a note
+    naming the observation (the CLI reports it as an internal error)."""
     import ringbg.pipeline as pipeline
 
     real = pipeline.reduce_observation
@@ -107,10 +110,30 @@ def test_unexpected_error_in_one_observation_skips_it(tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "reduce_observation", flaky)
     cfg = msh_config(tmp_path)
     cfg["observations"] = {"obs_ids": [20136, 20137]}
+    with pytest.raises(TypeError, match="something nobody foresaw") as info:
+        run(cfg, jobs=jobs)
+    assert "while reducing observation 20137" in " ".join(getattr(info.value, "__notes__", []))
+
+
+def test_data_error_in_the_reduction_skips_the_observation(tmp_path, monkeypatch):
+    """A DataError raised while reducing (bad data found late) skips the observation."""
+    import ringbg.pipeline as pipeline
+    from ringbg.errors import DL3Error
+
+    real = pipeline.reduce_observation
+
+    def flaky(obs, *args, **kwargs):
+        if obs.obs_id == 20137:
+            raise DL3Error("observation 20137: its GTIs need 10001 field-rotation steps")
+        return real(obs, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "reduce_observation", flaky)
+    cfg = msh_config(tmp_path)
+    cfg["observations"] = {"obs_ids": [20136, 20137]}
     result = run(cfg)
     assert result.summary["obs_ids"] == [20136]
     assert result.summary["skipped"] == [
-        {"obs_id": 20137, "reason": "unexpected TypeError: something nobody foresaw"}]
+        {"obs_id": 20137, "reason": "observation 20137: its GTIs need 10001 field-rotation steps"}]
 
 
 def test_warning_when_most_pixels_find_no_ring(tmp_path, caplog):
@@ -366,3 +389,18 @@ def test_band_flux_with_edisp(tmp_path):
         ratio = band["FLUX"][s] / band_flat["FLUX"][s]
         assert ratio.size and np.all(np.abs(ratio - 1) < 0.1), ratio
         assert np.all(np.abs(ratio - 1) > 0.005), ratio
+
+
+def test_ring_beyond_offset_max_is_warned_about(tmp_path, caplog):
+    """A ring reaching beyond geom.offset_max is clipped to each cutout: warned about."""
+    cfg = msh_config(tmp_path, observations={"obs_ids": [20136]})
+    cfg["geom"]["offset_max"] = "0.7 deg"
+    with caplog.at_level("WARNING", logger="ringbg"):
+        run(cfg)
+    assert "ring.r_in + ring.width = 0.8 deg is beyond geom.offset_max = 0.7 deg" in caplog.text
+    caplog.clear()
+    cfg["geom"]["offset_max"] = "2.5 deg"
+    cfg["ring"]["adaptive"] = {"r_out_max": "1.4 deg", "stepsize": "0.1 deg"}
+    with caplog.at_level("WARNING", logger="ringbg"):
+        run(cfg)
+    assert "beyond geom.offset_max" not in caplog.text

@@ -20,13 +20,18 @@ that OUTDIR is either the previous results, byte for byte, or the complete new o
 """
 
 import gzip
+import io
 import json
 import logging
 import shutil
+import os
 import signal
+import struct
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -115,6 +120,27 @@ def edit_header(store, hdu, obs_id=BAD, remove=(), **values):
             hdul[hdu].header[key] = value
 
     edit_fits(obs_file(store, obs_id), apply)
+
+
+def set_card(store, hdu, key, text, obs_id=BAD):
+    """Write the card ``KEY = text`` (raw FITS value text, e.g. ``NAN``, which astropy does
+    not write) into the header of HDU ``hdu`` of the observation's file, in its bytes."""
+    path = obs_file(store, obs_id)
+    raw = bytearray(gzip.decompress(path.read_bytes()))
+    with fits.open(io.BytesIO(bytes(raw))) as hdul:
+        info = hdul.fileinfo(hdul.index_of(hdu))
+    cards = range(info["hdrLoc"], info["datLoc"], 80)
+    card = f"{key:<8}= {text:>20}".ljust(80).encode()
+    for pos in cards:
+        if raw[pos:pos + 8].decode().strip() == key:
+            raw[pos:pos + 80] = card
+            break
+    else:
+        end = next(pos for pos in cards if raw[pos:pos + 8] == b"END     ")
+        assert end + 80 < info["datLoc"], "no room for a card in the header block"
+        raw[end + 80:end + 160] = raw[end:end + 80]
+        raw[end:end + 80] = card
+    path.write_bytes(gzip.compress(bytes(raw)))
 
 
 def edit_index(store, name, fn):
@@ -384,6 +410,96 @@ def _altaz_bad_timesys(store):
     edit_header(store, "EVENTS", CREATOR="test", TIMESYS="martian")
 
 
+def _flip_earlier(start):
+    """``start`` with one bit of its float64 flipped: the lowest bit that moves it 256 s or
+    more earlier."""
+    bits = struct.unpack(">Q", struct.pack(">d", float(start)))[0]
+    for k in range(52):
+        value = struct.unpack(">d", struct.pack(">Q", bits ^ (1 << k)))[0]
+        if start - value >= 256:
+            return value
+    raise AssertionError("no such bit")
+
+
+def _gti_duplicated(store):
+    edit_table(store, "GTI", lambda t: vstack([t, t]))
+
+
+def _gti_shifted(store):
+    def apply(t):
+        t["START"] += 1e5
+        t["STOP"] += 1e5
+        return t
+
+    edit_table(store, "GTI", apply)
+
+
+def _gti_longer_than_events(store):
+    """The GTI starts 5000 s early; the header keywords it could be checked with are gone."""
+    edit_header(store, "EVENTS", remove=("ONTIME", "LIVETIME", "TSTART", "TSTOP"))
+
+    def apply(t):
+        t["START"] -= 5000
+        return t
+
+    edit_table(store, "GTI", apply)
+
+
+def _fifo(store):
+    path = obs_file(store)
+    path.unlink()
+    os.mkfifo(path)
+    threading.Thread(target=_unblock_fifo, args=(path, 30.0), daemon=True).start()
+
+
+def _unblock_fifo(path, after_s):
+    """Open the FIFO for writing after ``after_s``: a reader blocked on it gets an empty file,
+    so a reader that blocks fails the test instead of hanging it."""
+    time.sleep(after_s)
+    for _ in range(100):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:  # no reader (any more)
+            return
+        os.close(fd)
+        time.sleep(0.1)
+
+
+def _device(store):
+    def apply(table):
+        table["FILE_DIR"] = table["FILE_DIR"].astype("U64")
+        row = hdu_row(table, "events")
+        table["FILE_DIR"][row], table["FILE_NAME"][row] = "/dev", "zero"
+        return table
+
+    edit_index(store, "hdu-index.fits.gz", apply)
+
+
+def _gzip_of_zeros(store):
+    obs_file(store).write_bytes(gzip.compress(bytes(50 * 2**20), compresslevel=1))
+
+
+def _gzip_tail_bomb(store):
+    """A sound file followed, in its gzip stream, by 50 MB of zeros (50 kB compressed)."""
+    path = obs_file(store)
+    raw = gzip.decompress(path.read_bytes())
+    path.write_bytes(gzip.compress(raw + bytes(50 * 2**20), compresslevel=1))
+
+
+def _declares_a_terabyte(store):
+    header = fits.Header([("SIMPLE", True), ("BITPIX", 8), ("NAXIS", 1),
+                          ("NAXIS1", 10**12)])
+    obs_file(store).write_bytes(gzip.compress(header.tostring().encode() + bytes(10 * 2880)))
+
+
+def _events_ra_vector(store):
+    def apply(t):
+        t["RA"] = np.stack([t["RA"], t["RA"]], axis=1)
+        return t
+
+    edit_table(store, "EVENTS", apply)
+
+
 SKIP_CASES = {
     "truncated-gzip": (_truncate_gzip, ["020137.fits.gz", "cannot be read as FITS",
                                         "Compressed file ended"]),
@@ -444,7 +560,58 @@ SKIP_CASES = {
     "not-in-hdu-index": (_not_in_hdu_index, ["observation 20137", "not in the HDU index"]),
     "duplicate-hdu-rows-first-broken": (_duplicate_hdu_row_first_broken,
                                         ["elsewhere.fits.gz", "file not found"]),
+    # input consistency: GTIs against the EVENTS header and the events
+    "gti-start-one-bit-flipped": (_gti(lambda t: t["START"].__setitem__(0, _flip_earlier(
+        t["START"][0]))), ["020137.fits.gz", "disagree with its EVENTS header",
+                           "but ONTIME ="]),
+    "gti-tzero-huge": (lambda s: set_card(s, "GTI", "TZERO1", "-1E300"),
+                       ["020137.fits.gz", "sum to 1e+300 s but ONTIME ="]),
+    "gti-row-duplicated": (_gti_duplicated, ["020137.fits.gz",
+                                             "GTI rows 0 and 1 overlap by",
+                                             "(a duplicated row)"]),
+    "gti-outside-tstart-tstop": (_gti_shifted, ["020137.fits.gz", "outside TSTART"]),
+    "gti-longer-than-events": (_gti_longer_than_events,
+                               ["020137.fits.gz", "more than 1.5 times", "events span"]),
+    "livetime-header-mismatch": (_set_header("EVENTS", LIVETIME=3042.0),
+                                 ["020137.fits.gz", "but LIVETIME = 3042 s"]),
+    "ontime-not-finite": (lambda s: set_card(s, "EVENTS", "ONTIME", "NAN"),
+                          ["020137.fits.gz", "ONTIME = nan is not a finite number"]),
+    # an empty safe mask: nothing of the observation is used, so it is skipped
+    "lo-thres-nan": (lambda s: set_card(s, "AEFF", "LO_THRES", "NAN"),
+                     ["its safe mask is empty", "aeff-default", "LO_THRES = nan TeV"]),
+    "lo-thres-inf": (lambda s: set_card(s, "AEFF", "LO_THRES", "1E999"),
+                     ["its safe mask is empty", "LO_THRES = inf TeV"]),
+    "hi-thres-nan": (lambda s: set_card(s, "AEFF", "HI_THRES", "NAN"),
+                     ["its safe mask is empty", "HI_THRES = nan TeV"]),
+    "lo-thres-above-the-map": (_set_header("AEFF", LO_THRES=50.0),
+                               ["its safe mask is empty", "LO_THRES = 50 TeV",
+                                "map energies 0.5 to 10 TeV"]),
+    # unbounded inputs
+    "fifo-not-file": (_fifo, ["020137.fits.gz", "cannot be read", "a FIFO"]),
+    "device-not-file": (_device, ["/dev/zero", "a character device, not a regular file"]),
+    "gzip-of-zeros": (_gzip_of_zeros, ["020137.fits.gz", "not a FITS file"]),
+    "gzip-tail-bomb": (_gzip_tail_bomb, ["020137.fits.gz",
+                                         "after the end of its FITS content"]),
+    "fits-declares-a-terabyte": (_declares_a_terabyte,
+                                 ["020137.fits.gz", f"its FITS headers declare {2880 * (1 + -(-10**12 // 2880))} bytes",
+                                  "more than the 2 GiB a DL3 file can be"]),
+    "events-column-vector": (_events_ra_vector, ["020137.fits.gz", "column RA holds 2 values"]),
 }
+
+
+@contextmanager
+def time_limit(seconds):
+    """Fail (instead of hanging) when the block takes longer than ``seconds``."""
+    def expired(signum, frame):
+        raise AssertionError(f"still running after {seconds} s (blocked?)")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.mark.parametrize("case", list(SKIP_CASES))
@@ -452,7 +619,10 @@ def test_damaged_observation_is_skipped(case, store, pristine, caplog):
     damage, words = SKIP_CASES[case]
     damage(store)
     caplog.set_level(logging.WARNING)
-    result = run_store(store)
+    t0 = time.monotonic()
+    with time_limit(60):
+        result = run_store(store)
+    assert time.monotonic() - t0 < 20, "blocked"
     assert_skipped(result, caplog, pristine, words)
 
 
@@ -642,6 +812,56 @@ def test_negative_background_is_used_with_a_warning(store, caplog):
     assert n_negative[0] > 1000
     assert any("020137" in m and f"{n_negative[0]} of the 50000 background values are negative"
                in m for m in warnings_of(caplog)), warnings_of(caplog)
+
+
+def test_events_with_impossible_coordinates_are_counted_and_dropped(store, tmp_path, caplog):
+    """DEC = 200, non-finite RA, DEC or ENERGY, ENERGY <= 0: not used, counted in a warning
+    naming the observation and the file; the maps are those without these rows."""
+    bad_rows = {"DEC": (slice(0, 7), 200.0), "RA": (slice(10, 13), np.nan),
+                "ENERGY": (slice(20, 22), np.inf)}
+
+    def damage(t):
+        for column, (rows, value) in bad_rows.items():
+            t[column][rows] = value
+        t["ENERGY"][30:34] = -1.0
+        return t
+
+    without = make_store(tmp_path / "without")
+    edit_table(without, "EVENTS", lambda t: t[[k for k in range(len(t)) if not (
+        k < 7 or 10 <= k < 13 or 20 <= k < 22 or 30 <= k < 34)]])
+    edit_table(store, "EVENTS", damage)
+    caplog.set_level(logging.WARNING)
+    result = run_store(store)
+    assert result.summary["obs_ids"] == list(SUBSET)
+    same_maps(result, run_store(without))
+    n_events = len(Table.read(obs_file(store), hdu="EVENTS"))
+    assert any("020137.fits.gz" in m and "observation 20137" in m
+               and f"16 of the {n_events} events" in m and "impossible" in m
+               for m in warnings_of(caplog)), warnings_of(caplog)
+
+
+def test_hi_thres_inf_is_no_upper_threshold(store, pristine):
+    """HI_THRES = inf cuts nothing (DR1's 100 TeV is above the map): the same maps."""
+    set_card(store, "AEFF", "HI_THRES", "1E999")
+    same_maps(run_store(store), pristine["all"])
+
+
+@pytest.mark.parametrize("compressed", [True, False])
+def test_files_larger_than_a_dl3_file_are_refused(store, monkeypatch, compressed):
+    """Beyond ringbg.dl3.MAX_FILE_BYTES (on disk or decompressed): not read, with the reason
+    (the limit lowered here to below the size of the DR1 run)."""
+    import ringbg.dl3 as dl3
+
+    path = uncompress(store) if not compressed else obs_file(store)
+    size = len(gzip.decompress(path.read_bytes()) if compressed else path.read_bytes())
+    monkeypatch.setattr(dl3, "MAX_FILE_BYTES", size - 2880)
+    with pytest.raises(RunError) as info:
+        run_store(store, (BAD,))
+    message = str(info.value)
+    assert f"020137.fits{'.gz' if compressed else ''}: " in message
+    assert f"more than {size - 2880} bytes" in message and "DL3 file can be" in message
+    monkeypatch.setattr(dl3, "MAX_FILE_BYTES", size)
+    assert run_store(store, (BAD,)).summary["obs_ids"] == [BAD]
 
 
 def test_broken_site_keywords_not_needed_for_radec_background(store, pristine, caplog):

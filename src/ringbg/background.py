@@ -50,7 +50,7 @@ def _altaz_fov_coords(obs, ra_deg, dec_deg):
     from astropy.time import Time
 
     if obs.location is None:
-        raise ValueError(
+        raise DL3Error(
             f"observation {obs.obs_id}: ALTAZ background needs the observatory location "
             "(GEOLON, GEOLAT, ALTITUDE in the EVENTS header)"
         )
@@ -72,7 +72,7 @@ def _altaz_fov_coords(obs, ra_deg, dec_deg):
         step = max(step, MINIMUM_TIME_STEP_S)
         offsets.append(min(offsets[-1] + step, duration))
         if len(offsets) > MAX_ALTAZ_STEPS:
-            raise ValueError(
+            raise DL3Error(
                 f"observation {obs.obs_id}: its GTIs ({duration:.0f} s) need more than "
                 f"{MAX_ALTAZ_STEPS} field-rotation steps; check the GTI times"
             )

@@ -1,13 +1,16 @@
 """Per-observation cache: reduced cubes kept on disk so an interrupted or extended run
 reuses them (``ringbg run --cache DIR``).
 
-An entry's key hashes everything the reduction depends on: ringbg's version, the geometry,
-the true-energy axis, the energy-dispersion grid (or none), the cutout size, the safe mask
-settings, and the path, size and modification time of each input file of the observation. A
-changed config or input file gives another key. Entries are written to a temporary file and
-renamed, so a killed run never leaves a partial entry.
+An entry's key hashes everything the reduction depends on: ringbg's version and the source
+of its reading and reduction modules, the geometry, the true-energy axis, the
+energy-dispersion grid (or none), the cutout size, the safe mask settings, every column of
+the observation's rows in the observation and HDU index tables, and the identity of each
+input file of the observation (absolute path, size, modification time in ns, inode). A
+changed config, index row or input file gives another key. Entries are written to a
+temporary file and renamed, so a killed run never leaves a partial entry.
 """
 
+import functools
 import hashlib
 import json
 import os
@@ -19,34 +22,86 @@ from .version import __version__
 from .edisp import EdispResponse
 from .reduce import ReducedObservation
 
-__all__ = ["cache_key", "load", "save"]
+__all__ = ["cache_key", "file_identity", "load", "save"]
+
+#: modules whose code decides the reduction (their source is part of the key)
+_CODE = ("background", "cache", "datastore", "dl3", "edisp", "fitsfile", "geom", "irf",
+         "kernels", "reduce", "safemask")
 
 
-def cache_key(obs_id, paths, geom, offset_max_deg, methods, parameters,
+@functools.lru_cache(maxsize=1)
+def _code_digest():
+    """SHA-256 of the source of the modules in `_CODE` (a module's name where it cannot be
+    read)."""
+    digest = hashlib.sha256()
+    here = Path(__file__).parent
+    for name in _CODE:
+        try:
+            digest.update((here / f"{name}.py").read_bytes())
+        except OSError:
+            digest.update(name.encode())
+    return digest.hexdigest()
+
+
+def file_identity(path):
+    """``[absolute path, size, mtime_ns, inode]`` of a file (size etc. None if it cannot be
+    stat'ed: reading it then reports the problem)."""
+    try:
+        st = os.stat(path)
+        return [os.path.abspath(path), st.st_size, st.st_mtime_ns, st.st_ino]
+    except (OSError, ValueError):  # ValueError: a NUL in the name
+        return [os.path.abspath(path), None, None, None]
+
+
+def _json_value(value):
+    """Fallback of `json.dumps` for what it cannot write (numpy values, paths...)."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return repr(value)
+
+
+def cache_key(obs_id, index_rows, paths, geom, offset_max_deg, methods, parameters,
               energy_true_edges_tev=None, irf=None):
     """Hex digest identifying one observation's reduction.
 
-    ``energy_true_edges_tev``: the exposure's true-energy axis (None: the reconstructed one);
-    ``irf``: the IRF grid of the energy-dispersion response (None: no response).
+    Parameters
+    ----------
+    obs_id : int
+        The observation.
+    index_rows : dict
+        Its index rows, `ringbg.datastore.DataStore.index_rows`.
+    paths : iterable of path
+        Its input files.
+    geom : `~ringbg.geom.Geom`
+        The full geometry.
+    offset_max_deg : float
+        Cutout half-width.
+    methods : sequence of str
+        Safe mask methods.
+    parameters : dict
+        Safe mask (and any other reduction) parameters: any values JSON can write, or
+        whose ``repr`` identifies them.
+    energy_true_edges_tev : array-like, optional
+        The exposure's true-energy axis (None: the reconstructed one).
+    irf : object, optional
+        The IRF grid of the energy-dispersion response (its ``key``; None: no response).
     """
-    files = []
-    for path in sorted({str(p) for p in paths}):
-        st = os.stat(path)
-        files.append([os.path.abspath(path), st.st_size, st.st_mtime_ns])
     text = json.dumps({
         "version": __version__,
+        "code": _code_digest(),
         "obs_id": int(obs_id),
-        "wcs": geom.image_header().tostring(),
-        "shape": list(geom.shape),
-        "energy": [float(e) for e in geom.energy_edges_tev],
+        "index": index_rows,
+        "geom": geom.key,
         "offset_max": float(offset_max_deg),
         "methods": list(methods),
-        "parameters": dict(sorted(parameters.items())),
-        "files": files,
+        "parameters": {str(k): v for k, v in parameters.items()},
+        "files": [file_identity(p) for p in sorted({str(p) for p in paths})],
         "energy_true": None if energy_true_edges_tev is None
         else [float(e) for e in energy_true_edges_tev],
         "edisp_irf_grid": None if irf is None else irf.key,
-    }, sort_keys=True)
+    }, sort_keys=True, default=_json_value)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -89,10 +144,14 @@ def save(cache_dir, reduced, key):
         edisp = {"edisp_slices": np.array([[s.start, s.stop] for s in r.slices]),
                  "edisp_kernel": r.kernel, "edisp_exposure": r.exposure, "edisp_x": r.x,
                  "edisp_y": r.y, "edisp_diagonal": r.diagonal}
-    with open(tmp, "wb") as f:
-        np.savez(f, obs_id=reduced.obs_id, slices=slices, counts=reduced.counts,
-                 exposure=reduced.exposure, background=reduced.background,
-                 mask_safe=reduced.mask_safe, livetime_s=reduced.livetime_s,
-                 ontime_s=reduced.ontime_s, **edisp)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, obs_id=reduced.obs_id, slices=slices, counts=reduced.counts,
+                     exposure=reduced.exposure, background=reduced.background,
+                     mask_safe=reduced.mask_safe, livetime_s=reduced.livetime_s,
+                     ontime_s=reduced.ontime_s, **edisp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path

@@ -5,19 +5,45 @@ plain floats in degrees and TeV. ``$VARS`` in paths are expanded. Every error na
 the bad value and what is allowed, in one line (`ConfigError`).
 """
 
+import math
 import os
 from pathlib import Path
 from typing import Annotated, Literal
 
 import astropy.units as u
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+    model_validator,
+)
 
 from .errors import ConfigError
 from .background import TEMPLATES
 from .safemask import METHODS as SAFE_MASK_METHODS
 
 __all__ = ["Config", "ConfigError", "load_config", "TEMPLATE"]
+
+
+#: limits of the config (README "Input checks"), generous for real surveys: the H.E.S.S.
+#: Galactic plane survey map is 5500 x 500 pixels of 0.02 deg with 6 energy bins
+MAX_MAP_AXIS_PIXELS = 100_000
+MAX_MAP_PIXELS = 10**9
+#: energies (TeV) of the map axis: 1 MeV to 1 EeV
+ENERGY_LIMITS_TEV = (1e-6, 1e6)
+#: power-law index of the flux maps
+SPECTRAL_INDEX_LIMITS = (-10.0, 10.0)
+#: candidate rings of the adaptive ring, (r_out_max - r_in - width) / stepsize
+MAX_ADAPTIVE_RINGS = 1000
+#: upper limits at most this many sigma
+MAX_N_SIGMA = 100.0
+#: observation ids are 64-bit integers (the FITS column type K)
+OBS_ID_LIMITS = (-(2**63), 2**63 - 1)
+
 
 
 def _quantity(value, unit, what):
@@ -49,34 +75,61 @@ def _path(value):
     return os.path.expandvars(os.path.expanduser(str(value)))
 
 
+def _checked_angle(value, low=0.0, high=360.0):
+    """An angle in (low, high] (deg), finite."""
+    angle = _angle(value)
+    if not math.isfinite(angle):
+        raise ValueError("Input should be a finite number")
+    if not low < angle <= high:
+        raise ValueError(f"must be above {low:g} deg and at most {high:g} deg")
+    return angle
+
+
+def _width(value):
+    """geom.width: one angle, or [width, height] (two angles), each in (0, 360] deg."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2:
+            raise ValueError(f"expected one angle or two ([width, height]), got {len(value)} "
+                             "values")
+        return (_checked_angle(value[0]), _checked_angle(value[1]))
+    return _checked_angle(value)
+
+
 Angle = Annotated[float, BeforeValidator(_angle)]
-PositiveAngle = Annotated[float, BeforeValidator(_angle), Field(gt=0)]
-NonNegativeAngle = Annotated[float, BeforeValidator(_angle), Field(ge=0)]
-Energy = Annotated[float, BeforeValidator(_energy), Field(gt=0)]
+PositiveAngle = Annotated[float, BeforeValidator(_angle), Field(gt=0, le=360)]
+NonNegativeAngle = Annotated[float, BeforeValidator(_angle), Field(ge=0, le=360)]
+Energy = Annotated[float, BeforeValidator(_energy),
+                   Field(ge=ENERGY_LIMITS_TEV[0], le=ENERGY_LIMITS_TEV[1])]
+#: one validator (no union of types): errors name the key, not pydantic's union members
+Width = Annotated[object, PlainValidator(_width)]
 PathStr = Annotated[str, BeforeValidator(_path)]
 Frame = Literal["icrs", "galactic"]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    # no NaN or infinity in any number of the config
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
 
 class SkyDir(_Model):
     frame: Frame = "icrs"
-    lon: Angle
+    lon: Annotated[float, BeforeValidator(_angle), Field(ge=-360, le=360)]
     lat: Annotated[float, BeforeValidator(_angle), Field(ge=-90, le=90)]
 
 
+Radius = Annotated[float, BeforeValidator(_angle), Field(gt=0, le=180)]
+
+
 class Cone(SkyDir):
-    radius: PositiveAngle
+    radius: Radius
 
 
 class Circle(SkyDir):
-    radius: PositiveAngle
+    radius: Radius
 
 
 class Observations(_Model):
-    obs_ids: list[int] | None = None
+    obs_ids: list[Annotated[int, Field(ge=OBS_ID_LIMITS[0], le=OBS_ID_LIMITS[1])]] | None = None
     cone: Cone | None = None
 
 
@@ -93,15 +146,25 @@ class EnergyAxis(_Model):
         return self
 
 
+def _projection(value):
+    """A projection code of astropy's WCS (``astropy.wcs.PRJ_CODES``), upper-cased."""
+    from astropy.wcs import PRJ_CODES
+
+    code = str(value).strip().upper()
+    if code not in PRJ_CODES:
+        raise ValueError(f"not a WCS projection code (astropy's are {', '.join(PRJ_CODES)})")
+    return code
+
+
 class GeomConfig(_Model):
     skydir: SkyDir
-    width: PositiveAngle | tuple[PositiveAngle, PositiveAngle] = 5.0
+    width: Width = 5.0
     binsize: PositiveAngle = 0.02
-    projection: str = Field("CAR", pattern=r"^[A-Z]{3}$")
+    projection: Annotated[str, PlainValidator(_projection)] = "CAR"
     energy: EnergyAxis = EnergyAxis()
     #: true-energy axis of the exposure and energy dispersion; null: the same as ``energy``
     energy_true: EnergyAxis | None = None
-    offset_max: PositiveAngle = 2.5
+    offset_max: Annotated[float, BeforeValidator(_angle), Field(gt=0, le=90)] = 2.5
 
     @property
     def energy_true_axis(self):
@@ -112,6 +175,31 @@ class GeomConfig(_Model):
     def width_deg(self):
         w = self.width
         return (w, w) if isinstance(w, float) else tuple(w)
+
+    @model_validator(mode="after")
+    def _bounded(self):
+        nx, ny = (w / self.binsize for w in self.width_deg)
+        if max(nx, ny) > MAX_MAP_AXIS_PIXELS or nx * ny > MAX_MAP_PIXELS:
+            raise ValueError(
+                f"geom.width / geom.binsize: a map of {nx:.4g} x {ny:.4g} pixels is beyond "
+                f"ringbg's limits ({MAX_MAP_AXIS_PIXELS} pixels a side, {MAX_MAP_PIXELS:.0e} "
+                "in all); use a larger geom.binsize or a smaller geom.width")
+        _check_wcs(self)
+        return self
+
+
+def _check_wcs(geom):
+    """`ValueError` naming geom.projection when astropy cannot build the map's WCS (the
+    projections that need parameters, ZPN, the conics, BON, have none in ringbg)."""
+    from .geom import Geom
+
+    try:
+        Geom.create(geom.skydir.lon, geom.skydir.lat, geom.skydir.frame, geom.width_deg,
+                    geom.binsize, geom.projection, [1.0, 10.0]).wcs.wcs.set()
+    except Exception:  # wcslib's errors (ValueError, InvalidPrjParametersError...)
+        raise ValueError(f"geom.projection: astropy's WCS cannot make a {geom.projection} map "
+                         "centred on geom.skydir without projection parameters (PVi_m), which "
+                         "ringbg does not set; use e.g. CAR, TAN or AIT") from None
 
 
 class SafeMaskParameters(_Model):
@@ -222,8 +310,8 @@ class Excess(_Model):
     #: one radius or a list: the first gives maps.fits, each further r maps_<r>deg.fits
     correlation_radius: PositiveAngle | list[PositiveAngle] = 0.1
     correlate_off: bool = True
-    n_sigma_ul: float = Field(2.0, gt=0)
-    spectral_index: float = 2.0
+    n_sigma_ul: float = Field(2.0, gt=0, le=MAX_N_SIGMA)
+    spectral_index: float = Field(2.0, ge=SPECTRAL_INDEX_LIMITS[0], le=SPECTRAL_INDEX_LIMITS[1])
     energy_bands: bool = False
     sensitivity: Sensitivity = Sensitivity()
     edisp: bool = True
@@ -291,23 +379,82 @@ class Config(_Model):
                 f"excess.correlation_radius: {max(self.excess.radii_deg):g} deg does not "
                 f"fit in the map (half width {half:g} deg)"
             )
+        self._check_sizes(half)
         return self
+
+    def _check_sizes(self, half):
+        """Kernels and loops the config sets the size of: bounded before any work."""
+        adaptive = self.ring.adaptive
+        if adaptive is not None:
+            if adaptive.theta >= half:
+                raise ValueError(f"ring.adaptive.theta: {adaptive.theta:g} deg does not fit in "
+                                 f"the map (half width {half:g} deg)")
+            span = adaptive.r_out_max - self.ring.r_in - self.ring.width
+            n_rings = math.ceil(span / adaptive.stepsize) if span > 0 else 0
+            if n_rings > MAX_ADAPTIVE_RINGS:
+                raise ValueError(
+                    f"ring.adaptive.stepsize: {adaptive.stepsize:g} deg gives {n_rings} "
+                    f"candidate rings up to r_out_max, more than {MAX_ADAPTIVE_RINGS}; use a "
+                    "larger stepsize")
+        auto = self.exclusion.auto
+        if auto is not None and auto.dilate > max(self.geom.width_deg):
+            raise ValueError(f"exclusion.auto.dilate: {auto.dilate:g} deg is larger than the "
+                             f"map ({max(self.geom.width_deg):g} deg)")
+
+
+#: pydantic's names of the members of a union of types, in error locations
+_TYPE_TAGS = {"float", "int", "str", "bool", "list", "tuple", "dict", "none"}
+
+
+def _is_type_tag(part):
+    return isinstance(part, str) and (part in _TYPE_TAGS or any(c in part for c in "[(-<"))
 
 
 def _format_error(exc):
     err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"] if not isinstance(p, int) or True)
-    msg = err["msg"].removeprefix("Value error, ")
+    loc = ".".join(str(p) for p in err["loc"] if not _is_type_tag(p))
+    msg = " ".join(err["msg"].removeprefix("Value error, ").split())
     if err["type"] == "extra_forbidden":
         return f"config key '{loc}' is not known (misspelt?); see 'ringbg config' for the keys"
     if err["type"] == "missing":
         return f"config key '{loc}' is required"
     value = err.get("input")
+    if loc and msg.startswith(f"{loc}."):  # a check of several keys, named in the message
+        return f"config: {msg}"
     if loc:
-        if isinstance(value, (dict, list)) or value is None:
+        if isinstance(value, (dict, list, tuple)) or value is None:
             return f"config key '{loc}': {msg}"
-        return f"config key '{loc}' = {value!r}: {msg}"
+        return f"config key '{loc}' = {_short_repr(value)}: {msg}"
     return f"config: {msg}"
+
+
+def _short_repr(value, size=80):
+    text = " ".join(repr(value).split())
+    return text if len(text) <= size else text[:size - 3] + "..."
+
+
+def _read_text(text):
+    """The YAML text of ``text``: the content of the file it names, or itself."""
+    if "\n" in text or len(text) > 4096:
+        return text
+    path = Path(text)
+    try:
+        is_file = path.suffix in (".yaml", ".yml") or path.exists()
+    except (OSError, ValueError):  # a name too long, a NUL in it: YAML text
+        return text
+    if not is_file:
+        return text
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read ({exc.strerror or exc})") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {raw[exc.start]:#04x} "
+                          f"at position {exc.start}); save it as UTF-8") from None
 
 
 def load_config(source):
@@ -323,22 +470,23 @@ def load_config(source):
     if isinstance(source, dict):
         data = source
     else:
-        text = str(source)
-        path = Path(text)
-        if "\n" not in text and (path.suffix in (".yaml", ".yml") or path.exists()):
-            if not path.is_file():
-                raise ConfigError(f"config file {path} does not exist")
-            text = path.read_text()
+        text = _read_text(str(source))
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise ConfigError(f"config is not valid YAML: {str(exc).splitlines()[0]}") from None
+        except RecursionError:
+            raise ConfigError("config is not valid YAML: it is nested too deeply") from None
+        except (ValueError, TypeError, OverflowError) as exc:  # e.g. a date that is not one
+            raise ConfigError(f"config is not valid YAML: {_short_repr(str(exc))}") from None
     if not isinstance(data, dict):
         raise ConfigError("config must be a YAML mapping of keys (see 'ringbg config')")
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_error(exc)) from None
+    except RecursionError:
+        raise ConfigError("config is nested too deeply to be a ringbg config") from None
 
 
 TEMPLATE = """\

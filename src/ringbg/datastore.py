@@ -11,11 +11,14 @@ import numpy as np
 from .dl3 import (
     DL3Error,
     Observation,
+    gti_problem,
     header_number,
+    impossible_events,
     one_line,
     read_aeff,
     read_bkg,
     read_edisp,
+    read_event_times,
     read_events,
     read_fits_tables,
     read_gti,
@@ -64,10 +67,29 @@ def _find(directory, names):
     return None
 
 
+def _plain(value):
+    """A table cell as a JSON-friendly value (text, number or nested list)."""
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value]
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def _str(value):
     if isinstance(value, bytes):
         value = value.decode(errors="replace")
     return str(value).strip()
+
+
+def _base_dir(base, index_dir):
+    """Folder the HDU index paths are relative to: its BASE_DIR keyword (a relative one taken
+    from the index's folder) when that folder exists, else the index's folder."""
+    if isinstance(base, str) and base.strip() and "\x00" not in base:
+        path = index_dir / Path(os.path.expandvars(base.strip())).expanduser()
+        if path.is_dir():
+            return path
+    return index_dir
 
 
 @dataclass
@@ -127,8 +149,7 @@ class DataStore:
             dup = ", ".join(str(i) for i in ids[counts > 1][:10])
             log.warning("%s lists observation(s) %s more than once: each is used once, with "
                         "its first row", obs_path, dup)
-        base = hdu_table.header.get("BASE_DIR")
-        base_dir = Path(base) if base and Path(base).is_dir() else hdu_path.parent
+        base_dir = _base_dir(hdu_table.header.get("BASE_DIR"), hdu_path.parent)
         return cls(obs_table=obs_table, hdu_table=hdu_table, base_dir=base_dir)
 
     @property
@@ -203,6 +224,27 @@ class DataStore:
                 (text["HDU_TYPE"][k].lower(), path, text["HDU_NAME"][k],
                  text["HDU_CLASS"][k].lower()))
         return rows
+
+    @functools.cached_property
+    def _index_columns(self):
+        """Per index table: its columns as arrays and ``{obs_id: [row, ...]}``."""
+        out = {}
+        for name, table in (("obs-index", self.obs_table), ("hdu-index", self.hdu_table)):
+            columns = {col: np.asarray(table[col]) for col in table.colnames}
+            rows = {}
+            for k, obs_id in enumerate(np.asarray(table["OBS_ID"], dtype=np.int64)):
+                rows.setdefault(int(obs_id), []).append(k)
+            out[name] = (columns, rows)
+        return out
+
+    def index_rows(self, obs_id):
+        """Every column of the observation's rows of both index tables, as plain values
+        (``{"obs-index": [row, ...], "hdu-index": [row, ...]}``, rows as dicts; for keys)."""
+        out = {}
+        for name, (columns, rows) in self._index_columns.items():
+            out[name] = [{col: _plain(values[k]) for col, values in columns.items()}
+                         for k in rows.get(int(obs_id), [])]
+        return out
 
     def obs_info(self, obs_id):
         """The observation-index row of ``obs_id`` as a dict of plain values."""
@@ -305,16 +347,60 @@ def _deadc(header, where, obs_id):
     return deadc
 
 
+def _possible_events(ra, dec, energy, where, obs_id):
+    """The events that can be on the sky; the others are counted in a warning."""
+    bad = impossible_events(ra, dec, energy)
+    n_bad = int(bad.sum())
+    if n_bad:
+        log.warning("%s: %d of the %d events of observation %s have an impossible position or "
+                    "energy (RA, DEC or ENERGY not finite, |DEC| > 90 deg or ENERGY <= 0): "
+                    "not used", where, n_bad, len(bad), obs_id)
+        ra, dec, energy = ra[~bad], dec[~bad], energy[~bad]
+    return ra, dec, energy
+
+
+def _gti_offset_s(gti_header, events_header, gti_where, where):
+    """Seconds to add to GTI times for the EVENTS time reference (0 unless the GTI header
+    has a valid reference of its own that differs)."""
+    if not any(key in gti_header for key in ("MJDREFI", "MJDREFF", "MJDREF")):
+        return 0.0
+    try:
+        mjd_gti = _time_reference(gti_header, gti_where)[0]
+        mjd_events = _time_reference(events_header, where)[0]
+    except DL3Error:
+        return 0.0
+    return (mjd_gti - mjd_events) * 86400.0
+
+
+def _read_gti_checked(obs_id, hdus, locations, header, deadc, times, where):
+    """GTI start and stop (s, EVENTS time reference), checked against the EVENTS header."""
+    gti_path = locations["gti"][0]
+    gti = hdus["gti"]
+    start, stop = read_gti(gti, gti_path)
+    if len(start) == 0:
+        raise DL3Error(f"{gti_path}: GTI of observation {obs_id} is empty")
+    ontime = float(np.sum(stop - start))
+    if not np.isfinite(ontime) or ontime <= 0:
+        raise DL3Error(f"{gti_path}: GTI of observation {obs_id} sums to {ontime} s")
+    offset = _gti_offset_s(gti.header, header, f"{gti_path} [{gti.name}]", where)
+    if offset:
+        start, stop = start + offset, stop + offset
+    problem = gti_problem(start, stop, header, deadc, times, where)
+    if problem:
+        raise DL3Error(f"{gti_path}: the GTIs of observation {obs_id} disagree with its "
+                       f"EVENTS header or events: {problem}")
+    return start, stop
+
+
 def _build_observation(obs_id, hdus, locations):
     events_path = locations["events"][0]
     where = f"{events_path} [{hdus['events'].name}]"
     ra, dec, energy, header = read_events(hdus["events"], events_path)
+    times = read_event_times(hdus["events"], events_path)
+    ra, dec, energy = _possible_events(ra, dec, energy, where, obs_id)
     if len(energy) == 0:
         log.warning("%s: observation %s has no events (its exposure and background are used)",
                     where, obs_id)
-    start, stop = read_gti(hdus["gti"], locations["gti"][0])
-    if len(start) == 0:
-        raise DL3Error(f"{locations['gti'][0]}: GTI of observation {obs_id} is empty")
     pointing = []
     for key in ("RA_PNT", "DEC_PNT"):
         value = header_number(header, key, None, where)
@@ -325,12 +411,10 @@ def _build_observation(obs_id, hdus, locations):
         raise DL3Error(f"{where}: pointing RA_PNT, DEC_PNT = {pointing[0]}, {pointing[1]} is "
                        "not a sky position")
     deadc = _deadc(header, where, obs_id)
+    start, stop = _read_gti_checked(obs_id, hdus, locations, header, deadc, times, where)
     aeff = read_aeff(hdus["aeff"], locations["aeff"][0])
     bkg = read_bkg(hdus["bkg"], locations["bkg"][0], header)
     edisp = read_edisp(hdus["edisp"], locations["edisp"][0]) if "edisp" in hdus else None
-    ontime = float(np.sum(stop - start))
-    if not np.isfinite(ontime) or ontime <= 0:
-        raise DL3Error(f"{locations['gti'][0]}: GTI of observation {obs_id} sums to {ontime} s")
     # time reference and site: needed to turn sky pixels into the AltAz-aligned frame of an
     # ALTAZ background, unused otherwise (broken values are then only warned about)
     try:

@@ -7,10 +7,10 @@ gammapy 2.1 (natural log for energy, linear for angles), see `IrfAxis`.
 """
 
 import functools
-import gzip
 import io
 import logging
 import os
+import stat
 import warnings
 import zlib
 from dataclasses import dataclass, field
@@ -20,7 +20,7 @@ from astropy.io import fits
 from astropy.units import Unit, UnitsError
 
 from .errors import DL3Error
-from .fitsfile import Table, UnsupportedFITS, read_tables
+from .fitsfile import Table, UnsupportedFITS, fits_extent, read_tables
 
 __all__ = [
     "DL3Error",
@@ -30,7 +30,10 @@ __all__ = [
     "Background",
     "Observation",
     "read_events",
+    "read_event_times",
     "read_gti",
+    "gti_problem",
+    "impossible_events",
     "read_aeff",
     "read_edisp",
     "read_bkg",
@@ -194,7 +197,9 @@ def _column(table, names, path, unit=None):
         if name in table:
             where = f"{path} [{table.name}] column {name}"
             try:
-                values = np.asarray(table.column(name))
+                with warnings.catch_warnings():  # astropy's, on columns of a damaged file
+                    warnings.simplefilter("ignore")
+                    values = np.asarray(table.column(name))
             except Exception as exc:  # a damaged column description (astropy raises many kinds)
                 raise DL3Error(f"{where}: cannot be read ({one_line(exc)})") from exc
             if values.dtype.kind not in "biuf":
@@ -251,11 +256,20 @@ def _unit_factor(unit_str, target, where):
     return factor
 
 
+def _scalar_column(table, name, path, unit):
+    """A column holding one number per row (`DL3Error` for a vector column)."""
+    values = _column(table, [name], path, unit)
+    if values.ndim != 1:
+        raise DL3Error(f"{path}: HDU {table.name} column {name} holds "
+                       f"{int(np.prod(values.shape[1:]))} values per row, not one")
+    return values
+
+
 def read_events(table, path):
     """RA, Dec (deg) and energy (TeV) of the events of an EVENTS table, and its header."""
-    ra = _column(table, ["RA"], path, "deg")
-    dec = _column(table, ["DEC"], path, "deg")
-    energy = _column(table, ["ENERGY"], path, "TeV")
+    ra = _scalar_column(table, "RA", path, "deg")
+    dec = _scalar_column(table, "DEC", path, "deg")
+    energy = _scalar_column(table, "ENERGY", path, "TeV")
     return ra, dec, energy, table.header
 
 
@@ -278,6 +292,109 @@ def read_gti(table, path):
         raise DL3Error(f"{path}: HDU {table.name} row {k} stops before it starts "
                        f"(START={start[k]}, STOP={stop[k]})")
     return start, stop
+
+
+def read_event_times(table, path):
+    """The TIME column of an EVENTS table (s), or None when it has none."""
+    return _scalar_column(table, "TIME", path, "s") if "TIME" in table else None
+
+
+def impossible_events(ra_deg, dec_deg, energy_tev):
+    """Events that cannot be on the sky: RA, DEC or ENERGY not finite, |DEC| > 90 deg or
+    ENERGY <= 0 (boolean array)."""
+    with np.errstate(invalid="ignore"):
+        return ~(np.isfinite(ra_deg) & np.isfinite(dec_deg) & np.isfinite(energy_tev)
+                 & (np.abs(dec_deg) <= 90) & (energy_tev > 0))
+
+
+#: GTI checks (README "Input checks"): the GTI sum agrees with ONTIME, and the GTI sum times
+#: DEADC with LIVETIME, to GTI_SUM_RTOL relative or GTI_SUM_ATOL_S, whichever is larger
+GTI_SUM_RTOL = 1e-3
+GTI_SUM_ATOL_S = 1.0
+#: the GTIs lie within [TSTART, TSTOP] to GTI_TIME_ATOL_S plus GTI_TIME_RTOL of the times
+#: (header times are often written in single precision: CTA 1DC's TSTOP is 8 s early)
+GTI_TIME_ATOL_S = 1.0
+GTI_TIME_RTOL = 1e-7
+#: with at least GTI_MIN_EVENTS events, the GTI sum is at most GTI_EVENTS_FACTOR times the
+#: events' time span plus GTI_EVENTS_ATOL_S (H.E.S.S. DR1 run 20283: 1.43 times)
+GTI_MIN_EVENTS = 100
+GTI_EVENTS_FACTOR = 1.5
+GTI_EVENTS_ATOL_S = 60.0
+
+
+def _overlap(start, stop):
+    """Reason text for the first two GTIs that overlap, or None."""
+    if len(start) < 2:
+        return None
+    order = np.argsort(start, kind="stable")
+    s, e = start[order], stop[order]
+    eps = 1e-6 + 4 * np.spacing(np.max(np.abs(np.concatenate([s, e]))))
+    over = e[:-1] - s[1:]
+    bad = np.flatnonzero(over > eps)
+    if not len(bad):
+        return None
+    k = int(bad[0])
+    i, j = sorted((int(order[k]), int(order[k + 1])))
+    what = " (a duplicated row)" if s[k] == s[k + 1] and e[k] == e[k + 1] else ""
+    return f"GTI rows {i} and {j} overlap by {over[k]:.6g} s{what}"
+
+
+def gti_problem(start, stop, header, deadc, times, where):
+    """Why the GTIs do not agree with the EVENTS header and the event times, or None.
+
+    Checks (tolerances: the ``GTI_*`` constants of this module): no two intervals overlap;
+    their sum agrees with ONTIME and, times DEADC, with LIVETIME; they lie within
+    [TSTART, TSTOP]; and, with at least `GTI_MIN_EVENTS` events, their sum is not much
+    longer than the events' time span. Keywords that are absent are not checked.
+
+    Parameters
+    ----------
+    start, stop : `~numpy.ndarray`
+        GTI bounds (s, in the time reference of the EVENTS header).
+    header : dict
+        The EVENTS header.
+    deadc : float
+        The dead-time correction used.
+    times : `~numpy.ndarray` or None
+        The event times (s).
+    where : str
+        The EVENTS HDU, for messages on unreadable keywords.
+    """
+    overlap = _overlap(start, stop)
+    if overlap:
+        return overlap
+    total = float(np.sum(stop - start))
+
+    def differ(value, expected):
+        return not abs(value - expected) <= max(GTI_SUM_ATOL_S, GTI_SUM_RTOL * abs(expected))
+
+    keys = {key: header_number(header, key, None, where)
+            for key in ("ONTIME", "LIVETIME", "TSTART", "TSTOP")}
+    for key, value in keys.items():
+        if value is not None and not np.isfinite(value):
+            return f"{key} = {value} is not a finite number"
+    ontime, livetime, t_start, t_stop = keys.values()
+    if ontime is not None and differ(total, ontime):
+        return f"the GTIs sum to {total:.9g} s but ONTIME = {ontime:.9g} s"
+    if livetime is not None and differ(total * deadc, livetime):
+        return (f"the GTIs sum to {total:.9g} s, times DEADC {deadc:.6g} = "
+                f"{total * deadc:.9g} s, but LIVETIME = {livetime:.9g} s")
+    known = [t for t in (t_start, t_stop) if t is not None]
+    if known:
+        tol = GTI_TIME_ATOL_S + GTI_TIME_RTOL * max(abs(t) for t in known)
+        first, last = float(np.min(start)), float(np.max(stop))
+        if (t_start is not None and first < t_start - tol) or (
+                t_stop is not None and last > t_stop + tol):
+            return (f"the GTIs span {first:.9g} to {last:.9g} s, outside TSTART = {t_start} "
+                    f"to TSTOP = {t_stop} s")
+    if times is not None:
+        times = times[np.isfinite(times)]
+        if len(times) >= GTI_MIN_EVENTS:
+            span = float(times.max() - times.min())
+            if total > GTI_EVENTS_FACTOR * span + GTI_EVENTS_ATOL_S:
+                return (f"the GTIs sum to {total:.9g} s, more than {GTI_EVENTS_FACTOR:g} times "
+                        f"the {span:.9g} s its {len(times)} events span")
+    return None
 
 
 def _irf_values(table, names, path, unit, shape):
@@ -407,6 +524,135 @@ def read_bkg(table, path, events_header=None):
     return Background(energy, spatial, values, alignment)
 
 
+#: no DL3 file is larger than this, on disk or decompressed: a H.E.S.S. DR1 run is 1 MB, a
+#: CTA 1DC run 4 MB, a long run of a large array with loose cuts some 100 MB
+MAX_FILE_BYTES = 2 * 2**30
+#: bytes a gzip stream may hold beyond the end of its FITS content (trailing padding)
+MAX_TRAILING_BYTES = 2**20
+_CHUNK = 16 * 2**20
+_FILE_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+               (stat.S_ISSOCK, "a socket"))
+
+
+def _size_text(n_bytes):
+    return f"{n_bytes / 2**30:g} GiB" if n_bytes >= 2**30 else f"{n_bytes} bytes"
+
+
+def _file_kind(mode):
+    return next((kind for test, kind in _FILE_KINDS if test(mode)), "not a regular file")
+
+
+def _read_raw(path, limit):
+    """The bytes of a regular file; `DL3Error` for anything else (never blocks on a FIFO)."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError as exc:
+        raise DL3Error(f"{path}: file not found") from exc
+    except OSError as exc:
+        raise DL3Error(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    except ValueError as exc:  # a NUL character in the name
+        raise DL3Error(f"{str(path)!r}: not a valid file name ({exc})") from exc
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        os.close(fd)
+        raise
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise DL3Error(f"{path}: cannot be read: it is {_file_kind(mode)}, not a regular file")
+    with os.fdopen(fd, "rb", buffering=0) as f:
+        chunks, total = [], 0
+        try:
+            while chunk := f.read(min(_CHUNK, limit + 1 - total)):
+                chunks.append(chunk)
+                total += len(chunk)
+                if total > limit:
+                    raise DL3Error(f"{path}: more than {_size_text(limit)}, larger than a "
+                                   "DL3 file can be (ringbg.dl3.MAX_FILE_BYTES)")
+        except OSError as exc:
+            raise DL3Error(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    return b"".join(chunks)
+
+
+class _Gunzip:
+    """A gzip stream decompressed on demand into ``out``, never beyond ``limit`` bytes."""
+
+    def __init__(self, raw, path, limit):
+        self.out = bytearray()
+        self.path, self.limit = path, limit
+        self._member(raw)
+
+    def _member(self, data):
+        self._inflate = zlib.decompressobj(wbits=31)  # gzip wrapper: CRC and size checked
+        self._input = data
+
+    def _fail(self, reason):
+        return DL3Error(f"{self.path}: cannot be read as FITS ({reason})")
+
+    def ended(self):
+        """True when the whole stream is decompressed."""
+        return self._inflate.eof and not self._inflate.unused_data.lstrip(b"\x00")
+
+    def need(self, n):
+        """Decompress until ``out`` holds ``n`` bytes; False when the stream ends first."""
+        while len(self.out) < n:
+            if self._inflate.eof:
+                rest = self._inflate.unused_data.lstrip(b"\x00")  # as gzip.decompress
+                if not rest:
+                    return False
+                if rest[:2] != b"\x1f\x8b":
+                    raise self._fail(f"Not a gzipped file ({rest[:2]!r})")
+                self._member(rest)
+            room = self.limit + 1 - len(self.out)
+            try:
+                chunk = self._inflate.decompress(self._input, min(_CHUNK, room))
+            except zlib.error as exc:
+                raise self._fail(one_line(exc)) from exc
+            self._input = self._inflate.unconsumed_tail
+            self.out += chunk
+            if len(self.out) > self.limit:
+                raise DL3Error(f"{self.path}: decompresses to more than "
+                               f"{_size_text(self.limit)}, larger than a DL3 file can be "
+                               "(ringbg.dl3.MAX_FILE_BYTES)")
+            if not chunk and not self._input and not self._inflate.eof:
+                raise self._fail("Compressed file ended before the end-of-stream marker was "
+                                 "reached")
+        return True
+
+
+def _gunzip_fits(raw, path, limit=None):
+    """Decompress a gzipped FITS file, no further than its FITS content (bounded).
+
+    The headers are walked as the bytes arrive (`ringbg.fitsfile.fits_extent`): a file whose
+    headers declare more than ``limit`` bytes, or whose stream goes on for more than
+    `MAX_TRAILING_BYTES` after its last HDU (a gzip bomb), raises `DL3Error`.
+    """
+    limit = MAX_FILE_BYTES if limit is None else limit
+    stream = _Gunzip(raw, path, limit)
+    try:
+        end = fits_extent(stream.out, stream.need, limit)
+    except ValueError as exc:
+        raise DL3Error(f"{path}: {exc}, more than the {_size_text(limit)} a DL3 file can "
+                       "be (ringbg.dl3.MAX_FILE_BYTES)") from None
+    if end > 0 and not stream.ended():
+        # past the last HDU only padding may follow: read to the end of the stream (its
+        # checksum is verified there), a little further at most
+        stream.need(max(end, len(stream.out)) + MAX_TRAILING_BYTES + 1)
+        if not stream.ended():
+            raise DL3Error(f"{path}: its gzip stream goes on for more than "
+                           f"{MAX_TRAILING_BYTES} bytes after the end of its FITS content "
+                           "(damaged, or not a DL3 file)")
+    return stream.out  # a bytearray: no copy (read_tables makes its tables read-only)
+
+
+def _read_decompressed(path):
+    """The FITS bytes of a file, gunzipped if need be; `DL3Error` naming the file."""
+    raw = _read_raw(path, MAX_FILE_BYTES)
+    return _gunzip_fits(raw, path) if raw[:2] == b"\x1f\x8b" else raw
+
+
 _PREFETCH = {"pool": None, "pending": {}}
 #: at most this many files read ahead and not yet taken (the oldest are dropped)
 _PREFETCH_MAX = 16
@@ -424,7 +670,8 @@ def prefetch(paths):
     current one is computed. `read_fits_tables` takes the bytes when it gets to the file, if
     the file has not changed since (size, modification time, inode); files read ahead and
     never taken (an observation skipped before its files are read) are dropped, oldest
-    first, so they neither pile up nor get served later.
+    first, so they neither pile up nor get served later. Only regular files are read ahead,
+    with the same limits as `read_fits_tables`.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -436,6 +683,8 @@ def prefetch(paths):
         if key in pending:
             continue
         try:
+            if not stat.S_ISREG(os.stat(key).st_mode):
+                continue  # read_fits_tables reports it
             signature = _file_signature(key)
         except (OSError, ValueError):  # ValueError: a NUL in the name
             continue  # read_fits_tables reports it
@@ -451,15 +700,9 @@ def discard_prefetched():
         pending.pop(next(iter(pending)))[0].cancel()
 
 
-def _read_decompressed(path):
-    with open(path, "rb") as f:
-        raw = f.read()
-    return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
-
-
 def _take_prefetched(path):
-    """Bytes read ahead for ``path``, or None (not asked for, failed or the file changed since:
-    read it again)."""
+    """Bytes read ahead for ``path``, or None (not asked for, failed unexpectedly or the file
+    changed since: read it again). A `DL3Error` of the read ahead is raised."""
     entry = _PREFETCH["pending"].pop(str(path), None)
     if entry is None:
         return None
@@ -469,6 +712,8 @@ def _take_prefetched(path):
             future.cancel()
             return None
         return future.result()
+    except DL3Error:
+        raise
     except Exception:  # the normal path reports the error with its message
         return None
 
@@ -477,25 +722,13 @@ def read_fits_tables(path):
     """The binary tables of a FITS file (gzipped or not) as ``{EXTNAME: Table}``.
 
     The file is read and decompressed in one pass and parsed by `ringbg.fitsfile`; files
-    using features it leaves aside are read with astropy. Raises `DL3Error` naming the file.
+    using features it leaves aside are read with astropy. Only regular files are read (not
+    a FIFO, a device or a folder), of at most `MAX_FILE_BYTES` on disk and decompressed.
+    Raises `DL3Error` naming the file.
     """
     raw = _take_prefetched(path)
-    if raw is not None:
-        return _parse_tables(path, raw)
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError as exc:
-        raise DL3Error(f"{path}: file not found") from exc
-    except OSError as exc:
-        raise DL3Error(f"{path}: cannot be read ({exc.strerror or exc})") from exc
-    except ValueError as exc:  # a NUL character in the name
-        raise DL3Error(f"{str(path)!r}: not a valid file name ({exc})") from exc
-    try:
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise DL3Error(f"{path}: cannot be read as FITS ({one_line(exc)})") from exc
+    if raw is None:
+        raw = _read_decompressed(path)
     return _parse_tables(path, raw)
 
 

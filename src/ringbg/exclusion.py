@@ -12,7 +12,6 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from .geom import angular_separation_deg, to_frame
-from .kernels import tophat_kernel
 
 __all__ = ["circles_mask", "region_file_mask", "fits_mask", "exclusion_mask", "dilate",
            "read_catalog", "catalog_circles", "hot_pixels", "grow_exclusion", "SOURCES",
@@ -96,12 +95,18 @@ def fits_mask(geom, path):
 
 
 def dilate(excluded, radius_px):
-    """Grow an excluded-pixels image by a disk of ``radius_px``."""
-    from scipy.ndimage import binary_dilation
+    """Grow an excluded-pixels image by a disk of ``radius_px``: every pixel whose centre is
+    within ``radius_px`` (inclusive) of an excluded one's, as a binary dilation with the
+    top-hat kernel, from the exact Euclidean distance transform: time and memory grow with
+    the image, not with the radius."""
+    from scipy.ndimage import distance_transform_edt
 
-    if radius_px <= 0:
+    excluded = np.asarray(excluded, dtype=bool)
+    if radius_px <= 0 or not excluded.any():
         return excluded
-    return binary_dilation(excluded, structure=tophat_kernel(radius_px).astype(bool))
+    distance = distance_transform_edt(~excluded)
+    # squared distances are integers: rounded, they compare with radius**2 as the kernel does
+    return np.rint(distance * distance) <= radius_px**2
 
 
 #: column mappings of the built-in catalogue formats: position columns, their frame, the size

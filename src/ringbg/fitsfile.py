@@ -15,7 +15,7 @@ import re
 
 import numpy as np
 
-__all__ = ["Table", "read_tables", "UnsupportedFITS"]
+__all__ = ["Table", "read_tables", "fits_extent", "UnsupportedFITS"]
 
 BLOCK = 2880
 _TFORM = re.compile(r"^\s*(\d*)([LXBIJKAEDCM])\s*$")
@@ -50,8 +50,15 @@ class Table:
     def __len__(self):
         return 0 if self._data is None else len(self._data)
 
+    def _column_spec(self, name):
+        try:
+            return self._columns[name.upper()]
+        except KeyError:
+            raise KeyError(f"HDU {self.name!r} has no column {name!r} (it has "
+                           f"{', '.join(self._columns) or 'none'})") from None
+
     def unit(self, name):
-        return self._columns[name.upper()][1]
+        return self._column_spec(name)[1]
 
     def __contains__(self, name):
         return name.upper() in self._columns
@@ -61,7 +68,7 @@ class Table:
 
     def column(self, name):
         """Column values as a native-endian array (TZERO/TSCAL applied, TDIM shape)."""
-        field, _, tzero, tscal, shape, code, repeat = self._columns[name.upper()]
+        field, _, tzero, tscal, shape, code, repeat = self._column_spec(name)
         values = np.asarray(self._data[field])
         if shape is not None:
             values = values.reshape((len(values),) + shape)
@@ -213,7 +220,8 @@ def _columns(header):
 
 
 def read_tables(raw):
-    """All binary-table HDUs of the FITS bytes ``raw``, as ``{EXTNAME: Table}``.
+    """All binary-table HDUs of the FITS bytes ``raw`` (bytes or bytearray), as
+    ``{EXTNAME: Table}``.
 
     Raises
     ------
@@ -251,10 +259,72 @@ def read_tables(raw):
             else:
                 tables.setdefault(table.name.upper(), table)
         first = False
-        offset += -(-size // BLOCK) * BLOCK
+        offset += _padded(size)
     if unsupported is not None:
         raise unsupported
     return tables
+
+
+def _padded(size):
+    return -(-size // BLOCK) * BLOCK
+
+
+def fits_extent(buffer, need, limit):
+    """Walk the HDU headers of a FITS byte stream that arrives on demand; bytes it spans.
+
+    Used to decompress no more of a file than its FITS content: ``buffer`` (bytes-like) grows
+    as ``need(n)`` is called, which makes it hold at least ``n`` bytes and returns False when
+    the input ends first. The walk stops at the end of the input, at padding after the last
+    HDU, or at a header that is not sound (`read_tables` then reports it on the bytes read).
+
+    Parameters
+    ----------
+    buffer : bytes-like
+        The bytes read so far (grown by ``need``).
+    need : callable
+        ``need(n) -> bool``.
+    limit : int
+        Largest number of bytes the headers may declare.
+
+    Returns
+    -------
+    end : int
+        Offset after the last complete HDU (0 for bytes that are not FITS).
+
+    Raises
+    ------
+    ValueError
+        When the headers declare more than ``limit`` bytes (message saying how many).
+    """
+    offset = 0
+    while need(offset + 80):
+        card = bytes(buffer[offset:offset + 80])
+        if offset == 0 and not card.startswith(b"SIMPLE  ="):
+            break
+        if offset > 0 and not card.strip(b" \x00"):
+            break  # padding at the end
+        pos = offset
+        while True:  # to the block holding the END card
+            if not need(pos + BLOCK):
+                return offset
+            block = bytes(buffer[pos:pos + BLOCK])
+            pos += BLOCK
+            if any(block[i:i + 8].strip() == b"END" for i in range(0, BLOCK, 80)):
+                break
+            if pos - offset > limit:
+                raise ValueError(f"a header of more than {limit} bytes")
+        try:
+            header, data_start = _header(buffer, offset)
+            size = _data_size(header)
+        except ValueError:
+            break  # read_tables says what is wrong
+        end = data_start + _padded(size)
+        if end > limit:
+            raise ValueError(f"its FITS headers declare {end} bytes")
+        if not need(end):
+            break  # truncated data: read_tables says so
+        offset = end
+    return offset
 
 
 def _table(raw, offset, header):
@@ -268,4 +338,5 @@ def _table(raw, offset, header):
     if dtype.itemsize != _int(header, "NAXIS1"):
         raise UnsupportedFITS("row size does not match the column formats")
     data = np.frombuffer(raw, dtype=dtype, count=nrows, offset=offset)
+    data.flags.writeable = False  # also when ``raw`` is a bytearray
     return Table(header, data, columns)

@@ -14,9 +14,9 @@ import numpy as np
 
 from .config import load_config
 from .datastore import DataStore, DataStoreError
-from .dl3 import DL3Error, discard_prefetched, prefetch
+from .dl3 import discard_prefetched, one_line, prefetch
 from .edisp import EdispStack, diagonal_response, irf_grid
-from .errors import RunError
+from .errors import DataError, RunError
 from .exclusion import exclusion_mask, grow_exclusion
 from .excess import excess_maps
 from .geom import Geom, energy_edges_tev, to_frame
@@ -24,7 +24,7 @@ from .parallel import keep_freed_memory, map_ordered
 from .products import assemble, band_products
 from .result import Result
 from .background import template_name
-from .reduce import reduce_observation
+from .reduce import empty_mask_reason, reduce_observation
 from .ring import adaptive_ring_background, adaptive_ring_radii, ring_background, to_image
 from .stack import Stack
 from .stats import fit_gaussian
@@ -197,9 +197,12 @@ def _hashable(params):
 
 
 def reduce_task(task):
-    """Load and reduce one observation; returns ``(obs_id, reduced or None, error or None)``.
+    """Load and reduce one observation; returns ``(obs_id, reduced or None, reason or None)``.
 
-    Runs in worker processes: errors in the observation's files come back as text. With
+    Runs in worker processes. Bad input data (a `~ringbg.errors.DataError` of the readers:
+    the observation's files or index rows cannot be used) and an empty safe mask come back
+    as the reason the observation is skipped. Any other exception is a ringbg bug: it is
+    raised, with a note naming the observation, and stops the run. With
     ``task.cache_dir``, a cached reduction is used when its key matches (see
     `ringbg.cache`). ``task.prefetch_id``: an observation whose files are read ahead in a
     background thread.
@@ -218,34 +221,46 @@ def reduce_task(task):
         template = template_name(task.template, has_bkg_irf="bkg" in locations)
         excl = None if template == "irf" or task.exclusion is None else task.exclusion
         exclusion = None if excl is None else excl.unpack()
-        key = None
+        key = reduced = obs = None
         if task.cache_dir is not None:
             paths = [loc[0] for loc in locations.values()]
-            key = cache.cache_key(obs_id, paths, geom, task.offset_max_deg, task.methods,
+            key = cache.cache_key(obs_id, store.index_rows(obs_id), paths, geom,
+                                  task.offset_max_deg, task.methods,
                                   dict(task.parameters, template=template,
                                        template_parameters=_hashable(task.template_parameters),
                                        exclusion=None if excl is None else excl.key),
                                   task.energy_true_edges_tev, task.irf)
-            cached = cache.load(task.cache_dir, obs_id, key)
-            if cached is not None:
-                cached.template = template
-                return obs_id, cached, None
-        obs = store.load(obs_id, edisp=task.irf is not None)
-        reduced = reduce_observation(obs, geom, task.offset_max_deg, task.methods,
-                                     task.parameters, template, exclusion,
-                                     task.template_parameters, task.energy_true_edges_tev,
-                                     task.irf)
-        if key is not None and reduced is not None:
-            cache.save(task.cache_dir, reduced, key)
-    except (DL3Error, ValueError, KeyError, IndexError, OSError) as exc:
-        return obs_id, None, str(exc)
-    except Exception as exc:  # an unforeseen problem of one observation must not stop the run
-        log.debug("observation %s", obs_id, exc_info=True)
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        return obs_id, None, f"unexpected {type(exc).__name__}: {first}"
+            reduced = cache.load(task.cache_dir, obs_id, key)
+            if reduced is not None:
+                reduced.template = template
+        if reduced is None:
+            obs = store.load(obs_id, edisp=task.irf is not None)
+            reduced = reduce_observation(obs, geom, task.offset_max_deg, task.methods,
+                                         task.parameters, template, exclusion,
+                                         task.template_parameters, task.energy_true_edges_tev,
+                                         task.irf)
+            if key is not None and reduced is not None:
+                _save_to_cache(cache, task.cache_dir, reduced, key)
+    except DataError as exc:
+        return obs_id, None, one_line(exc)
+    except Exception as exc:
+        log.debug("observation %s: internal error", obs_id, exc_info=True)
+        exc.add_note(f"(ringbg: while reducing observation {obs_id})")
+        raise
     if reduced is None:
         return obs_id, None, "its cutout does not overlap the map (pointing far outside it)"
+    if not reduced.mask_safe.any():
+        return obs_id, None, empty_mask_reason(obs, geom, task.methods)
     return obs_id, reduced, None
+
+
+def _save_to_cache(cache, cache_dir, reduced, key):
+    """Write a cache entry; a cache that cannot be written is warned about, not fatal."""
+    try:
+        cache.save(cache_dir, reduced, key)
+    except OSError as exc:
+        log.warning("--cache %s: cannot write the entry of observation %s (%s); it is "
+                    "reduced again next time", cache_dir, reduced.obs_id, exc.strerror or exc)
 
 
 @dataclass
@@ -563,8 +578,8 @@ def _histogram_task(datastore, obs_id, geom, exclusion, config):
         edges = common_offset_edges_deg(config.geom.offset_max, d.fine_width)
         result = histogram_task(store, obs_id, geom, exclusion, config.geom.offset_max, edges,
                                 own_geom if off else None)
-    except (DL3Error, ValueError, OSError) as exc:
-        return obs_id, None, str(exc)
+    except DataError as exc:  # anything else is a ringbg bug: it stops the run
+        return obs_id, None, one_line(exc)
     return obs_id, result, None
 
 
@@ -597,7 +612,7 @@ def shared_shapes(plan, exclusion):
                               {"min_counts_node": d.min_counts_node,
                                "min_counts_group": d.min_counts_group,
                                "smoothing": d.smoothing})
-    except DL3Error as exc:
+    except DataError as exc:
         raise RunError(f"background.data: {exc}") from None
     return {i: s for i, s in shapes.items() if i in set(plan.obs_ids)}
 
@@ -653,6 +668,18 @@ def stack_observations(plan, exclusion, progress=False):
         out.ring_s if plan.jobs <= 1 and config.parallel.address is None else 0.0)
     out.stack_s = stack_s
     return out
+
+
+def _warn_ring_beyond_cutout(config):
+    """Warn when the ring reaches beyond geom.offset_max: rings are clipped to each cutout."""
+    ring = config.ring
+    r_out, key = ring.r_in + ring.width, "ring.r_in + ring.width"
+    if ring.adaptive is not None and ring.adaptive.r_out_max > r_out:
+        r_out, key = ring.adaptive.r_out_max, "ring.adaptive.r_out_max"
+    if r_out > config.geom.offset_max:
+        log.warning("%s = %g deg is beyond geom.offset_max = %g deg: each observation's ring "
+                    "is clipped to its cutout (2 x offset_max wide); raise geom.offset_max "
+                    "or use a smaller ring", key, r_out, config.geom.offset_max)
 
 
 def _report_pass(config, result, skipped):
@@ -723,6 +750,7 @@ def run(config, jobs=None, progress=False, cache_dir=None):
     check_memory(config, geom, jobs, len(obs_ids))
     exclusion, excluded_sources = initial_exclusion(config, geom)
     RingSpec.from_config(config, geom.binsize_deg)  # a config error before any work
+    _warn_ring_beyond_cutout(config)
     plan = Plan(config, store, geom, obs_ids, jobs, cache_dir)
     timings["setup"] = time.perf_counter() - t0
 

@@ -15,7 +15,7 @@ from .edisp import observation_response
 from .irf import aeff_values_m2
 from .safemask import Cutout, safe_mask
 
-__all__ = ["ReducedObservation", "reduce_observation"]
+__all__ = ["ReducedObservation", "reduce_observation", "empty_mask_reason"]
 
 @dataclass
 class ReducedObservation:
@@ -75,6 +75,20 @@ def bin_events(geom, slices, ra_deg, dec_deg, energy_tev):
     ].astype(np.int64)
     counts = np.bincount(flat, minlength=int(np.prod(shape)))
     return counts.reshape(shape).astype(np.float32)
+
+
+def empty_mask_reason(obs, geom, methods):
+    """Why an observation is skipped for an empty safe mask (``obs`` None: a cached one)."""
+    details = []
+    if obs is not None and "aeff-default" in methods:
+        for key, value in (("LO_THRES", obs.aeff.lo_thres_tev),
+                           ("HI_THRES", obs.aeff.hi_thres_tev)):
+            if value is not None:
+                details.append(f"AEFF {key} = {value:g} TeV")
+    edges = geom.energy_edges_tev
+    details.append(f"map energies {edges[0]:g} to {edges[-1]:g} TeV")
+    return ("its safe mask is empty: no energy bin of any pixel of its cutout is safe "
+            f"(safe_mask.methods {', '.join(methods)}; {', '.join(details)})")
 
 
 def reduce_observation(obs, geom, offset_max_deg, methods=("aeff-default",), parameters=None,
