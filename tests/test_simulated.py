@@ -150,3 +150,57 @@ def test_band_flux_follows_the_injected_spectrum(source_store, tmp_path):
         assert abs(flux - injected[k]) < 3 * err + 0.1 * injected[k], (k, flux, injected[k])
     total = result.maps["FLUX"][j, i]
     assert sum(b["FLUX"][j, i] for b in result.band_maps) == pytest.approx(total, rel=0.05)
+
+
+# --------------------------------------------------------------------------------------------
+# stores without a background IRF (point-like IRFs, as MAGIC's): the template from the data
+
+
+@pytest.fixture(scope="module")
+def null_store_no_bkg(tmp_path_factory):
+    """The null field of `null_store`, written without background IRFs, point-like."""
+    path = tmp_path_factory.mktemp("null-nobkg")
+    scale = 1 / np.cos(np.radians(CENTER[1]))
+    steps = (-2.25, -0.75, 0.75, 2.25)
+    pointings = [(CENTER[0] + dx * scale, CENTER[1] + dy) for dx in steps for dy in steps]
+    simulate_datastore(path, pointings=pointings, seed=11, center=CENTER, sources=[],
+                       livetime_s=5400, bkg_irf=False, point_like=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def source_store_no_bkg(tmp_path_factory):
+    path = tmp_path_factory.mktemp("src-nobkg")
+    source = {"lon_deg": CENTER[0], "lat_deg": CENTER[1], "frame": "icrs", "sigma_deg": 0.0,
+              "amplitude": 2e-11, "index": 2.5}
+    simulate_datastore(path, n_obs=4, seed=5, center=CENTER, sources=[source], bkg_irf=False)
+    return path
+
+
+def test_null_field_without_background_irf(null_store_no_bkg, tmp_path):
+    """No BKG HDU: the template from the data gives off significances N(0, 1) within 0.05."""
+    cfg = _config(null_store_no_bkg, tmp_path)
+    cfg["geom"]["width"] = "8 deg"
+    result = run(cfg)
+    assert set(result.summary["background_templates"].values()) == {"data"}
+    off = result.summary["off_distribution"]
+    assert abs(off["mean"]) < 0.05 and abs(off["sigma"] - 1) < 0.05
+    assert "flux_note" in result.summary
+
+
+def test_source_excess_without_background_irf(source_store_no_bkg, tmp_path):
+    """No BKG HDU: the excess of the injected point source is within 3 sigma of the truth."""
+    radius = 0.3
+    cfg = _config(source_store_no_bkg, tmp_path)
+    cfg["geom"]["energy"] = {"min": "1 TeV", "max": "50 TeV", "nbins": 5}
+    cfg["exclusion"] = {"regions": [{"frame": "icrs", "lon": f"{CENTER[0]} deg",
+                                     "lat": f"{CENTER[1]} deg", "radius": "0.4 deg"}]}
+    result = run(cfg)
+    assert set(result.summary["background_templates"].values()) == {"data"}
+    on = _on_region(result, radius) & result.stack.mask
+    st = result.stack
+    n_on = st.counts[on].sum()
+    excess = n_on - st.background[on].sum()
+    err = np.sqrt(n_on + np.sum(st.alpha[on] ** 2 * st.counts_off[on]))
+    injected = _injected_counts(source_store_no_bkg, result, radius)
+    assert injected > 100 and abs(excess - injected) < 3 * err

@@ -126,7 +126,8 @@ def load(cache_dir, obs_id, key):
                 obs_id=int(f["obs_id"]), slices=(sy, sx), counts=f["counts"],
                 exposure=f["exposure"], background=f["background"],
                 mask_safe=f["mask_safe"], livetime_s=float(f["livetime_s"]),
-                ontime_s=float(f["ontime_s"]), edisp=edisp)
+                ontime_s=float(f["ontime_s"]), edisp=edisp, template=str(f["template"]),
+                point_like=bool(f["point_like"]))
     except Exception:  # any unreadable entry (truncated zip, bad arrays) is a cache miss
         return None
 
@@ -149,7 +150,8 @@ def save(cache_dir, reduced, key):
             np.savez(f, obs_id=reduced.obs_id, slices=slices, counts=reduced.counts,
                      exposure=reduced.exposure, background=reduced.background,
                      mask_safe=reduced.mask_safe, livetime_s=reduced.livetime_s,
-                     ontime_s=reduced.ontime_s, **edisp)
+                     ontime_s=reduced.ontime_s, template=reduced.template,
+                     point_like=reduced.point_like, **edisp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

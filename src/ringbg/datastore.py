@@ -18,6 +18,7 @@ from .dl3 import (
     read_aeff,
     read_bkg,
     read_edisp,
+    read_rad_max,
     read_event_times,
     read_events,
     read_fits_tables,
@@ -34,16 +35,18 @@ log = logging.getLogger(__name__)
 OBS_INDEX_NAMES = ("obs-index.fits.gz", "obs-index.fits")
 HDU_INDEX_NAMES = ("hdu-index.fits.gz", "hdu-index.fits")
 #: HDU types ringbg reads for each observation
-REQUIRED_HDUS = ("events", "gti", "aeff", "bkg")
+REQUIRED_HDUS = ("events", "gti", "aeff")
 KNOWN_CLASSES = {
     "events": {"events"},
     "gti": {"gti"},
     "aeff": {"aeff_2d"},
     "bkg": {"bkg_3d", "bkg_2d"},
     "edisp": {"edisp_2d"},
+    "rad_max": {"rad_max_2d"},
 }
-#: HDU types read when the HDU index lists them (and they are asked for)
-OPTIONAL_HDUS = ("edisp",)
+#: HDU types read when the HDU index lists them (and they are asked for): the background IRF
+#: (none: the template is built from the data), the energy dispersion, the point-like cut
+OPTIONAL_HDUS = ("bkg", "edisp", "rad_max")
 
 
 def _read_index(path):
@@ -265,17 +268,19 @@ class DataStore:
                     location[0], location[1])
         return found
 
-    def load(self, obs_id, edisp=True):
+    def load(self, obs_id, edisp=True, bkg=True):
         """Read one observation; raises `~ringbg.dl3.DL3Error` naming the file on failure.
 
-        ``edisp``: also read the energy dispersion when the HDU index lists one (an
-        observation without it has ``edisp = None``).
+        ``edisp``, ``bkg``: also read the energy dispersion, the background IRF, when the HDU
+        index lists one (without it the observation has ``edisp``, ``bkg`` None). A RAD_MAX
+        HDU is read when listed.
         """
         locations = self.hdu_locations(obs_id)
         if not locations:
             raise DL3Error(f"observation {obs_id}: not in the HDU index")
+        asked = {"edisp": edisp, "bkg": bkg, "rad_max": True}
         wanted = REQUIRED_HDUS + tuple(t for t in OPTIONAL_HDUS
-                                       if edisp and t in locations)
+                                       if asked[t] and t in locations)
         for hdu_type in wanted:
             if hdu_type not in locations:
                 raise DL3Error(f"observation {obs_id}: the HDU index lists no '{hdu_type}' HDU")
@@ -413,14 +418,17 @@ def _build_observation(obs_id, hdus, locations):
     deadc = _deadc(header, where, obs_id)
     start, stop = _read_gti_checked(obs_id, hdus, locations, header, deadc, times, where)
     aeff = read_aeff(hdus["aeff"], locations["aeff"][0])
-    bkg = read_bkg(hdus["bkg"], locations["bkg"][0], header)
+    bkg = read_bkg(hdus["bkg"], locations["bkg"][0], header) if "bkg" in hdus else None
     edisp = read_edisp(hdus["edisp"], locations["edisp"][0]) if "edisp" in hdus else None
+    rad_max = (read_rad_max(hdus["rad_max"], locations["rad_max"][0]) if "rad_max" in hdus
+               else None)
+    altaz = bkg is not None and bkg.alignment == "ALTAZ"
     # time reference and site: needed to turn sky pixels into the AltAz-aligned frame of an
     # ALTAZ background, unused otherwise (broken values are then only warned about)
     try:
         time_ref, scale = _time_reference(header, where)
         location = _location(header, where)
-        if bkg.alignment == "ALTAZ":
+        if altaz:
             if location is None:
                 raise DL3Error(f"{where}: the ALTAZ background of observation {obs_id} needs "
                                "the observatory location (GEOLON, GEOLAT, ALTITUDE)")
@@ -428,9 +436,10 @@ def _build_observation(obs_id, hdus, locations):
                 raise DL3Error(f"{where}: TIMESYS = {scale!r} is not a time scale "
                                f"({', '.join(TIME_SCALES)})")
     except DL3Error as exc:
-        if bkg.alignment == "ALTAZ":
+        if altaz:
             raise
-        log.warning("%s (not needed for this observation's %s background)", exc, bkg.alignment)
+        log.warning("%s (not needed for this observation's %s background)", exc,
+                    "RADEC" if bkg is None else bkg.alignment)
         time_ref, scale, location = float("nan"), "tt", None
     meta = {k: header.get(k) for k in ("OBJECT", "ALT_PNT", "AZ_PNT", "ONTIME", "LIVETIME")}
     return Observation(
@@ -450,4 +459,5 @@ def _build_observation(obs_id, hdus, locations):
         bkg=bkg,
         meta=meta,
         edisp=edisp,
+        rad_max=rad_max,
     )

@@ -122,6 +122,8 @@ class EffectiveArea:
     values_m2: np.ndarray
     lo_thres_tev: float | None
     hi_thres_tev: float | None
+    #: ``HDUCLAS3 = POINT-LIKE``: the area of the events within RAD_MAX of a point source
+    point_like: bool = False
 
 
 @dataclass(frozen=True)
@@ -175,10 +177,12 @@ class Observation:
     time_scale: str
     location: tuple | None
     aeff: EffectiveArea
-    bkg: Background
+    bkg: Background | None
     meta: dict = field(default_factory=dict)
     #: the energy dispersion, or None (none in the data store, or not asked for)
     edisp: EnergyDispersion | None = None
+    #: RAD_MAX_2D of point-like IRFs: (energy axis, cut in deg), or None
+    rad_max: tuple | None = None
 
     @property
     def ontime_s(self):
@@ -468,7 +472,24 @@ def read_aeff(table, path):
     _warn_bad_values(values, where)
     lo = header_number(table.header, "LO_THRES", None, where)
     hi = header_number(table.header, "HI_THRES", None, where)
-    return EffectiveArea(energy, offset, values, lo, hi)
+    point_like = str(table.header.get("HDUCLAS3", "")).strip().upper() == "POINT-LIKE"
+    return EffectiveArea(energy, offset, values, lo, hi, point_like)
+
+
+def read_rad_max(table, path):
+    """RAD_MAX_2D: the directional cut (deg) of point-like IRFs, ``(energy_axis, values)``
+    with ``values[i_energy]`` at the first offset bin (the offset dependence is dropped:
+    ringbg reports the cut, it does not apply it)."""
+    energy = _axis(table, "ENERG", "energy", True, path, "TeV")
+    values = np.ravel(_column(table, ["RAD_MAX"], path, "deg")[0])
+    if len(values) % len(energy.nodes):
+        raise DL3Error(f"{path}: HDU {table.name} RAD_MAX has {len(values)} values for "
+                       f"{len(energy.nodes)} energies")
+    values = values.reshape(-1, len(energy.nodes))[0] if values.size > len(energy.nodes) \
+        else values
+    if not np.all(np.isfinite(values) & (values > 0)):
+        raise DL3Error(f"{path}: HDU {table.name} RAD_MAX values must be positive angles")
+    return energy, values
 
 
 def read_edisp(table, path):

@@ -234,7 +234,9 @@ def reduce_task(task):
             if reduced is not None:
                 reduced.template = template
         if reduced is None:
-            obs = store.load(obs_id, edisp=task.irf is not None)
+            dl3_bkg_peak = "bkg-peak" in task.methods and task.parameters.get("irfs") == "DL3"
+            obs = store.load(obs_id, edisp=task.irf is not None,
+                             bkg=template == "irf" or dl3_bkg_peak)
             reduced = reduce_observation(obs, geom, task.offset_max_deg, task.methods,
                                          task.parameters, template, exclusion,
                                          task.template_parameters, task.energy_true_edges_tev,
@@ -275,6 +277,7 @@ class RingedObservation:
     ring_s: float
     template: str = "irf"
     edisp: object = None  # the observation's `ringbg.edisp.EdispResponse`
+    point_like: bool = False
 
 
 def process_observation(task):
@@ -298,7 +301,7 @@ def process_observation(task):
     return obs_id, RingedObservation(onoff, bands, int(image.mask.sum()),
                                      int(np.sum(image.mask & ~onoff.mask)),
                                      time.perf_counter() - t0, reduced.template,
-                                     reduced.edisp), None
+                                     reduced.edisp, reduced.point_like), None
 
 
 def fit_off_distribution(values):
@@ -385,12 +388,13 @@ def flux_response(config, geom, edisp_stack, band=None):
     return diagonal_response(e_true, lo, hi)
 
 
-def _maps(stack, geom, config, mask, band=None, radius_deg=None, edisp_stack=None):
+def _maps(stack, geom, config, mask, band=None, radius_deg=None, edisp_stack=None, flux=True):
     """Correlated maps of a stack at ``radius_deg`` (default: the first correlation radius).
 
     ``band``: the maps of that energy bin alone; its flux is the integral flux in that bin,
     from the exposure of the runs where the bin is safe (the band's stack holds only theirs)
     and the response into that bin. ``edisp_stack``: the stacked energy dispersion.
+    ``flux``: False leaves the flux maps out (point-like IRFs, `FLUX_NOTE`).
     """
     e = config.excess
     radius_deg = e.radii_deg[0] if radius_deg is None else radius_deg
@@ -398,7 +402,8 @@ def _maps(stack, geom, config, mask, band=None, radius_deg=None, edisp_stack=Non
     lo, hi = (edges[0], edges[-1]) if band is None else (edges[band], edges[band + 1])
     return excess_maps(
         stack.counts, stack.counts_off, stack.acceptance, stack.acceptance_off, mask,
-        radius_deg / geom.binsize_deg, correlate_off=e.correlate_off, exposure=stack.exposure,
+        radius_deg / geom.binsize_deg, correlate_off=e.correlate_off,
+        exposure=stack.exposure if flux else None,
         energy_edges_tev=make_energy_true_edges(config), spectral_index=e.spectral_index,
         n_sigma_ul=e.n_sigma_ul, response=flux_response(config, geom, edisp_stack, band),
         energy_range_tev=(lo, hi), sensitivity=e.sensitivity.model_dump(),
@@ -441,10 +446,19 @@ def correlated_products(passed, geom, config, exclusion):
     n_true = stack.exposure.shape[0]
     for radius in config.excess.radii_deg:
         maps = _maps(stack, geom, config, stack.mask, radius_deg=radius,
-                     edisp_stack=passed.edisp_stack)
+                     edisp_stack=passed.edisp_stack, flux=not passed.point_like)
         off = _off_significance(stack, geom, config, exclusion, radius)
         out[radius] = (assemble(maps, stack, exclusion, n_true), off, fit_off_distribution(off))
     return out
+
+
+#: why the flux maps are not written from point-like IRFs (summary.json, report)
+FLUX_NOTE = (
+    "FLUX, FLUX_ERR, FLUX_UL and SENSITIVITY are not written: observations have point-like "
+    "IRFs (HDUCLAS3 = POINT-LIKE), whose effective area counts only the events within RAD_MAX "
+    "of a point source, so a flux would need the containment of the correlation circle (and "
+    "a single-offset-bin area has no exposure map); counts, background, excess and "
+    "significance are unaffected")
 
 
 def _obs_row(store, obs_id, status, reason=""):
@@ -506,6 +520,7 @@ class StackPass:
     edisp_stack: object = None
     band_edisp: list = field(default_factory=list)
     no_edisp: list = field(default_factory=list)
+    point_like: list = field(default_factory=list)
 
 
 def open_datastore(config):
@@ -662,6 +677,8 @@ def stack_observations(plan, exclusion, progress=False):
         out.ring_s += ringed.ring_s
         out.used.append(obs_id)
         out.templates[obs_id] = ringed.template
+        if ringed.point_like:
+            out.point_like.append(obs_id)
     discard_prefetched()
     # the ring's time is measured where it runs (a worker, or here in-process)
     out.reduction_s = time.perf_counter() - t_start - stack_s - (
@@ -773,7 +790,8 @@ def run(config, jobs=None, progress=False, cache_dir=None):
     stack = passed.stack
     by_radius = correlated_products(passed, geom, config, exclusion)
     band_edisp = passed.band_edisp or [None] * len(passed.band_stacks)
-    band_maps = [band_products(_maps(b, geom, config, b.mask, band=k, edisp_stack=be))
+    band_maps = [band_products(_maps(b, geom, config, b.mask, band=k, edisp_stack=be,
+                                     flux=not passed.point_like))
                  for k, (b, be) in enumerate(zip(passed.band_stacks, band_edisp))]
     timings["excess"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
@@ -785,6 +803,10 @@ def run(config, jobs=None, progress=False, cache_dir=None):
                        auto_iterations)
     summary["excluded_sources"] = excluded_sources
     summary["background_templates"] = {str(i): passed.templates[i] for i in used}
+    if passed.point_like:
+        summary["flux_note"] = FLUX_NOTE
+        log.warning("flux maps not written: %d observation(s) have point-like IRFs",
+                    len(passed.point_like))
     observations = [dict(_obs_row(store, i, "used"), background_template=passed.templates[i])
                     for i in used]
     observations += [_obs_row(store, i, "skipped", r) for i, r in skipped]

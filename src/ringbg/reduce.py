@@ -35,6 +35,8 @@ class ReducedObservation:
         The background template used (`ringbg.background.TEMPLATES`).
     edisp : `~ringbg.edisp.EdispResponse` or None
         The energy-dispersion kernel on the IRF grid, when asked for.
+    point_like : bool
+        The effective area is point-like (no flux maps from it).
     """
 
     obs_id: int
@@ -47,6 +49,7 @@ class ReducedObservation:
     ontime_s: float
     template: str = "irf"
     edisp: object = None
+    point_like: bool = False
 
 
 def bin_events(geom, slices, ra_deg, dec_deg, energy_tev):
@@ -159,4 +162,5 @@ def reduce_observation(obs, geom, offset_max_deg, methods=("aeff-default",), par
         ontime_s=obs.ontime_s,
         template=template_name(template, obs.bkg is not None),
         edisp=response,
+        point_like=obs.aeff.point_like,
     )

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import DL3Error
 from .irf import aeff_values_m2, interp_missing_energy, trapezoid
 
 __all__ = ["Cutout", "METHODS", "safe_mask", "cutout_center_pixel"]
@@ -189,6 +190,9 @@ def _bkg_peak(obs, cutout, parameters):
     or of the cutout's background cube (``irfs="DL4"``, gammapy's default)."""
     edges = cutout.geom.energy_edges_tev
     if parameters.get("irfs", "DL4") == "DL3":
+        if obs.bkg is None:
+            raise DL3Error(f"observation {obs.obs_id}: bkg-peak with irfs DL3 needs a "
+                           "background IRF (use irfs: DL4, the background template's peak)")
         threshold = _bkg_peak_threshold_dl3(obs.bkg)
     else:
         threshold = _bkg_peak_threshold_dl4(cutout.background, edges)
