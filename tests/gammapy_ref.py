@@ -32,17 +32,16 @@ import time
 import warnings
 
 import astropy.units as u
-from astropy.units import UnitsWarning
 import numpy as np
 from astropy.coordinates import Angle, SkyCoord
-from regions import CircleSkyRegion
-
+from astropy.units import UnitsWarning
 from gammapy.analysis import Analysis, AnalysisConfig
 from gammapy.datasets import MapDatasetOnOff
 from gammapy.estimators import ExcessMapEstimator
 from gammapy.makers import AdaptiveRingBackgroundMaker, RingBackgroundMaker
 from gammapy.maps import WcsGeom
 from gammapy.modeling.models import PowerLawSpectralModel
+from regions import CircleSkyRegion
 
 __all__ = ["run_gammapy", "CorrectedAdaptiveRingBackgroundMaker", "DEFAULTS"]
 

@@ -2,10 +2,15 @@
 
 import numpy as np
 import pytest
-
-from ringbg.background import TEMPLATES, background_template, flat_template, template_name
-from ringbg.errors import DL3Error
 from test_reduce import geom, observation, random_events
+
+from ringbg.background import (
+    TEMPLATES,
+    background_template,
+    flat_template,
+    template_name,
+)
+from ringbg.errors import DL3Error
 
 
 def _inputs(obs, g):
@@ -74,6 +79,7 @@ def test_packed_mask_round_trip():
 @pytest.fixture(scope="module")
 def msh_data_template():
     from conftest import msh_config
+
     from ringbg import run
 
     return run(dict(msh_config(), background={"template": "data"}))
@@ -100,6 +106,7 @@ def test_data_template_radial_profile_follows_the_irf():
     the counts themselves depart from the IRF by more than 10 %, and the data template
     follows the counts."""
     from conftest import msh_config
+
     from ringbg.config import load_config
     from ringbg.pipeline import (
         initial_exclusion,
@@ -163,6 +170,7 @@ def test_shared_shapes(data, msh_result):
     the shape and are not stacked): the off distribution stays N(0, 1) within 0.05 and the
     maximum within 15 % of the IRF template's."""
     from conftest import msh_config
+
     from ringbg import run
 
     result = run(dict(msh_config(), background={"template": "data", "data": data}))
@@ -178,6 +186,7 @@ def test_shared_shape_differs_from_per_run(msh_data_template):
     """The shared shape is really used: the background differs from per-run templates, while
     each run is still normalised to its own counts (the same total outside the exclusion)."""
     from conftest import msh_config
+
     from ringbg import run
 
     pooled = run(dict(msh_config(), background={"template": "data", "data": {"group": "all"}}))
@@ -241,8 +250,8 @@ def test_magic_crab_against_gammapy_reflected_regions(data_dir):
     within 5 %. (The ring's alpha is ~0.1 against the reflected 1/3: the ring is the more
     significant.)"""
     from astropy.io import fits
-
     from gammapy_reflected import reflected_significance
+
     from ringbg import stats
     from ringbg.config import load_config
     from ringbg.excess import excess_maps

@@ -4,8 +4,8 @@ import os
 import shutil
 
 import numpy as np
-
 from conftest import gammapy_data, msh_config
+
 from ringbg import run
 
 
@@ -133,9 +133,9 @@ def test_hdu_index_edit_is_seen_by_a_cached_rerun(tmp_path):
 def test_obs_index_row_is_part_of_the_key(tmp_path):
     """Any column of the observation's obs-index row changes its key (and only its key)."""
     from ringbg.cache import cache_key
+    from ringbg.config import load_config
     from ringbg.datastore import DataStore
     from ringbg.pipeline import make_geom
-    from ringbg.config import load_config
 
     store_dir = _small_store(tmp_path)
     geom = make_geom(load_config(msh_config(tmp_path)))

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
-
 from conftest import msh_config
+
 from ringbg.cli import main
 
 

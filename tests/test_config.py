@@ -2,8 +2,8 @@
 
 import pytest
 import yaml
-
 from conftest import msh_config
+
 from ringbg.config import TEMPLATE, ConfigError, load_config
 
 

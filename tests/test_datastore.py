@@ -11,10 +11,11 @@ import pytest
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.table import Table
-
 from conftest import MSH_CENTER, gammapy_data
+
 from ringbg.datastore import DataStore, DataStoreError
-from ringbg.dl3 import DL3Error, Observation
+from ringbg.dl3 import Observation
+from ringbg.errors import DL3Error
 
 
 @pytest.fixture(scope="module")
@@ -262,8 +263,9 @@ def test_index_rows_hold_every_column(tmp_path):
 
 def _check_gtis(store_dir):
     """Every observation's GTIs pass the checks against its EVENTS header and events."""
-    from ringbg.datastore import _deadc, _read_gti_checked
-    from ringbg.dl3 import read_event_times, read_fits_tables
+    from ringbg.dl3 import _deadc, _read_gti_checked
+    from ringbg.dl3 import read_event_times
+    from ringbg.files import read_fits_tables
 
     store = DataStore.from_dir(store_dir)
     for obs_id in store.obs_ids:

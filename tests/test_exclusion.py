@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from ringbg.exclusion import circles_mask, dilate, exclusion_mask, fits_mask, region_file_mask
+from ringbg.exclusion import (
+    circles_mask,
+    dilate,
+    exclusion_mask,
+    fits_mask,
+    region_file_mask,
+)
 from ringbg.geom import Geom
 
 

@@ -12,8 +12,8 @@ import io
 import numpy as np
 import pytest
 from astropy.io import fits
-
 from conftest import gammapy_data
+
 from ringbg.fitsfile import Table, UnsupportedFITS, read_tables
 
 SKIP_KEYS = ("COMMENT", "HISTORY", "", "CONTINUE")

@@ -3,7 +3,7 @@
 Mutations of the decompressed file of observation 20137 (header values replaced by hostile
 ones, cards blanked or turned into END, bytes flipped anywhere or in the headers, special
 floats written into the tables, truncation), and of its gzip stream, are fed to
-`ringbg.fitsfile.read_tables`, `ringbg.dl3.read_fits_tables` and `DataStore.load`.
+`ringbg.fitsfile.read_tables`, `ringbg.files.read_fits_tables` and `DataStore.load`.
 
 The only exceptions allowed are ringbg's own: `ValueError` and `UnsupportedFITS` from
 ``read_tables`` (which ``read_fits_tables`` turns into `DL3Error` or hands to astropy), and
@@ -35,11 +35,12 @@ import pytest
 from astropy.io import fits
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_robustness import BAD, INDEX_FILES, make_store, uncompress
 
 from ringbg.datastore import DataStore, DataStoreError
-from ringbg.dl3 import DL3Error, read_fits_tables
+from ringbg.errors import DL3Error
+from ringbg.files import read_fits_tables
 from ringbg.fitsfile import UnsupportedFITS, read_tables
-from test_robustness import BAD, INDEX_FILES, make_store, uncompress
 
 SCALE = int(os.environ.get("RINGBG_FUZZ_SCALE", "1"))
 FUZZ = settings(deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
@@ -220,6 +221,7 @@ def apply_consistency(corpus, edits):
 def reduction(corpus):
     """A config and geometry around the corpus observation, with every safe-mask method."""
     from conftest import msh_config
+
     from ringbg.config import load_config
     from ringbg.pipeline import make_geom
 

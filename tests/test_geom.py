@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 from astropy.coordinates import SkyCoord
 
-from ringbg.geom import Geom, angular_separation_deg, energy_edges_tev, offset_frame_lonlat
+from ringbg.geom import (
+    Geom,
+    angular_separation_deg,
+    energy_edges_tev,
+    offset_frame_lonlat,
+)
 
 
 def test_tutorial_geometry():

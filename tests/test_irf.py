@@ -3,23 +3,20 @@ analytic integral and numerical quadrature, and the missing-value fill worked ou
 
 import numpy as np
 import pytest
+from conftest import gammapy_data
 from scipy.integrate import quad
 from scipy.interpolate import RegularGridInterpolator
 
-from conftest import gammapy_data
-from ringbg.dl3 import (
+from ringbg.dl3 import read_aeff, read_edisp
+from ringbg.files import read_fits_tables
+from ringbg.irf import (
     Background,
     EffectiveArea,
     EnergyDispersion,
     IrfAxis,
-    read_aeff,
-    read_edisp,
-    read_fits_tables,
-)
-from ringbg.irf import (
     aeff_values_m2,
-    edisp_kernel,
     bkg_log_rate_at_edges,
+    edisp_kernel,
     integrate_power_law_log,
     interp_missing_energy,
     log_values,

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
+from conftest import msh_config
 
 import ringbg.outdir as outdir_mod
-from conftest import msh_config
 from ringbg import __version__, run
 from ringbg.errors import OutputError
 from ringbg.outdir import MARKER, check_outdir, read_marker, rename_noreplace

@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-
 from conftest import gammapy_data, msh_config
+
 from ringbg import run
 from ringbg.kernels import convolve, tophat_kernel
 

@@ -10,14 +10,20 @@ import numpy as np
 import pytest
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
+from conftest import gammapy_data
 from scipy.interpolate import RegularGridInterpolator
 
-from conftest import gammapy_data
 from ringbg.datastore import DataStore
-from ringbg.dl3 import Background, EffectiveArea, EnergyDispersion, IrfAxis, Observation
+from ringbg.dl3 import Observation
 from ringbg.edisp import IrfGrid, diagonal_kernel, irf_grid
-from ringbg.irf import edisp_kernel
 from ringbg.geom import Geom, energy_edges_tev
+from ringbg.irf import (
+    Background,
+    EffectiveArea,
+    EnergyDispersion,
+    IrfAxis,
+    edisp_kernel,
+)
 from ringbg.reduce import ReducedObservation, bin_events, reduce_observation
 
 CENTER = (83.6, 22.0)

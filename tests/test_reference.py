@@ -14,12 +14,12 @@ import shutil
 import numpy as np
 import pytest
 from astropy.io import fits
-
 from conftest import gammapy_data, msh_config
 from gammapy_ref import run_gammapy
+
 from ringbg import run
-from ringbg.pipeline import make_geom, make_task, reduce_task
 from ringbg.config import load_config
+from ringbg.pipeline import make_geom, make_task, reduce_task
 
 RTOL = 1e-4
 

@@ -23,8 +23,8 @@ import gzip
 import io
 import json
 import logging
-import shutil
 import os
+import shutil
 import signal
 import struct
 import subprocess
@@ -40,13 +40,14 @@ import yaml
 from astropy.io import fits
 from astropy.table import Table, vstack
 from click.testing import CliRunner
-
 from conftest import gammapy_data, msh_config
-from ringbg import run
+
+from ringbg import files, run
 from ringbg.cli import main
 from ringbg.config import ConfigError
 from ringbg.datastore import DataStoreError
-from ringbg.dl3 import DL3Error, prefetch, read_fits_tables
+from ringbg.errors import DL3Error
+from ringbg.files import prefetch, read_fits_tables
 from ringbg.pipeline import RunError
 
 SUBSET = (20136, 20137, 20151)
@@ -556,7 +557,6 @@ SKIP_CASES = {
     "lo-thres-text": (_set_header("AEFF", LO_THRES="low"), ["LO_THRES = 'low' is not a number"]),
     "pointing-far-outside-map": (_pointing_far, ["does not overlap the map"]),
     "unknown-hdu-class": (_unknown_class, ["observation 20137", "unknown bkg HDU class 'bkg_4d'"]),
-    "no-bkg-in-hdu-index": (_no_bkg_row, ["observation 20137", "lists no 'bkg' HDU"]),
     "not-in-hdu-index": (_not_in_hdu_index, ["observation 20137", "not in the HDU index"]),
     "duplicate-hdu-rows-first-broken": (_duplicate_hdu_row_first_broken,
                                         ["elsewhere.fits.gz", "file not found"]),
@@ -848,19 +848,19 @@ def test_hi_thres_inf_is_no_upper_threshold(store, pristine):
 
 @pytest.mark.parametrize("compressed", [True, False])
 def test_files_larger_than_a_dl3_file_are_refused(store, monkeypatch, compressed):
-    """Beyond ringbg.dl3.MAX_FILE_BYTES (on disk or decompressed): not read, with the reason
+    """Beyond ringbg.files.MAX_FILE_BYTES (on disk or decompressed): not read, with the reason
     (the limit lowered here to below the size of the DR1 run)."""
-    import ringbg.dl3 as dl3
+    import ringbg.files as files
 
     path = uncompress(store) if not compressed else obs_file(store)
     size = len(gzip.decompress(path.read_bytes()) if compressed else path.read_bytes())
-    monkeypatch.setattr(dl3, "MAX_FILE_BYTES", size - 2880)
+    monkeypatch.setattr(files, "MAX_FILE_BYTES", size - 2880)
     with pytest.raises(RunError) as info:
         run_store(store, (BAD,))
     message = str(info.value)
     assert f"020137.fits{'.gz' if compressed else ''}: " in message
     assert f"more than {size - 2880} bytes" in message and "DL3 file can be" in message
-    monkeypatch.setattr(dl3, "MAX_FILE_BYTES", size)
+    monkeypatch.setattr(files, "MAX_FILE_BYTES", size)
     assert run_store(store, (BAD,)).summary["obs_ids"] == [BAD]
 
 
@@ -890,18 +890,17 @@ def test_read_ahead_bytes_not_served_after_the_file_changed(store):
 
 def test_read_ahead_of_a_skipped_observation_is_not_kept(store):
     """An observation skipped before its files are read leaves nothing read ahead for later."""
-    import ringbg.dl3 as dl3
 
     for k in range(40):
         copy = store / "data" / f"copy{k}.fits.gz"
         shutil.copyfile(obs_file(store), copy)
         prefetch([copy])
-    assert len(dl3._PREFETCH["pending"]) <= 16
+    assert len(files._PREFETCH["pending"]) <= 16
     # the most recent ones are still read ahead
-    assert str(store / "data" / "copy39.fits.gz") in dl3._PREFETCH["pending"]
+    assert str(store / "data" / "copy39.fits.gz") in files._PREFETCH["pending"]
     assert "EVENTS" in read_fits_tables(store / "data" / "copy39.fits.gz")
-    dl3.discard_prefetched()
-    assert not dl3._PREFETCH["pending"]
+    files.discard_prefetched()
+    assert not files._PREFETCH["pending"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -1194,3 +1193,18 @@ def test_index_changed_between_runs_is_read_again(store):
     assert run_store(store).summary["obs_ids"] == list(SUBSET)
     _not_in_hdu_index(store)
     assert run_store(store).summary["obs_ids"] == list(GOOD)
+
+
+def test_no_background_irf_in_the_index(store, pristine, caplog):
+    """An observation whose HDU index lists no background: with ``background.template: irf``
+    it is skipped and named; with the default (auto) it takes the template built from its
+    events, and the others keep their IRF template."""
+    _no_bkg_row(store)
+    caplog.set_level(logging.WARNING)
+    cfg = config(store, SUBSET)
+    result = run(dict(cfg, background={"template": "irf"}))
+    assert_skipped(result, caplog, pristine, ["observation 20137", "no background IRF"])
+    auto = run_store(store)
+    templates = auto.summary["background_templates"]
+    assert templates[str(BAD)] == "data"
+    assert {v for k, v in templates.items() if k != str(BAD)} == {"irf"}

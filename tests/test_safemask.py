@@ -8,9 +8,6 @@ itself are in test_reference.py.
 import numpy as np
 import pytest
 from astropy.coordinates import SkyCoord
-
-from ringbg.dl3 import Background, EffectiveArea
-from ringbg.safemask import METHODS, Cutout, cutout_center_pixel, safe_mask
 from test_reduce import (
     CENTER,
     EDGES,
@@ -20,6 +17,9 @@ from test_reduce import (
     log_axis,
     observation,
 )
+
+from ringbg.irf import Background, EffectiveArea
+from ringbg.safemask import METHODS, Cutout, cutout_center_pixel, safe_mask
 
 
 def _mask(obs, methods, parameters=None, background=None, g=None):

@@ -118,8 +118,8 @@ def test_source_excess_matches_injected_counts(source_store, tmp_path):
 
 
 def test_gammapy_gives_the_same_maps_on_simulated_data(source_store, tmp_path):
-    from test_reference import _compare_maps, _compare_stacked
     from gammapy_ref import run_gammapy
+    from test_reference import _compare_maps, _compare_stacked
 
     cfg = _config(source_store, tmp_path)
     cfg["exclusion"] = {"regions": [{"frame": "icrs", "lon": f"{CENTER[0]} deg",

@@ -8,27 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .dl3 import (
-    DL3Error,
-    Observation,
-    gti_problem,
-    header_number,
-    impossible_events,
-    one_line,
-    read_aeff,
-    read_bkg,
-    read_edisp,
-    read_rad_max,
-    read_event_times,
-    read_events,
-    read_fits_tables,
-    read_gti,
-)
-from .errors import DataStoreError
+from .dl3 import read_observation
+from .errors import DataStoreError, DL3Error, one_line
+from .files import read_fits_tables
 from .fitsfile import Table
 from .geom import angular_separation_deg, to_frame
 
-__all__ = ["DataStore", "DataStoreError"]
+__all__ = ["DataStore", "DataStoreError", "cached_datastore"]
 
 log = logging.getLogger(__name__)
 
@@ -302,162 +288,22 @@ class DataStore:
                 raise DL3Error(f"{path}: no HDU named '{name}' (observation {obs_id}; the file "
                                f"has the tables {present})")
             hdus[hdu_type] = table
-        return _build_observation(obs_id, hdus, locations)
+        return read_observation(obs_id, hdus, locations)
 
 
-#: astropy's time scales (``astropy.time.Time.SCALES``), for TIMESYS
-TIME_SCALES = ("tai", "tcb", "tcg", "tdb", "tt", "ut1", "utc", "local")
+@functools.lru_cache(maxsize=4)
+def _datastore_cached(path, stamp):
+    return DataStore.from_dir(path)
 
 
-def _time_reference(header, where):
-    mjd = header_number(header, "MJDREFI", None, where)
-    if mjd is not None:
-        mjd = mjd + header_number(header, "MJDREFF", 0.0, where)
-    else:
-        mjd = header_number(header, "MJDREF", 51910.0, where)
-    if not np.isfinite(mjd):
-        raise DL3Error(f"{where}: the time reference MJDREF is {mjd}")
-    return mjd, str(header.get("TIMESYS", "TT")).strip().lower()
-
-
-def _location(header, where):
-    if "GEOLON" not in header or "GEOLAT" not in header:
-        return None
-    key = "GEOALT" if "GEOALT" in header else "ALTITUDE"
-    height = header_number(header, key, None, where)
-    if height is None:
-        return None
-    # gammapy 2.1 reads ALTITUDE as metres, whatever the file says
-    location = (header_number(header, "GEOLON", None, where),
-                header_number(header, "GEOLAT", None, where), height)
-    if not (all(np.isfinite(location)) and abs(location[1]) <= 90):
-        raise DL3Error(f"{where}: observatory location GEOLON, GEOLAT, {key} = {location}")
-    return location
-
-
-def _deadc(header, where, obs_id):
-    """DEADC of the EVENTS header; without it, LIVETIME / ONTIME (GADF's definition)."""
-    deadc = header_number(header, "DEADC", None, where)
-    if deadc is None:
-        livetime = header_number(header, "LIVETIME", None, where)
-        ontime = header_number(header, "ONTIME", None, where)
-        if livetime is None or ontime is None or not ontime > 0:
-            raise DL3Error(f"{where}: no DEADC (nor LIVETIME and ONTIME) in the EVENTS header: "
-                           f"the live time of observation {obs_id} is unknown")
-        deadc = livetime / ontime
-        log.warning("%s: no DEADC in the EVENTS header; using LIVETIME / ONTIME = %.6g",
-                    where, deadc)
-    if not np.isfinite(deadc) or deadc <= 0 or deadc > 1:
-        raise DL3Error(f"{where}: DEADC={deadc} is not a dead-time correction in (0, 1]")
-    return deadc
-
-
-def _possible_events(ra, dec, energy, where, obs_id):
-    """The events that can be on the sky; the others are counted in a warning."""
-    bad = impossible_events(ra, dec, energy)
-    n_bad = int(bad.sum())
-    if n_bad:
-        log.warning("%s: %d of the %d events of observation %s have an impossible position or "
-                    "energy (RA, DEC or ENERGY not finite, |DEC| > 90 deg or ENERGY <= 0): "
-                    "not used", where, n_bad, len(bad), obs_id)
-        ra, dec, energy = ra[~bad], dec[~bad], energy[~bad]
-    return ra, dec, energy
-
-
-def _gti_offset_s(gti_header, events_header, gti_where, where):
-    """Seconds to add to GTI times for the EVENTS time reference (0 unless the GTI header
-    has a valid reference of its own that differs)."""
-    if not any(key in gti_header for key in ("MJDREFI", "MJDREFF", "MJDREF")):
-        return 0.0
-    try:
-        mjd_gti = _time_reference(gti_header, gti_where)[0]
-        mjd_events = _time_reference(events_header, where)[0]
-    except DL3Error:
-        return 0.0
-    return (mjd_gti - mjd_events) * 86400.0
-
-
-def _read_gti_checked(obs_id, hdus, locations, header, deadc, times, where):
-    """GTI start and stop (s, EVENTS time reference), checked against the EVENTS header."""
-    gti_path = locations["gti"][0]
-    gti = hdus["gti"]
-    start, stop = read_gti(gti, gti_path)
-    if len(start) == 0:
-        raise DL3Error(f"{gti_path}: GTI of observation {obs_id} is empty")
-    ontime = float(np.sum(stop - start))
-    if not np.isfinite(ontime) or ontime <= 0:
-        raise DL3Error(f"{gti_path}: GTI of observation {obs_id} sums to {ontime} s")
-    offset = _gti_offset_s(gti.header, header, f"{gti_path} [{gti.name}]", where)
-    if offset:
-        start, stop = start + offset, stop + offset
-    problem = gti_problem(start, stop, header, deadc, times, where)
-    if problem:
-        raise DL3Error(f"{gti_path}: the GTIs of observation {obs_id} disagree with its "
-                       f"EVENTS header or events: {problem}")
-    return start, stop
-
-
-def _build_observation(obs_id, hdus, locations):
-    events_path = locations["events"][0]
-    where = f"{events_path} [{hdus['events'].name}]"
-    ra, dec, energy, header = read_events(hdus["events"], events_path)
-    times = read_event_times(hdus["events"], events_path)
-    ra, dec, energy = _possible_events(ra, dec, energy, where, obs_id)
-    if len(energy) == 0:
-        log.warning("%s: observation %s has no events (its exposure and background are used)",
-                    where, obs_id)
-    pointing = []
-    for key in ("RA_PNT", "DEC_PNT"):
-        value = header_number(header, key, None, where)
-        if value is None:
-            raise DL3Error(f"{events_path}: EVENTS header has no {key} (observation {obs_id})")
-        pointing.append(value)
-    if not (np.all(np.isfinite(pointing)) and abs(pointing[1]) <= 90):
-        raise DL3Error(f"{where}: pointing RA_PNT, DEC_PNT = {pointing[0]}, {pointing[1]} is "
-                       "not a sky position")
-    deadc = _deadc(header, where, obs_id)
-    start, stop = _read_gti_checked(obs_id, hdus, locations, header, deadc, times, where)
-    aeff = read_aeff(hdus["aeff"], locations["aeff"][0])
-    bkg = read_bkg(hdus["bkg"], locations["bkg"][0], header) if "bkg" in hdus else None
-    edisp = read_edisp(hdus["edisp"], locations["edisp"][0]) if "edisp" in hdus else None
-    rad_max = (read_rad_max(hdus["rad_max"], locations["rad_max"][0]) if "rad_max" in hdus
-               else None)
-    altaz = bkg is not None and bkg.alignment == "ALTAZ"
-    # time reference and site: needed to turn sky pixels into the AltAz-aligned frame of an
-    # ALTAZ background, unused otherwise (broken values are then only warned about)
-    try:
-        time_ref, scale = _time_reference(header, where)
-        location = _location(header, where)
-        if altaz:
-            if location is None:
-                raise DL3Error(f"{where}: the ALTAZ background of observation {obs_id} needs "
-                               "the observatory location (GEOLON, GEOLAT, ALTITUDE)")
-            if scale not in TIME_SCALES:
-                raise DL3Error(f"{where}: TIMESYS = {scale!r} is not a time scale "
-                               f"({', '.join(TIME_SCALES)})")
-    except DL3Error as exc:
-        if altaz:
-            raise
-        log.warning("%s (not needed for this observation's %s background)", exc,
-                    "RADEC" if bkg is None else bkg.alignment)
-        time_ref, scale, location = float("nan"), "tt", None
-    meta = {k: header.get(k) for k in ("OBJECT", "ALT_PNT", "AZ_PNT", "ONTIME", "LIVETIME")}
-    return Observation(
-        obs_id=int(obs_id),
-        ra_deg=ra,
-        dec_deg=dec,
-        energy_tev=energy,
-        pointing_ra_deg=pointing[0],
-        pointing_dec_deg=pointing[1],
-        gti_start_s=start,
-        gti_stop_s=stop,
-        deadc=deadc,
-        time_ref_mjd=time_ref,
-        time_scale=scale,
-        location=location,
-        aeff=aeff,
-        bkg=bkg,
-        meta=meta,
-        edisp=edisp,
-        rad_max=rad_max,
-    )
+def cached_datastore(path):
+    """The `DataStore` of ``path``, opened once per process and read again when its index
+    files change (a worker reduces many observations of one store)."""
+    stamp = []
+    for name in ("obs-index.fits.gz", "obs-index.fits", "hdu-index.fits.gz", "hdu-index.fits"):
+        try:
+            st = os.stat(os.path.join(os.path.expandvars(str(path)), name))
+            stamp.append((name, st.st_size, st.st_mtime_ns))
+        except OSError:
+            pass
+    return _datastore_cached(path, tuple(stamp))

@@ -7,20 +7,15 @@ gammapy 2.1 (natural log for energy, linear for angles), see `IrfAxis`.
 """
 
 import functools
-import io
 import logging
-import os
-import stat
 import warnings
-import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
-from astropy.io import fits
 from astropy.units import Unit, UnitsError
 
-from .errors import DL3Error
-from .fitsfile import Table, UnsupportedFITS, fits_extent, read_tables
+from .errors import DL3Error, one_line
+from .irf import Background, EffectiveArea, EnergyDispersion, IrfAxis
 
 __all__ = [
     "DL3Error",
@@ -37,6 +32,8 @@ __all__ = [
     "read_aeff",
     "read_edisp",
     "read_bkg",
+    "read_rad_max",
+    "read_observation",
 ]
 
 log = logging.getLogger(__name__)
@@ -44,120 +41,6 @@ log = logging.getLogger(__name__)
 #: events written by the H.E.S.S. DR1 exporter have their BKG_3D longitude reversed
 #: (gammapy's REVERSE_LON_RADEC quirk).
 _SASH_CREATOR = "SASH FITS::EventListWriter"
-
-
-def one_line(exc):
-    """``exc`` as one line of text: its type (when not ringbg's) and first line of message."""
-    lines = str(exc).strip().splitlines()
-    text = lines[0].strip() if lines else ""
-    name = type(exc).__name__
-    if isinstance(exc, (DL3Error, ValueError, OSError, EOFError)) and text:
-        return text
-    return f"{name}: {text}" if text else name
-
-
-@dataclass(frozen=True)
-class IrfAxis:
-    """An IRF axis: ``nodes`` and ``edges`` in the interpolation scale (ln E or linear)."""
-
-    name: str
-    nodes: np.ndarray
-    edges: np.ndarray
-    log: bool
-
-    @classmethod
-    def from_lo_hi(cls, name, lo, hi, log):
-        """Axis from GADF ``_LO``/``_HI`` columns, as gammapy's ``MapAxes.from_table``.
-
-        Equal ``lo`` and ``hi`` are nodes (edges half way between them, extrapolated at the
-        ends); otherwise they are bin edges with centres half way in the interpolation scale.
-        """
-        lo = np.atleast_1d(np.asarray(lo, dtype=float))
-        hi = np.atleast_1d(np.asarray(hi, dtype=float))
-        scale = np.log if log else (lambda x: x)
-        if np.allclose(lo, hi):
-            nodes = scale(lo)
-            if len(nodes) == 1:
-                edges = np.array([nodes[0] - 0.5, nodes[0] + 0.5])
-            else:
-                pix = np.arange(len(nodes) + 1) - 0.5
-                edges = _interp_extrapolate(pix, np.arange(len(nodes)), nodes)
-        else:
-            edges = scale(np.append(lo, hi[-1]))
-            nodes = 0.5 * (edges[:-1] + edges[1:])
-        return cls(name=name, nodes=nodes, edges=edges, log=log)
-
-    def scaled(self, values):
-        """Values in the interpolation scale."""
-        values = np.asarray(values, dtype=float)
-        if not self.log:
-            return values
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.log(values)
-
-    def padded(self):
-        """The axis with one more bin of the same width at each end (gammapy's ``pad(1)``)."""
-        edges = self.edges
-        edges = np.concatenate([[2 * edges[0] - edges[1]], edges, [2 * edges[-1] - edges[-2]]])
-        nodes = 0.5 * (edges[:-1] + edges[1:])
-        return IrfAxis(self.name, nodes, edges, self.log)
-
-
-def _interp_extrapolate(x, xp, fp):
-    """Piecewise-linear interpolation with linear extrapolation beyond the ends."""
-    x = np.asarray(x, dtype=float)
-    y = np.interp(x, xp, fp)
-    lo, hi = x < xp[0], x > xp[-1]
-    y[lo] = fp[0] + (x[lo] - xp[0]) * (fp[1] - fp[0]) / (xp[1] - xp[0])
-    y[hi] = fp[-1] + (x[hi] - xp[-1]) * (fp[-1] - fp[-2]) / (xp[-1] - xp[-2])
-    return y
-
-
-@dataclass(frozen=True)
-class EffectiveArea:
-    """AEFF_2D: ``values_m2[i_energy, i_offset]`` with the safe thresholds of its header."""
-
-    energy: IrfAxis
-    offset: IrfAxis
-    values_m2: np.ndarray
-    lo_thres_tev: float | None
-    hi_thres_tev: float | None
-    #: ``HDUCLAS3 = POINT-LIKE``: the area of the events within RAD_MAX of a point source
-    point_like: bool = False
-
-
-@dataclass(frozen=True)
-class EnergyDispersion:
-    """EDISP_2D: ``values[i_energy_true, i_migra, i_offset]``, the probability density of the
-    migration ``E_reco / E_true`` (per unit migration).
-
-    ``point_like``: the HDU says ``HDUCLAS3 = POINT-LIKE`` (such files often have a single
-    offset bin; the values are then the same at every offset inside it).
-    """
-
-    energy: IrfAxis
-    migra: IrfAxis
-    offset: IrfAxis
-    values: np.ndarray
-    point_like: bool = False
-
-
-@dataclass(frozen=True)
-class Background:
-    """BKG_3D (``values[i_energy, i_lon, i_lat]``) or BKG_2D (``values[i_energy, i_offset]``).
-
-    Values are in s-1 MeV-1 sr-1. ``alignment`` is ``RADEC``, ``REVERSE_LON_RADEC`` (the H.E.S.S.
-    DR1 files) or ``ALTAZ``; ``spatial`` holds the (lon, lat) axes or the (offset,) axis.
-    """
-
-    energy: IrfAxis
-    spatial: tuple
-    values: np.ndarray
-    alignment: str = "RADEC"
-
-    @property
-    def is_3d(self):
-        return len(self.spatial) == 2
 
 
 @dataclass
@@ -545,229 +428,163 @@ def read_bkg(table, path, events_header=None):
     return Background(energy, spatial, values, alignment)
 
 
-#: no DL3 file is larger than this, on disk or decompressed: a H.E.S.S. DR1 run is 1 MB, a
-#: CTA 1DC run 4 MB, a long run of a large array with loose cuts some 100 MB
-MAX_FILE_BYTES = 2 * 2**30
-#: bytes a gzip stream may hold beyond the end of its FITS content (trailing padding)
-MAX_TRAILING_BYTES = 2**20
-_CHUNK = 16 * 2**20
-_FILE_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
-               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-               (stat.S_ISSOCK, "a socket"))
+#: astropy's time scales (``astropy.time.Time.SCALES``), for TIMESYS
+TIME_SCALES = ("tai", "tcb", "tcg", "tdb", "tt", "ut1", "utc", "local")
 
 
-def _size_text(n_bytes):
-    return f"{n_bytes / 2**30:g} GiB" if n_bytes >= 2**30 else f"{n_bytes} bytes"
+def _time_reference(header, where):
+    mjd = header_number(header, "MJDREFI", None, where)
+    if mjd is not None:
+        mjd = mjd + header_number(header, "MJDREFF", 0.0, where)
+    else:
+        mjd = header_number(header, "MJDREF", 51910.0, where)
+    if not np.isfinite(mjd):
+        raise DL3Error(f"{where}: the time reference MJDREF is {mjd}")
+    return mjd, str(header.get("TIMESYS", "TT")).strip().lower()
 
 
-def _file_kind(mode):
-    return next((kind for test, kind in _FILE_KINDS if test(mode)), "not a regular file")
-
-
-def _read_raw(path, limit):
-    """The bytes of a regular file; `DL3Error` for anything else (never blocks on a FIFO)."""
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(path, flags)
-    except FileNotFoundError as exc:
-        raise DL3Error(f"{path}: file not found") from exc
-    except OSError as exc:
-        raise DL3Error(f"{path}: cannot be read ({exc.strerror or exc})") from exc
-    except ValueError as exc:  # a NUL character in the name
-        raise DL3Error(f"{str(path)!r}: not a valid file name ({exc})") from exc
-    try:
-        mode = os.fstat(fd).st_mode
-    except OSError:
-        os.close(fd)
-        raise
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        raise DL3Error(f"{path}: cannot be read: it is {_file_kind(mode)}, not a regular file")
-    with os.fdopen(fd, "rb", buffering=0) as f:
-        chunks, total = [], 0
-        try:
-            while chunk := f.read(min(_CHUNK, limit + 1 - total)):
-                chunks.append(chunk)
-                total += len(chunk)
-                if total > limit:
-                    raise DL3Error(f"{path}: more than {_size_text(limit)}, larger than a "
-                                   "DL3 file can be (ringbg.dl3.MAX_FILE_BYTES)")
-        except OSError as exc:
-            raise DL3Error(f"{path}: cannot be read ({exc.strerror or exc})") from exc
-    return b"".join(chunks)
-
-
-class _Gunzip:
-    """A gzip stream decompressed on demand into ``out``, never beyond ``limit`` bytes."""
-
-    def __init__(self, raw, path, limit):
-        self.out = bytearray()
-        self.path, self.limit = path, limit
-        self._member(raw)
-
-    def _member(self, data):
-        self._inflate = zlib.decompressobj(wbits=31)  # gzip wrapper: CRC and size checked
-        self._input = data
-
-    def _fail(self, reason):
-        return DL3Error(f"{self.path}: cannot be read as FITS ({reason})")
-
-    def ended(self):
-        """True when the whole stream is decompressed."""
-        return self._inflate.eof and not self._inflate.unused_data.lstrip(b"\x00")
-
-    def need(self, n):
-        """Decompress until ``out`` holds ``n`` bytes; False when the stream ends first."""
-        while len(self.out) < n:
-            if self._inflate.eof:
-                rest = self._inflate.unused_data.lstrip(b"\x00")  # as gzip.decompress
-                if not rest:
-                    return False
-                if rest[:2] != b"\x1f\x8b":
-                    raise self._fail(f"Not a gzipped file ({rest[:2]!r})")
-                self._member(rest)
-            room = self.limit + 1 - len(self.out)
-            try:
-                chunk = self._inflate.decompress(self._input, min(_CHUNK, room))
-            except zlib.error as exc:
-                raise self._fail(one_line(exc)) from exc
-            self._input = self._inflate.unconsumed_tail
-            self.out += chunk
-            if len(self.out) > self.limit:
-                raise DL3Error(f"{self.path}: decompresses to more than "
-                               f"{_size_text(self.limit)}, larger than a DL3 file can be "
-                               "(ringbg.dl3.MAX_FILE_BYTES)")
-            if not chunk and not self._input and not self._inflate.eof:
-                raise self._fail("Compressed file ended before the end-of-stream marker was "
-                                 "reached")
-        return True
-
-
-def _gunzip_fits(raw, path, limit=None):
-    """Decompress a gzipped FITS file, no further than its FITS content (bounded).
-
-    The headers are walked as the bytes arrive (`ringbg.fitsfile.fits_extent`): a file whose
-    headers declare more than ``limit`` bytes, or whose stream goes on for more than
-    `MAX_TRAILING_BYTES` after its last HDU (a gzip bomb), raises `DL3Error`.
-    """
-    limit = MAX_FILE_BYTES if limit is None else limit
-    stream = _Gunzip(raw, path, limit)
-    try:
-        end = fits_extent(stream.out, stream.need, limit)
-    except ValueError as exc:
-        raise DL3Error(f"{path}: {exc}, more than the {_size_text(limit)} a DL3 file can "
-                       "be (ringbg.dl3.MAX_FILE_BYTES)") from None
-    if end > 0 and not stream.ended():
-        # past the last HDU only padding may follow: read to the end of the stream (its
-        # checksum is verified there), a little further at most
-        stream.need(max(end, len(stream.out)) + MAX_TRAILING_BYTES + 1)
-        if not stream.ended():
-            raise DL3Error(f"{path}: its gzip stream goes on for more than "
-                           f"{MAX_TRAILING_BYTES} bytes after the end of its FITS content "
-                           "(damaged, or not a DL3 file)")
-    return stream.out  # a bytearray: no copy (read_tables makes its tables read-only)
-
-
-def _read_decompressed(path):
-    """The FITS bytes of a file, gunzipped if need be; `DL3Error` naming the file."""
-    raw = _read_raw(path, MAX_FILE_BYTES)
-    return _gunzip_fits(raw, path) if raw[:2] == b"\x1f\x8b" else raw
-
-
-_PREFETCH = {"pool": None, "pending": {}}
-#: at most this many files read ahead and not yet taken (the oldest are dropped)
-_PREFETCH_MAX = 16
-
-
-def _file_signature(path):
-    st = os.stat(path)
-    return st.st_size, st.st_mtime_ns, st.st_ino
-
-
-def prefetch(paths):
-    """Start reading and decompressing files in a background thread.
-
-    File reading and zlib release the GIL, so the next observation's input arrives while the
-    current one is computed. `read_fits_tables` takes the bytes when it gets to the file, if
-    the file has not changed since (size, modification time, inode); files read ahead and
-    never taken (an observation skipped before its files are read) are dropped, oldest
-    first, so they neither pile up nor get served later. Only regular files are read ahead,
-    with the same limits as `read_fits_tables`.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    if _PREFETCH["pool"] is None:
-        _PREFETCH["pool"] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ringbg-io")
-    pending = _PREFETCH["pending"]
-    for path in paths:
-        key = str(path)
-        if key in pending:
-            continue
-        try:
-            if not stat.S_ISREG(os.stat(key).st_mode):
-                continue  # read_fits_tables reports it
-            signature = _file_signature(key)
-        except (OSError, ValueError):  # ValueError: a NUL in the name
-            continue  # read_fits_tables reports it
-        while len(pending) >= _PREFETCH_MAX:
-            pending.pop(next(iter(pending)))[0].cancel()
-        pending[key] = (_PREFETCH["pool"].submit(_read_decompressed, key), signature)
-
-
-def discard_prefetched():
-    """Drop the files read ahead and not taken (call at the end of a run to free them)."""
-    pending = _PREFETCH["pending"]
-    while pending:
-        pending.pop(next(iter(pending)))[0].cancel()
-
-
-def _take_prefetched(path):
-    """Bytes read ahead for ``path``, or None (not asked for, failed unexpectedly or the file
-    changed since: read it again). A `DL3Error` of the read ahead is raised."""
-    entry = _PREFETCH["pending"].pop(str(path), None)
-    if entry is None:
+def _location(header, where):
+    if "GEOLON" not in header or "GEOLAT" not in header:
         return None
-    future, signature = entry
+    key = "GEOALT" if "GEOALT" in header else "ALTITUDE"
+    height = header_number(header, key, None, where)
+    if height is None:
+        return None
+    # gammapy 2.1 reads ALTITUDE as metres, whatever the file says
+    location = (header_number(header, "GEOLON", None, where),
+                header_number(header, "GEOLAT", None, where), height)
+    if not (all(np.isfinite(location)) and abs(location[1]) <= 90):
+        raise DL3Error(f"{where}: observatory location GEOLON, GEOLAT, {key} = {location}")
+    return location
+
+
+def _deadc(header, where, obs_id):
+    """DEADC of the EVENTS header; without it, LIVETIME / ONTIME (GADF's definition)."""
+    deadc = header_number(header, "DEADC", None, where)
+    if deadc is None:
+        livetime = header_number(header, "LIVETIME", None, where)
+        ontime = header_number(header, "ONTIME", None, where)
+        if livetime is None or ontime is None or not ontime > 0:
+            raise DL3Error(f"{where}: no DEADC (nor LIVETIME and ONTIME) in the EVENTS header: "
+                           f"the live time of observation {obs_id} is unknown")
+        deadc = livetime / ontime
+        log.warning("%s: no DEADC in the EVENTS header; using LIVETIME / ONTIME = %.6g",
+                    where, deadc)
+    if not np.isfinite(deadc) or deadc <= 0 or deadc > 1:
+        raise DL3Error(f"{where}: DEADC={deadc} is not a dead-time correction in (0, 1]")
+    return deadc
+
+
+def _possible_events(ra, dec, energy, where, obs_id):
+    """The events that can be on the sky; the others are counted in a warning."""
+    bad = impossible_events(ra, dec, energy)
+    n_bad = int(bad.sum())
+    if n_bad:
+        log.warning("%s: %d of the %d events of observation %s have an impossible position or "
+                    "energy (RA, DEC or ENERGY not finite, |DEC| > 90 deg or ENERGY <= 0): "
+                    "not used", where, n_bad, len(bad), obs_id)
+        ra, dec, energy = ra[~bad], dec[~bad], energy[~bad]
+    return ra, dec, energy
+
+
+def _gti_offset_s(gti_header, events_header, gti_where, where):
+    """Seconds to add to GTI times for the EVENTS time reference (0 unless the GTI header
+    has a valid reference of its own that differs)."""
+    if not any(key in gti_header for key in ("MJDREFI", "MJDREFF", "MJDREF")):
+        return 0.0
     try:
-        if _file_signature(path) != signature:
-            future.cancel()
-            return None
-        return future.result()
+        mjd_gti = _time_reference(gti_header, gti_where)[0]
+        mjd_events = _time_reference(events_header, where)[0]
     except DL3Error:
-        raise
-    except Exception:  # the normal path reports the error with its message
-        return None
+        return 0.0
+    return (mjd_gti - mjd_events) * 86400.0
 
 
-def read_fits_tables(path):
-    """The binary tables of a FITS file (gzipped or not) as ``{EXTNAME: Table}``.
+def _read_gti_checked(obs_id, hdus, locations, header, deadc, times, where):
+    """GTI start and stop (s, EVENTS time reference), checked against the EVENTS header."""
+    gti_path = locations["gti"][0]
+    gti = hdus["gti"]
+    start, stop = read_gti(gti, gti_path)
+    if len(start) == 0:
+        raise DL3Error(f"{gti_path}: GTI of observation {obs_id} is empty")
+    ontime = float(np.sum(stop - start))
+    if not np.isfinite(ontime) or ontime <= 0:
+        raise DL3Error(f"{gti_path}: GTI of observation {obs_id} sums to {ontime} s")
+    offset = _gti_offset_s(gti.header, header, f"{gti_path} [{gti.name}]", where)
+    if offset:
+        start, stop = start + offset, stop + offset
+    problem = gti_problem(start, stop, header, deadc, times, where)
+    if problem:
+        raise DL3Error(f"{gti_path}: the GTIs of observation {obs_id} disagree with its "
+                       f"EVENTS header or events: {problem}")
+    return start, stop
 
-    The file is read and decompressed in one pass and parsed by `ringbg.fitsfile`; files
-    using features it leaves aside are read with astropy. Only regular files are read (not
-    a FIFO, a device or a folder), of at most `MAX_FILE_BYTES` on disk and decompressed.
-    Raises `DL3Error` naming the file.
-    """
-    raw = _take_prefetched(path)
-    if raw is None:
-        raw = _read_decompressed(path)
-    return _parse_tables(path, raw)
 
-
-def _parse_tables(path, raw):
+def read_observation(obs_id, hdus, locations):
+    """The `Observation` of its HDUs (``{hdu_type: Table}``) and their locations
+    (``{hdu_type: (path, hdu_name, hdu_class)}``), with the consistency checks of the EVENTS
+    header (pointing, dead time, GTIs against ONTIME/LIVETIME/TSTART/TSTOP and the events,
+    impossible events counted and dropped). Raises `DL3Error` naming the file."""
+    events_path = locations["events"][0]
+    where = f"{events_path} [{hdus['events'].name}]"
+    ra, dec, energy, header = read_events(hdus["events"], events_path)
+    times = read_event_times(hdus["events"], events_path)
+    ra, dec, energy = _possible_events(ra, dec, energy, where, obs_id)
+    if len(energy) == 0:
+        log.warning("%s: observation %s has no events (its exposure and background are used)",
+                    where, obs_id)
+    pointing = []
+    for key in ("RA_PNT", "DEC_PNT"):
+        value = header_number(header, key, None, where)
+        if value is None:
+            raise DL3Error(f"{events_path}: EVENTS header has no {key} (observation {obs_id})")
+        pointing.append(value)
+    if not (np.all(np.isfinite(pointing)) and abs(pointing[1]) <= 90):
+        raise DL3Error(f"{where}: pointing RA_PNT, DEC_PNT = {pointing[0]}, {pointing[1]} is "
+                       "not a sky position")
+    deadc = _deadc(header, where, obs_id)
+    start, stop = _read_gti_checked(obs_id, hdus, locations, header, deadc, times, where)
+    aeff = read_aeff(hdus["aeff"], locations["aeff"][0])
+    bkg = read_bkg(hdus["bkg"], locations["bkg"][0], header) if "bkg" in hdus else None
+    edisp = read_edisp(hdus["edisp"], locations["edisp"][0]) if "edisp" in hdus else None
+    rad_max = (read_rad_max(hdus["rad_max"], locations["rad_max"][0]) if "rad_max" in hdus
+               else None)
+    altaz = bkg is not None and bkg.alignment == "ALTAZ"
+    # time reference and site: needed to turn sky pixels into the AltAz-aligned frame of an
+    # ALTAZ background, unused otherwise (broken values are then only warned about)
     try:
-        return read_tables(raw)
-    except UnsupportedFITS:
-        pass
-    except ValueError as exc:  # damaged: read_tables says what is wrong
-        raise DL3Error(f"{path}: cannot be read as FITS ({one_line(exc)})") from exc
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with fits.open(io.BytesIO(raw), memmap=False) as hdul:
-                tables = {}
-                for hdu in hdul[1:]:
-                    if isinstance(hdu, fits.BinTableHDU):
-                        tables.setdefault(hdu.name.upper(), Table.from_astropy(hdu))
-                return tables
-    except Exception as exc:  # astropy raises many kinds (VerifyError, KeyError...) for damage
-        raise DL3Error(f"{path}: cannot be read as FITS ({one_line(exc)})") from exc
+        time_ref, scale = _time_reference(header, where)
+        location = _location(header, where)
+        if altaz:
+            if location is None:
+                raise DL3Error(f"{where}: the ALTAZ background of observation {obs_id} needs "
+                               "the observatory location (GEOLON, GEOLAT, ALTITUDE)")
+            if scale not in TIME_SCALES:
+                raise DL3Error(f"{where}: TIMESYS = {scale!r} is not a time scale "
+                               f"({', '.join(TIME_SCALES)})")
+    except DL3Error as exc:
+        if altaz:
+            raise
+        log.warning("%s (not needed for this observation's %s background)", exc,
+                    "RADEC" if bkg is None else bkg.alignment)
+        time_ref, scale, location = float("nan"), "tt", None
+    meta = {k: header.get(k) for k in ("OBJECT", "ALT_PNT", "AZ_PNT", "ONTIME", "LIVETIME")}
+    return Observation(
+        obs_id=int(obs_id),
+        ra_deg=ra,
+        dec_deg=dec,
+        energy_tev=energy,
+        pointing_ra_deg=pointing[0],
+        pointing_dec_deg=pointing[1],
+        gti_start_s=start,
+        gti_stop_s=stop,
+        deadc=deadc,
+        time_ref_mjd=time_ref,
+        time_scale=scale,
+        location=location,
+        aeff=aeff,
+        bkg=bkg,
+        meta=meta,
+        edisp=edisp,
+        rad_max=rad_max,
+    )

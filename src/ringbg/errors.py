@@ -4,7 +4,7 @@ Everything below `RingbgError` is a problem of the user's input or environment a
 as one line. Any other exception escaping ringbg is a ringbg bug (an internal error).
 """
 
-__all__ = ["RingbgError", "ConfigError", "DataError", "DataStoreError", "DL3Error",
+__all__ = ["one_line", "RingbgError", "ConfigError", "DataError", "DataStoreError", "DL3Error",
            "OutputError", "RunError"]
 
 
@@ -34,3 +34,13 @@ class OutputError(RingbgError):
 
 class RunError(RingbgError):
     """The run cannot go on (no usable observation, bad exclusion file...)."""
+
+
+def one_line(exc):
+    """``exc`` as one line of text: its type (when not ringbg's) and first line of message."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0].strip() if lines else ""
+    name = type(exc).__name__
+    if isinstance(exc, (RingbgError, ValueError, OSError, EOFError)) and text:
+        return text
+    return f"{name}: {text}" if text else name

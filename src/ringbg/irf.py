@@ -9,7 +9,13 @@ energy bin is integrated as a power law between its edges (gammapy's ``integrate
 
 import numpy as np
 
+from dataclasses import dataclass
+
 __all__ = [
+    "IrfAxis",
+    "EffectiveArea",
+    "EnergyDispersion",
+    "Background",
     "interp_missing_energy",
     "aeff_values_m2",
     "edisp_kernel",
@@ -19,6 +25,110 @@ __all__ = [
 ]
 
 TINY_F32 = float(np.finfo(np.float32).tiny)
+
+
+@dataclass(frozen=True)
+class IrfAxis:
+    """An IRF axis: ``nodes`` and ``edges`` in the interpolation scale (ln E or linear)."""
+
+    name: str
+    nodes: np.ndarray
+    edges: np.ndarray
+    log: bool
+
+    @classmethod
+    def from_lo_hi(cls, name, lo, hi, log):
+        """Axis from GADF ``_LO``/``_HI`` columns, as gammapy's ``MapAxes.from_table``.
+
+        Equal ``lo`` and ``hi`` are nodes (edges half way between them, extrapolated at the
+        ends); otherwise they are bin edges with centres half way in the interpolation scale.
+        """
+        lo = np.atleast_1d(np.asarray(lo, dtype=float))
+        hi = np.atleast_1d(np.asarray(hi, dtype=float))
+        scale = np.log if log else (lambda x: x)
+        if np.allclose(lo, hi):
+            nodes = scale(lo)
+            if len(nodes) == 1:
+                edges = np.array([nodes[0] - 0.5, nodes[0] + 0.5])
+            else:
+                pix = np.arange(len(nodes) + 1) - 0.5
+                edges = _interp_extrapolate(pix, np.arange(len(nodes)), nodes)
+        else:
+            edges = scale(np.append(lo, hi[-1]))
+            nodes = 0.5 * (edges[:-1] + edges[1:])
+        return cls(name=name, nodes=nodes, edges=edges, log=log)
+
+    def scaled(self, values):
+        """Values in the interpolation scale."""
+        values = np.asarray(values, dtype=float)
+        if not self.log:
+            return values
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.log(values)
+
+    def padded(self):
+        """The axis with one more bin of the same width at each end (gammapy's ``pad(1)``)."""
+        edges = self.edges
+        edges = np.concatenate([[2 * edges[0] - edges[1]], edges, [2 * edges[-1] - edges[-2]]])
+        nodes = 0.5 * (edges[:-1] + edges[1:])
+        return IrfAxis(self.name, nodes, edges, self.log)
+
+
+def _interp_extrapolate(x, xp, fp):
+    """Piecewise-linear interpolation with linear extrapolation beyond the ends."""
+    x = np.asarray(x, dtype=float)
+    y = np.interp(x, xp, fp)
+    lo, hi = x < xp[0], x > xp[-1]
+    y[lo] = fp[0] + (x[lo] - xp[0]) * (fp[1] - fp[0]) / (xp[1] - xp[0])
+    y[hi] = fp[-1] + (x[hi] - xp[-1]) * (fp[-1] - fp[-2]) / (xp[-1] - xp[-2])
+    return y
+
+
+@dataclass(frozen=True)
+class EffectiveArea:
+    """AEFF_2D: ``values_m2[i_energy, i_offset]`` with the safe thresholds of its header."""
+
+    energy: IrfAxis
+    offset: IrfAxis
+    values_m2: np.ndarray
+    lo_thres_tev: float | None
+    hi_thres_tev: float | None
+    #: ``HDUCLAS3 = POINT-LIKE``: the area of the events within RAD_MAX of a point source
+    point_like: bool = False
+
+
+@dataclass(frozen=True)
+class EnergyDispersion:
+    """EDISP_2D: ``values[i_energy_true, i_migra, i_offset]``, the probability density of the
+    migration ``E_reco / E_true`` (per unit migration).
+
+    ``point_like``: the HDU says ``HDUCLAS3 = POINT-LIKE`` (such files often have a single
+    offset bin; the values are then the same at every offset inside it).
+    """
+
+    energy: IrfAxis
+    migra: IrfAxis
+    offset: IrfAxis
+    values: np.ndarray
+    point_like: bool = False
+
+
+@dataclass(frozen=True)
+class Background:
+    """BKG_3D (``values[i_energy, i_lon, i_lat]``) or BKG_2D (``values[i_energy, i_offset]``).
+
+    Values are in s-1 MeV-1 sr-1. ``alignment`` is ``RADEC``, ``REVERSE_LON_RADEC`` (the H.E.S.S.
+    DR1 files) or ``ALTAZ``; ``spatial`` holds the (lon, lat) axes or the (offset,) axis.
+    """
+
+    energy: IrfAxis
+    spatial: tuple
+    values: np.ndarray
+    alignment: str = "RADEC"
+
+    @property
+    def is_3d(self):
+        return len(self.spatial) == 2
 
 
 def _bracket(nodes, x):

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
+from .datastore import cached_datastore
 from .errors import OutputError
 from .outdir import (
     create_temporary,
@@ -127,9 +128,7 @@ def _sha256(path, limit=None):
 
 def input_checksums(result):
     """SHA-256 of the index files and of the observations' files."""
-    from .pipeline import _datastore
-
-    store = _datastore(result.config.datastore)
+    store = cached_datastore(result.config.datastore)
     paths = set()
     for obs_id in result.summary["obs_ids"]:
         paths.update(str(loc[0]) for loc in store.hdu_locations(obs_id).values())

@@ -8,16 +8,15 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
 
 import numpy as np
 
 from .config import load_config
-from .datastore import DataStore, DataStoreError
-from .dl3 import discard_prefetched, one_line, prefetch
+from .datastore import DataStore, DataStoreError, cached_datastore
 from .edisp import EdispStack, diagonal_response, irf_grid
-from .errors import DataError, RunError
+from .errors import DataError, RunError, one_line
 from .exclusion import exclusion_mask, grow_exclusion
+from .files import discard_prefetched, prefetch
 from .excess import excess_maps
 from .geom import Geom, energy_edges_tev, to_frame
 from .parallel import keep_freed_memory, map_ordered
@@ -55,23 +54,6 @@ def make_irf_grid(config, geom):
     """The IRF grid of the energy-dispersion response (None without ``excess.edisp``)."""
     energy = config.geom.energy
     return irf_grid(geom, energy.min, energy.max) if config.excess.edisp else None
-
-
-@lru_cache(maxsize=4)
-def _datastore_cached(path, stamp):
-    return DataStore.from_dir(path)
-
-
-def _datastore(path):
-    """The data store of ``path``, read again when its index files change."""
-    stamp = []
-    for name in ("obs-index.fits.gz", "obs-index.fits", "hdu-index.fits.gz", "hdu-index.fits"):
-        try:
-            st = os.stat(os.path.join(os.path.expandvars(str(path)), name))
-            stamp.append((name, st.st_size, st.st_mtime_ns))
-        except OSError:
-            pass
-    return _datastore_cached(path, tuple(stamp))
 
 
 _GEOMS = {}
@@ -213,7 +195,7 @@ def reduce_task(task):
     geom = _shared_geom(task.geom)
     obs_id = task.obs_id
     try:
-        store = _datastore(task.datastore)
+        store = cached_datastore(task.datastore)
         if task.prefetch_id is not None and task.cache_dir is None:
             prefetch(loc[0] for loc in store.hdu_locations(task.prefetch_id).values())
         locations = store.hdu_locations(obs_id)
@@ -526,7 +508,7 @@ class StackPass:
 def open_datastore(config):
     """The config's `~ringbg.datastore.DataStore`; `RunError` when it cannot be opened."""
     try:
-        return _datastore(config.datastore)
+        return cached_datastore(config.datastore)
     except DataStoreError as exc:
         raise RunError(str(exc)) from None
 
@@ -586,7 +568,7 @@ def _histogram_task(datastore, obs_id, geom, exclusion, config):
         return local, exclusion_mask(local, config.exclusion)[0]
 
     try:
-        store = _datastore(datastore)
+        store = cached_datastore(datastore)
         if "bkg" in store.hdu_locations(obs_id) and config.background.template == "auto" \
                 and not off:
             return obs_id, None, None  # the IRF template: no shape needed
