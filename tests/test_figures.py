@@ -490,30 +490,75 @@ def test_renderer_processes_draw_the_same_bytes_as_this_process(tmp_path):
         assert here[name].read_bytes() == there[name].read_bytes(), name
 
 
-def test_a_dead_renderer_is_replaced(tmp_path):
+def test_started_renderer_draws_the_figures(tmp_path):
+    renderer = figures.start_renderer(2)
+    assert figures.start_renderer() is renderer  # one per process
+    maps = make_maps()
+    written = make_figures(tmp_path / "r", maps, make_wcs(), {}, 0.5, 0.8)
+    here = make_figures(tmp_path / "h", maps, make_wcs(), {}, 0.5, 0.8, workers=1)
+    assert list(written) == list(here)
+    for name in written:
+        assert written[name].read_bytes() == here[name].read_bytes(), name
+    figures.stop_renderer()
+    assert not renderer._process.is_alive() and figures._renderer is None
+
+
+def test_a_dead_renderer_is_not_used(tmp_path):
     renderer = figures.start_renderer(2)
     renderer._process.kill()
     renderer._process.join()
+    assert not renderer.usable
     written = make_figures(tmp_path, make_maps(), make_wcs(), {}, names=["counts", "alpha"])
     assert set(written) == {"counts", "alpha"}
-    assert figures._renderer is not renderer and figures._renderer.usable
     for path in written.values():
         assert_good_png(path)
+    figures.stop_renderer()
 
 
-def test_a_renderer_dying_during_the_job_falls_back_to_this_process(tmp_path, caplog,
-                                                                      monkeypatch):
+def test_a_renderer_dying_during_the_job_is_replaced_by_workers(tmp_path, caplog,
+                                                                monkeypatch):
     def dies(self, tasks):
         self._process.kill()
         raise EOFError("renderer gone")
 
+    figures.start_renderer(2)
     monkeypatch.setattr(figures.Renderer, "render", dies)
     written = make_figures(tmp_path, make_maps(), make_wcs(), {}, names=["counts", "alpha"])
     assert set(written) == {"counts", "alpha"}
     for path in written.values():
         assert_good_png(path)
-    assert "drawing the figures in this process" in caplog.text
+    assert "drawing the figures without it" in caplog.text
     assert figures._renderer is None
+
+
+def test_failing_workers_fall_back_to_this_process(tmp_path, caplog, monkeypatch):
+    from concurrent.futures.process import BrokenProcessPool
+
+    def broken(tasks, workers):
+        raise BrokenProcessPool("killed")
+
+    monkeypatch.setattr(figures, "_render_job", broken)
+    written = make_figures(tmp_path, make_maps(), make_wcs(), {}, names=["counts", "alpha"])
+    assert set(written) == {"counts", "alpha"}
+    assert "drawing the figures in this process" in caplog.text
+
+
+def test_interrupted_workers_are_gone_when_render_returns(tmp_path, monkeypatch):
+    """Ctrl-C while the workers draw: they are stopped before the interrupt goes on (the
+    run then removes its temporary folder: nothing may write into it afterwards)."""
+    import multiprocessing
+    import threading
+    import os
+    import signal
+
+    tasks = figure_tasks(tmp_path, make_maps((400, 400)), make_wcs(shape=(400, 400)), fit={})
+    timer = threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        for _ in range(50):  # more than 0.3 s of drawing
+            figures._render_job(tasks, 2)
+    timer.cancel()
+    assert multiprocessing.active_children() == []
 
 
 def test_making_figures_does_not_load_matplotlib_in_the_caller(tmp_path):

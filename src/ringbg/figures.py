@@ -58,10 +58,13 @@ log = logging.getLogger(__name__)
 DPI = 120
 #: zlib level of the PNG files: 1 encodes ~3x faster than the default 6 for ~10 % more bytes.
 PNG_COMPRESS_LEVEL = 1
+#: Most pixels of a figure (a big one gets a lower resolution than `DPI`).
+MAX_PIXELS = 1.5e6
 #: Longest aspect ratio (width / height) drawn as one map; longer maps are cut into strips.
 MAX_STRIP_RATIO = 4.0
 
 _BAD_COLOR = "#d0d0d0"
+_CYLINDRICAL = ("CAR", "CEA", "MER", "CYP")
 _EXCLUSION_COLOR = "#1a1a1a"
 
 # layout of a map figure, in inches
@@ -143,10 +146,10 @@ def product_label(name, exponent=0):
 
 def _power_of_ten(values):
     """Exponent to divide by for readable colour-bar ticks (0 when already readable)."""
-    finite = _finite(values)
-    if finite.size == 0:
+    span = _range(values)
+    if span is None:
         return 0
-    peak = float(np.max(np.abs(finite)))
+    peak = max(abs(span[0]), abs(span[1]))
     if peak == 0 or 1e-2 <= peak < 1e4:
         return 0
     return int(math.floor(math.log10(peak)))
@@ -187,9 +190,29 @@ def _celestial(wcs):
     return wcs if wcs.naxis == 2 else wcs.celestial
 
 
+def _as_image(values):
+    """A map as a floating-point array, without copying float32 or float64 data."""
+    values = np.asarray(values)
+    return values if values.dtype in (np.float32, np.float64) else values.astype(np.float32)
+
+
 def _finite(values):
-    values = np.asarray(values, dtype=float)
+    values = _as_image(values)
     return values[np.isfinite(values)]
+
+
+def _range(values):
+    """(min, max) of the finite values, or None (fast path without copies)."""
+    values = np.asarray(values)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN
+        low, high = np.nanmin(values), np.nanmax(values)
+    if not (np.isfinite(low) and np.isfinite(high)):  # all NaN, or infinities
+        finite = _finite(values)
+        if finite.size == 0:
+            return None
+        low, high = finite.min(), finite.max()
+    return float(low), float(high)
 
 
 def _energy_text(energy_range_tev):
@@ -308,6 +331,18 @@ def _block_mean(data, factor):
         return np.nanmean(blocks, axis=(1, 3))
 
 
+def _block_fraction(mask, factor):
+    """Fraction of True pixels in ``factor x factor`` blocks (edge blocks: of those there)."""
+    if factor <= 1:
+        return mask.astype(np.float32)
+    ny, nx = mask.shape
+    py, px = -ny % factor, -nx % factor
+    count = np.pad(mask, ((0, py), (0, px))).astype(np.float32)
+    present = np.pad(np.ones(mask.shape, np.float32), ((0, py), (0, px)))
+    shape = (count.shape[0] // factor, factor, count.shape[1] // factor, factor)
+    return count.reshape(shape).sum(axis=(1, 3)) / present.reshape(shape).sum(axis=(1, 3))
+
+
 def _pixels_per_screen_pixel(ax, shape):
     """Map pixels per pixel of the axes on the page (the smaller of x and y)."""
     fig = ax.figure
@@ -335,6 +370,11 @@ def _style_axes(ax, wcs, lon_label=True, grid=True):
     lat.set_major_formatter("d.d")
     lon.set_ticks(color="#333333")
     lat.set_ticks(color="#333333")
+    if str(wcs.wcs.ctype[0])[-3:].upper() in _CYLINDRICAL:
+        # meridians only cross the bottom and top of a cylindrical map, parallels only its
+        # sides: looking for the ticks on the other two is half of WCSAxes' drawing time
+        lon.set_ticks_position("bt")
+        lat.set_ticks_position("lr")
     if grid:
         ax.coords.grid(color="#888888", alpha=0.35, linestyle=":", linewidth=0.6)
 
@@ -347,7 +387,9 @@ def _check_exclusion(exclusion, shape):
         raise ValueError(
             f"exclusion mask shape {exclusion.shape} differs from map shape {tuple(shape)}"
         )
-    return np.nan_to_num(exclusion.astype(float), nan=0.0) > 0.5
+    if exclusion.dtype == bool:
+        return exclusion
+    return np.nan_to_num(exclusion.astype(np.float32), nan=0.0) > 0.5
 
 
 def _draw_exclusion(ax, exclusion, x_range, factor, color=_EXCLUSION_COLOR):
@@ -360,7 +402,7 @@ def _draw_exclusion(ax, exclusion, x_range, factor, color=_EXCLUSION_COLOR):
         return None
     # the outline needs no more than the page's resolution
     factor = max(factor, math.ceil(_pixels_per_screen_pixel(ax, excluded.shape) - 1e-9))
-    z = _block_mean(excluded.astype(np.float32), factor)
+    z = _block_fraction(excluded, factor)
     xs = x0 + factor * np.arange(z.shape[1]) + (factor - 1) / 2
     ys = factor * np.arange(z.shape[0]) + (factor - 1) / 2
     ax.contour(xs, ys, z, levels=[0.5], colors=color, linewidths=1.1, linestyles="--")
@@ -389,10 +431,10 @@ def _draw_image(ax, data, x_range, cmap, norm):
 
 
 def _extend(data, norm):
-    finite = _finite(data)
-    if finite.size == 0 or norm is None or norm.vmin is None:
+    span = _range(data)
+    if span is None or norm is None or norm.vmin is None:
         return "neither"
-    low, high = bool(finite.min() < norm.vmin), bool(finite.max() > norm.vmax)
+    low, high = bool(span[0] < norm.vmin), bool(span[1] > norm.vmax)
     return {(True, True): "both", (True, False): "min", (False, True): "max"}.get(
         (low, high), "neither")
 
@@ -439,7 +481,7 @@ def draw_map(ax, data, wcs, *, label, cmap="viridis", norm=None, exclusion=None,
     -------
     image : `~matplotlib.image.AxesImage`
     """
-    data = np.asarray(data, dtype=float)
+    data = _as_image(data)
     if data.ndim != 2:
         raise ValueError(f"map must be 2D, got shape {data.shape}")
     exclusion = _check_exclusion(exclusion, data.shape)
@@ -467,7 +509,7 @@ def _percentile_norm(data, low=0.5, high=99.9, symmetric=False, zero_floor=False
         return Normalize(-limit, limit)
     vmin, vmax = (float(v) for v in np.percentile(finite, [low, high]))
     if zero_floor:
-        vmin = min(0.0, float(finite.min()))
+        vmin = min(0.0, _range(data)[0])
     if not vmax > vmin:
         vmin, vmax = vmin - 0.5, vmin + 0.5
     return Normalize(vmin, vmax)
@@ -475,10 +517,10 @@ def _percentile_norm(data, low=0.5, high=99.9, symmetric=False, zero_floor=False
 
 def _significance_limit(values):
     """Symmetric colour range for a significance map: at least 5, at most 10 sigma."""
-    finite = _finite(values)
-    if finite.size == 0:
+    span = _range(values)
+    if span is None:
         return 5.0
-    peak = float(np.max(np.abs(finite)))
+    peak = max(abs(span[0]), abs(span[1]))
     return float(np.clip(math.ceil(peak), 5.0, 10.0))
 
 
@@ -486,7 +528,9 @@ def _new_figure(size_in):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=size_in, dpi=DPI)
+    width_in, height_in = size_in
+    dpi = min(DPI, math.sqrt(MAX_PIXELS / (width_in * height_in)))  # big survey figures
+    fig = Figure(figsize=size_in, dpi=dpi)
     FigureCanvasAgg(fig)
     return fig
 
@@ -555,7 +599,7 @@ def map_figure(data, wcs, *, label, cmap, norm, exclusion=None, title=None, subt
     Returns a `MapFigure`; its ``layout.panel`` (when ``panel_deg`` is given) is free for
     a scale panel. See `draw_map` for the parameters.
     """
-    data = np.asarray(data, dtype=float)
+    data = _as_image(data)
     if data.ndim != 2:
         raise ValueError(f"map must be 2D, got shape {data.shape}")
     exclusion = _check_exclusion(exclusion, data.shape)
@@ -650,7 +694,7 @@ def _ring_panel(fig, rect, panel_in, inch_per_deg, r_in_deg, r_out_deg,
 def plot_map(path, data, wcs, *, label, title=None, subtitle=None, cmap="viridis", norm=None,
              exclusion=None, exclusion_color=_EXCLUSION_COLOR, dark_legend=False, grid=True):
     """Plot one sky map to a PNG file (see `draw_map`); returns the path."""
-    data = np.asarray(data, dtype=float)
+    data = _as_image(data)
     if norm is None:
         norm = _percentile_norm(data)
     m = map_figure(data, wcs, label=label, cmap=cmap, norm=norm, exclusion=exclusion,
@@ -665,17 +709,14 @@ def significance_figure(significance, wcs, exclusion=None, r_in_deg=None, r_out_
     """The significance `MapFigure` (with the ring panel when the ring radii are given)."""
     from matplotlib.colors import Normalize
 
-    significance = np.asarray(significance, dtype=float)
+    significance = np.asarray(significance, dtype=np.float32)
     if significance.ndim != 2:
         raise ValueError(f"significance map must be 2D, got shape {significance.shape}")
     limit = _significance_limit(significance)
     ring = r_in_deg is not None and r_out_deg is not None
     panel_deg = 2.16 * max(float(r_out_deg), float(r_out_max_deg or 0)) if ring else None
     if title is None:
-        title = "Significance (ring background)"
-        finite = _finite(significance)
-        if finite.size:
-            title += f" \u2014 max {finite.max():.2f}\u03c3"
+        title = _significance_title(significance)
     m = map_figure(significance, wcs, label=product_label("SIGNIFICANCE"), cmap="RdBu_r",
                    norm=Normalize(-limit, limit), exclusion=exclusion, title=title,
                    subtitle=subtitle, panel_deg=panel_deg)
@@ -752,20 +793,20 @@ def plot_excess(path, excess, wcs, exclusion=None, *, title=None, subtitle=None)
     """
     from matplotlib.colors import Normalize
 
-    excess = np.asarray(excess, dtype=float)
+    excess = _as_image(excess)
     if excess.ndim != 2:
         raise ValueError(f"excess map must be 2D, got shape {excess.shape}")
-    finite = _finite(excess)
-    if finite.size:
-        vmin, vmax = float(np.percentile(finite, 0.5)), float(finite.max())
+    span = _range(excess)
+    if span is not None:
+        vmin, vmax = _percentile_norm(excess).vmin, span[1]
         if not vmax > vmin:
             vmin, vmax = vmin - 0.5, vmin + 0.5
     else:
         vmin, vmax = 0.0, 1.0
     if title is None:
         title = "Correlated excess"
-        if finite.size:
-            title += f" \u2014 peak {finite.max():.1f} counts"
+        if span is not None:
+            title += f" \u2014 peak {span[1]:.1f} counts"
     return plot_map(path, excess, wcs, label=product_label("EXCESS"), title=title,
                     subtitle=subtitle, cmap="inferno", norm=Normalize(vmin, vmax),
                     exclusion=exclusion, exclusion_color="#7fd7ff", dark_legend=True)
@@ -796,7 +837,7 @@ def plot_exclusion(path, significance, exclusion, wcs, *, sources=None, title=No
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    significance = np.asarray(significance, dtype=float)
+    significance = _as_image(significance)
     mask = _check_exclusion(exclusion, significance.shape)
     limit = _significance_limit(significance)
     m = map_figure(significance, wcs, label=product_label("SIGNIFICANCE"), cmap="Greys",
@@ -806,7 +847,7 @@ def plot_exclusion(path, significance, exclusion, wcs, *, sources=None, title=No
     shade = ListedColormap([(1.0, 0.55, 0.1, 0.0), (1.0, 0.55, 0.1, 0.45)])
     for ax, x_range, factor in zip(m.axes, m.layout.strips, m.factors):
         x0, x1 = x_range
-        excluded = _block_mean((~mask[:, x0:x1]).astype(float), factor) > 0.5
+        excluded = _block_fraction(~mask[:, x0:x1], factor) > 0.5
         ax.imshow(excluded.astype(np.float32), origin="lower", cmap=shade,
                   norm=Normalize(0, 1), interpolation="nearest", interpolation_stage="data",
                   extent=(x0 - 0.5, x0 - 0.5 + excluded.shape[1] * factor, -0.5,
@@ -920,6 +961,8 @@ def plot_significance_distribution(path, significance, exclusion, fit, *, title=
     floor = _histograms(ax, values_all, values_off, bins)
     _fit_curves(ax, fit, lo, hi)
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(_power_label)  # Unicode superscripts, no mathtext
+    ax.yaxis.set_minor_formatter(_no_label)
     ax.set_ylim(bottom=0.5 * floor if floor else 1e-5, top=2.0)
     ax.set_xlim(lo, hi)
     ax.set_xlabel("Significance [\u03c3]")
@@ -933,19 +976,34 @@ def plot_significance_distribution(path, significance, exclusion, fit, *, title=
     return _save(fig, path)
 
 
+def _power_label(value, position=None):
+    """``10⁻³`` for the decades of a log axis (empty elsewhere)."""
+    if value <= 0:
+        return ""
+    exponent = math.log10(value)
+    if abs(exponent - round(exponent)) > 1e-6:
+        return ""
+    return "10" + str(int(round(exponent))).translate(_SUPERSCRIPT)
+
+
+def _no_label(value, position=None):
+    return ""
+
+
 def _histograms(ax, values_all, values_off, bins):
     """The all-pixel and off-pixel histograms; returns the lowest non-zero density."""
     width = bins[1] - bins[0]
+    span = (bins[0], bins[-1])
     floor = None
     if values_all.size:
-        # np.histogram + stairs: one pass, no per-bin patches
-        counts, _ = np.histogram(values_all, bins)
+        # np.histogram with a range (its fast path for equal bins) + stairs: no patches
+        counts, _ = np.histogram(values_all, len(bins) - 1, span)
         ax.stairs(counts / (values_all.size * width), bins, fill=True, color="#9ecae1",
                   alpha=0.7, label=f"all pixels (N = {values_all.size:,})")
         ax.stairs(counts / (values_all.size * width), bins, color="#3182bd", linewidth=1.0)
         floor = 1.0 / (values_all.size * width)
     if values_off.size:
-        counts, _ = np.histogram(values_off, bins)
+        counts, _ = np.histogram(values_off, len(bins) - 1, span)
         ax.stairs(counts / (values_off.size * width), bins, color="#d94801", linewidth=1.6,
                   label=f"off pixels (N = {values_off.size:,})")
         off_floor = 1.0 / (values_off.size * width)
@@ -1019,14 +1077,16 @@ _COST = {"significance": 3, "exclusion": 3, "excess": 2, "map": 2, "distribution
 def _plot_map_task(path, data, wcs, *, product, cmap, scale, subtitle=None, exclusion=None):
     """`plot_map` of a product: its display unit, a readable power of ten, its colour scale."""
     factor, _ = _display(product)
-    data = np.asarray(data, dtype=float) * factor
+    data = np.asarray(data, dtype=np.float32)
+    if factor != 1:
+        data = data * np.float32(factor)
     exponent = _power_of_ten(data)
     if exponent:
-        data = data / 10.0 ** exponent
+        data = data / np.float32(10.0 ** exponent)
     norm = _percentile_norm(data, zero_floor=scale == "zero")
     return plot_map(path, data, wcs, label=product_label(product, exponent),
                     title=_NAMES.get(product, product), subtitle=subtitle, cmap=cmap, norm=norm,
-                    exclusion=exclusion)
+                    exclusion=exclusion, grid=False)
 
 
 def _as32(values):
@@ -1121,17 +1181,17 @@ def _special_task(spec, maps, wcs, exclusion, fit, subtitle, summary, ring, radi
 
 
 def _significance_title(significance):
-    finite = _finite(significance)
+    span = _range(significance)
     title = "Significance (ring background)"
-    if finite.size:
-        title += f" \u2014 max {finite.max():.2f}\u03c3"
+    if span is not None:
+        title += f" \u2014 max {span[1]:.2f}\u03c3"
     return title
 
 
 def _run_task(task):
-    """Render one task; returns ``(name, path, seconds)``."""
+    """Render one task; returns ``(name, path, (wall seconds, CPU seconds))``."""
     name, function, path, kwargs = task
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     kwargs = dict(kwargs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
@@ -1140,7 +1200,7 @@ def _run_task(task):
                      kwargs.pop("fit"), **kwargs)
         else:
             function(path, **kwargs)
-    return name, Path(path), time.perf_counter() - t0
+    return name, Path(path), (time.perf_counter() - t0, time.process_time() - c0)
 
 
 def make_figures(outdir, maps, wcs, summary, r_in_deg=None, r_out_deg=None, *,
@@ -1234,8 +1294,8 @@ def _die_with_parent():
 
 
 def warm_up():
-    """Import matplotlib and draw a small figure of each kind once (fonts, colour maps,
-    WCSAxes): what makes the first figure of a process slow."""
+    """Import matplotlib and draw a small map figure and a log-axis plot once (fonts,
+    glyphs, colour maps, WCSAxes): what makes the first figure of a process slow."""
     from astropy.wcs import WCS
 
     wcs = WCS(naxis=2)
@@ -1247,12 +1307,14 @@ def warm_up():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         m = significance_figure(data, wcs, data > 3, 0.2, 0.4, correlation_radius_deg=0.1,
-                                subtitle="warm-up")
+                                subtitle=_subtitle((1, 10), 0.1, 2))
+        _legend(m.axes[0], _exclusion_handle(data > 3))
         m.fig.canvas.draw()
-        fig = _new_figure((2, 2))
-        ax = fig.add_axes([0.1, 0.1, 0.8, 0.8])
+        fig = _new_figure((3, 2))
+        ax = fig.add_axes([0.2, 0.2, 0.7, 0.7])
         ax.stairs([1, 2], [0, 1, 2], fill=True, label="x")
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(_power_label)
         ax.legend()
         fig.canvas.draw()
 
@@ -1294,22 +1356,42 @@ def _job_task(index):
     return _run_task(_JOB[index])
 
 
+def _worker_init():
+    """A figure worker: Ctrl-C is the parent's business; die with the parent."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
+
+
 def _render_job(tasks, workers):
-    """Render ``tasks`` in up to ``workers`` processes forked from this (warm) one."""
+    """Render ``tasks`` in up to ``workers`` processes forked from this one (which they
+    inherit the tasks from: nothing is pickled); in this process when one is enough."""
     global _JOB
     n = min(workers, len(tasks))
     if n <= 1 or not _can_fork():
         return [_run_task(t) for t in tasks]
+    import gc
     from concurrent.futures import ProcessPoolExecutor
 
-    _JOB = tasks  # inherited by the forked workers: not pickled again
+    _JOB = tasks
+    gc.freeze()  # the workers' collector leaves the inherited objects (and their pages) alone
     order = sorted(range(len(tasks)), key=lambda i: -_task_cost(tasks[i]))
+    pool = ProcessPoolExecutor(n, mp_context=_mp().get_context("fork"),
+                               initializer=_worker_init)
     try:
-        with ProcessPoolExecutor(n, mp_context=_mp().get_context("fork"),
-                                 initializer=_die_with_parent) as pool:
-            done = dict(zip(order, pool.map(_job_task, order)))
+        done = dict(zip(order, pool.map(_job_task, order)))
+    except BaseException:
+        # interrupted (or a worker failed): stop the others at once, and wait for them, so
+        # that nothing writes into the output folder once we return
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.kill()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
     finally:
         _JOB = []
+        gc.unfreeze()
+    pool.shutdown(wait=True)
     return [done[i] for i in range(len(tasks))]
 
 
@@ -1355,7 +1437,7 @@ class Renderer:
         return self._pid == os.getpid() and self._process.is_alive()
 
     def render(self, tasks):
-        """Render ``tasks`` (see `figure_tasks`); returns ``[(name, path, seconds)]``."""
+        """Render ``tasks`` (see `figure_tasks`); returns ``[(name, path, (wall, CPU seconds))]``."""
         try:
             if not self._ready:
                 self._ready = self._conn.recv()[0] == "ready"
@@ -1404,10 +1486,11 @@ def stop_renderer():
 
 
 def render(tasks, workers=None):
-    """Render figure tasks (`figure_tasks`): in the started renderer, else in a new one
-    (more than one task and CPU), else in this process. Returns ``{name: path}``.
+    """Render figure tasks (`figure_tasks`); returns ``{name: path}``.
 
-    ``workers=1``: in this process.
+    In the renderer of `start_renderer` when it runs (warm: no import on the way), else in
+    up to ``workers`` (default: CPUs, at most 4) processes forked now, else (one task, one
+    CPU, no fork, ``workers=1``) in this process.
     """
     if not tasks:
         return {}
@@ -1416,17 +1499,24 @@ def render(tasks, workers=None):
     results = None
     if use_processes:
         renderer = _renderer if _renderer is not None and _renderer.usable else None
-        if renderer is None:
-            renderer = start_renderer(workers)
-        try:
-            results = renderer.render(tasks)
-        except (EOFError, OSError) as exc:  # the renderer died: draw here instead
-            log.warning("figure renderer failed (%s); drawing the figures in this process",
-                        exc)
-            stop_renderer()
+        if renderer is not None:
+            try:
+                results = renderer.render(tasks)
+            except (EOFError, OSError) as exc:  # the renderer died: draw without it
+                log.warning("figure renderer failed (%s); drawing the figures without it",
+                            exc)
+                stop_renderer()
+        if results is None:
+            from concurrent.futures.process import BrokenProcessPool
+
+            try:
+                results = _render_job(tasks, workers or _default_workers())
+            except BrokenProcessPool as exc:
+                log.warning("figure workers failed (%s); drawing the figures in this "
+                            "process", exc)
     if results is None:
         results = [_run_task(task) for task in tasks]
-    for name, _, seconds in results:
-        log.debug("figure %s: %.3f s", name, seconds)
+    for name, _, (wall, cpu) in results:
+        log.debug("figure %s: %.3f s (%.3f s CPU)", name, wall, cpu)
     log.debug("%d figures in %.3f s", len(results), time.perf_counter() - t0)
     return {name: path for name, path, _ in results}
