@@ -521,6 +521,7 @@ def test_a_renderer_dying_during_the_job_is_replaced_by_workers(tmp_path, caplog
         self._process.kill()
         raise EOFError("renderer gone")
 
+    caplog.set_level("WARNING", logger="ringbg.figures")
     figures.start_renderer(2)
     monkeypatch.setattr(figures.Renderer, "render", dies)
     written = make_figures(tmp_path, make_maps(), make_wcs(), {}, names=["counts", "alpha"])
@@ -537,6 +538,7 @@ def test_failing_workers_fall_back_to_this_process(tmp_path, caplog, monkeypatch
     def broken(tasks, workers):
         raise BrokenProcessPool("killed")
 
+    caplog.set_level("WARNING", logger="ringbg.figures")
     monkeypatch.setattr(figures, "_render_job", broken)
     written = make_figures(tmp_path, make_maps(), make_wcs(), {}, names=["counts", "alpha"])
     assert set(written) == {"counts", "alpha"}
