@@ -580,3 +580,12 @@ assert "matplotlib" not in sys.modules, "matplotlib imported by the caller"
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert len(list(tmp_path.glob("*.png"))) == len(FIGURES)
+
+
+def test_no_renderer_where_processes_cannot_be_forked(tmp_path, monkeypatch):
+    """macOS and Windows: no renderer, the figures are drawn in the calling process."""
+    figures.stop_renderer()
+    monkeypatch.setattr(figures.sys, "platform", "darwin")
+    assert figures.start_renderer() is None
+    written = make_figures(tmp_path, make_maps(), make_wcs(), {}, names=["counts", "alpha"])
+    assert set(written) == {"counts", "alpha"}

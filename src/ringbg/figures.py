@@ -1466,10 +1466,16 @@ class Renderer:
 
 def start_renderer(workers=None):
     """Start the figure renderer now, so that it imports matplotlib while the caller
-    works; `make_figures` then uses it. Returns the `Renderer` (one per process)."""
+    works; `make_figures` then uses it.
+
+    Returns the `Renderer` (one per process), or None where processes cannot be forked
+    (not Linux) or with one CPU: the figures are then drawn in the calling process.
+    """
     global _renderer
     if _renderer is not None and _renderer.usable:
         return _renderer
+    if not _can_fork() or _cpu_count() < 2:
+        return None
     import atexit
 
     _renderer = Renderer(workers)
