@@ -589,3 +589,20 @@ def test_no_renderer_where_processes_cannot_be_forked(tmp_path, monkeypatch):
     assert figures.start_renderer() is None
     written = make_figures(tmp_path, make_maps(), make_wcs(), {}, names=["counts", "alpha"])
     assert set(written) == {"counts", "alpha"}
+
+
+@pytest.mark.parametrize("shape", [(150, 150), (500, 5500)])
+def test_ring_panel_and_its_text_fit_in_the_figure(shape):
+    wcs = make_wcs("galactic", shape)
+    m = significance_figure(np.zeros(shape), wcs, None, 0.5, 0.8, correlation_radius_deg=0.1,
+                            r_out_max_deg=1.2)
+    fig = m.fig
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    page = fig.bbox
+    panel = fig.axes[-1]
+    for text in panel.texts:
+        box = text.get_window_extent(renderer)
+        assert page.x0 <= box.x0 and box.x1 <= page.x1 and box.y1 <= page.y1, text.get_text()
+    for ax in m.axes:
+        assert not _overlap(panel.get_window_extent(), ax.get_window_extent())

@@ -71,7 +71,7 @@ _EXCLUSION_COLOR = "#1a1a1a"
 _LEFT_IN, _BOTTOM_IN, _TOP_IN = 0.95, 0.62, 0.72
 _STRIP_GAP_IN = 0.42
 _CBAR_PAD_IN, _CBAR_W_IN, _CBAR_TEXT_IN = 0.14, 0.17, 1.0
-_PANEL_PAD_IN, _PANEL_MIN_IN, _PANEL_MAX_IN = 0.2, 1.35, 3.5
+_PANEL_PAD_IN, _PANEL_MIN_IN, _PANEL_MAX_IN = 0.2, 1.6, 3.5
 
 
 # --------------------------------------------------------------------------- labels
@@ -682,9 +682,9 @@ def _ring_panel(fig, rect, panel_in, inch_per_deg, r_in_deg, r_out_deg,
     note = "to map scale" if scale == 1.0 else f"{scale:.2g} \u00d7 map scale"
     lines = [f"ring {r_in_deg:.3g}\u00b0\u2013{r_out_deg:.3g}\u00b0"]
     if r_out_max_deg:
-        lines.append(f"adaptive: up to {r_out_max_deg:.3g}\u00b0 (dotted)")
+        lines.append(f"adaptive: \u2264 {r_out_max_deg:.3g}\u00b0 (dotted)")
     if correlation_radius_deg:
-        lines.append(f"correlation {correlation_radius_deg:.3g}\u00b0 (orange)")
+        lines += [f"correlation {correlation_radius_deg:.3g}\u00b0", "(orange disc)"]
     lines.append(f"({note})")
     ax.text(0.5, 1.0, "\n".join(lines), transform=ax.transAxes, ha="center", va="bottom",
             fontsize=8.5, linespacing=1.3)
