@@ -1,20 +1,33 @@
-"""Tests of ringbg.figures: sky-map PNGs and the off-distribution Gaussian fit."""
+"""Tests of ringbg.figures: sky-map PNGs, layouts, labels, the renderer processes."""
 
 import math
 import struct
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from astropy.wcs import WCS
 
+import ringbg.figures as figures
 from ringbg.figures import (
+    FIGURES,
     _frame_labels,
+    draw_map,
+    figure_tasks,
     fit_gaussian,
+    format_unit,
     make_figures,
+    map_layout,
     plot_excess,
+    plot_map,
     plot_significance,
     plot_significance_distribution,
+    product_label,
+    significance_figure,
+    write_png,
 )
+from ringbg.products import PRODUCTS
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -37,7 +50,8 @@ def make_wcs(frame="icrs", shape=(90, 120), binsize=0.02, projection="CAR"):
 
 
 def make_maps(shape=(90, 120), seed=0):
-    """Background-only N(0, 1) significance plus a 10 sigma source, excluded by a circle."""
+    """Background-only N(0, 1) significance plus a 10 sigma source, excluded by a circle,
+    and the other products of a run (positive, with their typical magnitudes)."""
     rng = np.random.default_rng(seed)
     ny, nx = shape
     y, x = np.mgrid[:ny, :nx]
@@ -46,7 +60,10 @@ def make_maps(shape=(90, 120), seed=0):
     significance[:4] = np.nan  # no exposure in the bottom rows
     excess = 15 * significance
     exclusion = (r2 > 15**2).astype(float)  # 1 = used for background
-    return {"SIGNIFICANCE": significance, "EXCESS": excess, "EXCLUSION": exclusion}
+    base = 1 + np.exp(-r2 / (2 * 30.0**2))
+    return {"SIGNIFICANCE": significance, "EXCESS": excess, "EXCLUSION": exclusion,
+            "COUNTS": 100 * base + excess, "BACKGROUND": 100 * base, "ALPHA": 0.003 * base,
+            "FLUX": 1e-12 * significance, "EXPOSURE": 3e9 * base, "LIVETIME": 3e4 * base}
 
 
 def png_size(path):
@@ -69,26 +86,64 @@ def assert_good_png(path, min_bytes=20_000):
     assert pixels.std() > 0.05, "figure is (nearly) blank"
 
 
+def _overlap(a, b):
+    """Whether two matplotlib Bboxes overlap (more than touching)."""
+    return a.x0 < b.x1 - 1e-9 and b.x0 < a.x1 - 1e-9 and a.y0 < b.y1 - 1e-9 and b.y0 < a.y1 - 1e-9
+
+
+# --------------------------------------------------------------------------- a run's figures
+
+
 @pytest.mark.parametrize("frame", ["icrs", "galactic"])
-def test_make_figures_writes_three_readable_pngs(tmp_path, frame):
+def test_make_figures_writes_every_figure_of_the_run(tmp_path, frame):
     maps = make_maps()
     wcs = make_wcs(frame)
     fit = fit_gaussian(maps["SIGNIFICANCE"][maps["EXCLUSION"] > 0.5])
     summary = {"n_obs": 3, "off_distribution": fit}
 
-    figures = make_figures(tmp_path / "out", maps, wcs, summary, 0.5, 0.8)
+    written = make_figures(tmp_path / "out", maps, wcs, summary, 0.5, 0.8,
+                           energy_range_tev=(1, 10), correlation_radius_deg=0.1)
 
-    assert set(figures) == {"significance", "excess", "significance_distribution"}
-    for name, path in figures.items():
+    assert list(written) == list(FIGURES)  # every product present: every figure, in order
+    for name, path in written.items():
         assert path == tmp_path / "out" / f"{name}.png"
         assert_good_png(path)
 
 
-def test_make_figures_without_fit_in_summary_fits_off_pixels(tmp_path):
+def test_figures_follow_the_products_present(tmp_path):
+    """A figure per product in the maps: no flux map (point-like IRFs), no flux figure."""
     maps = make_maps()
-    figures = make_figures(tmp_path, maps, make_wcs(), {}, None, None)
-    for path in figures.values():
+    del maps["FLUX"], maps["LIVETIME"]
+    written = make_figures(tmp_path, maps, make_wcs(), {}, None, None)
+    assert "flux" not in written and "livetime" not in written
+    assert {"significance", "excess", "significance_distribution", "exclusion",
+            "counts", "exposure"} <= set(written)
+    for path in written.values():
         assert_good_png(path)
+
+
+def test_titles_state_energy_range_and_correlation_radius():
+    maps = make_maps()
+    tasks = figure_tasks("out", maps, make_wcs(), summary={"n_obs": 1}, fit={},
+                         energy_range_tev=(0.5, 10), correlation_radius_deg=0.04)
+    subtitles = {name: kwargs["subtitle"] for name, _, _, kwargs in tasks}
+    for name, text in subtitles.items():
+        assert "0.5\u201310 TeV" in text and "1 observation" in text, name
+        per_radius = FIGURES[name].per_radius
+        assert ("correlation radius 0.04\u00b0" in text) == per_radius, name
+    # the stacked maps do not depend on the correlation, the correlated ones do
+    assert not FIGURES["exposure"].per_radius and not FIGURES["livetime"].per_radius
+    assert FIGURES["counts"].per_radius and FIGURES["flux"].per_radius
+
+
+def test_further_radius_figures_have_a_suffix_and_only_correlated_maps(tmp_path):
+    maps = make_maps()
+    tasks = figure_tasks(tmp_path, maps, make_wcs(), fit={}, correlation_radius_deg=0.2,
+                         suffix="_0.2deg", per_radius_only=True)
+    names = [t[0] for t in tasks]
+    assert "significance_0.2deg" in names and "flux_0.2deg" in names
+    assert not any(n.startswith(("exposure", "livetime")) for n in names)
+    assert all(str(t[2]).endswith(f"{t[0]}.png") for t in tasks)
 
 
 def test_frame_labels_follow_the_map_frame():
@@ -99,15 +154,214 @@ def test_frame_labels_follow_the_map_frame():
     )
 
 
-def test_tan_projection_and_ring_larger_than_map(tmp_path):
-    """A ring wider than the map is centred instead of drawn off the image."""
+# --------------------------------------------------------------------------- labels
+
+
+def test_units_become_readable_labels():
+    assert format_unit("cm-2 s-1") == "cm\u207b\u00b2 s\u207b\u00b9"
+    assert format_unit("m2 s") == "m\u00b2 s"
+    assert format_unit("count") == "counts"
+    assert format_unit("") == ""
+    assert product_label("FLUX") == "Integral flux [cm\u207b\u00b2 s\u207b\u00b9]"
+    assert product_label("FLUX", -12) == "Integral flux [10\u207b\u00b9\u00b2 cm\u207b\u00b2 s\u207b\u00b9]"
+    assert product_label("LIVETIME") == "Live time [h]"
+    assert product_label("SIGNIFICANCE") == "Significance [\u03c3]"
+
+
+@pytest.mark.parametrize("name", sorted(PRODUCTS))
+def test_every_product_label_carries_its_unit(name):
+    """Every map of the product table gets a label with its unit (from the table, or the
+    display unit: hours for LIVETIME, sigma for SIGNIFICANCE)."""
+    factor, shown = figures._display(name)
+    label = product_label(name)
+    if PRODUCTS[name].unit and name not in figures._DISPLAY_UNITS:
+        assert shown == PRODUCTS[name].unit
+    if shown:
+        assert label.endswith(f"[{format_unit(shown)}]"), label
+    else:
+        assert "[" not in label
+
+
+def test_colour_bar_label_has_the_unit_and_power_of_ten(tmp_path):
+    """The flux figure's colour bar: the unit of the product table, scaled to readable
+    numbers (the data divided by the power of ten shown in the label)."""
+    from matplotlib.colors import Normalize
+
+    maps = make_maps()
+    wcs = make_wcs()
+    flux = maps["FLUX"]
+    exponent = figures._power_of_ten(flux)
+    assert exponent == -11  # peak ~1e-11
+    m = figures.map_figure(flux / 10.0**exponent, wcs, label=product_label("FLUX", exponent),
+                           cmap="inferno", norm=Normalize(-1, 1))
+    cbar_label = m.fig.axes[-1].get_ylabel()
+    assert "cm\u207b\u00b2 s\u207b\u00b9" in cbar_label and "10\u207b\u00b9\u00b9" in cbar_label
+
+
+# --------------------------------------------------------------------------- draw_map
+
+
+def test_draw_map_on_wcsaxes_with_colour_bar_and_contour():
+    from matplotlib.figure import Figure
+
+    maps = make_maps()
+    wcs = make_wcs()
+    fig = Figure(figsize=(6, 5))
+    ax = fig.add_subplot(projection=wcs)
+    image = draw_map(ax, maps["EXPOSURE"], wcs, label=product_label("EXPOSURE"),
+                     exclusion=maps["EXCLUSION"])
+    assert image.colorbar.ax.get_ylabel() == "Exposure [m\u00b2 s]"
+    assert len(ax.collections) == 1  # the dashed exclusion contour
+    assert ax.coords[0].get_axislabel() == "Right ascension (ICRS)"
+    fig.canvas.draw()
+
+
+def test_draw_map_downsamples_big_maps_to_the_axes_resolution():
+    """A map with many more pixels than the axes is averaged over blocks before drawing,
+    and still spans the whole map."""
+    from matplotlib.figure import Figure
+
+    shape = (1200, 1500)
+    data = np.arange(shape[0] * shape[1], dtype=float).reshape(shape)
+    wcs = make_wcs(shape=shape, binsize=0.002)
+    fig = Figure(figsize=(4, 3.2), dpi=100)
+    ax = fig.add_axes([0.1, 0.1, 0.6, 0.8], projection=wcs)
+    image = draw_map(ax, data, wcs, label="x")
+    shown = image.get_array()
+    assert shown.shape[0] < shape[0] / 3 and shown.shape[1] < shape[1] / 3
+    x0, x1, y0, y1 = image.get_extent()
+    assert x0 == -0.5 and y0 == -0.5 and x1 >= shape[1] - 0.5 and y1 >= shape[0] - 0.5
+    assert ax.get_xlim() == (-0.5, shape[1] - 0.5)
+    # block means: the first shown pixel is the mean of the first block
+    factor = round(shape[1] / shown.shape[1])
+    assert shown[0, 0] == pytest.approx(data[:factor, :factor].mean())
+
+
+def test_block_mean_ignores_nan_and_pads_edges():
+    data = np.arange(30, dtype=float).reshape(5, 6)
+    data[0, 0] = np.nan
+    data[3:, 4:] = np.nan  # a whole (padded) edge block
+    out = figures._block_mean(data, 2)
+    assert out.shape == (3, 3)
+    assert out[0, 0] == pytest.approx(np.nanmean(data[:2, :2]))
+    assert np.isnan(out[2, 2])
+    assert out[2, 0] == pytest.approx(data[4, :2].mean())
+
+
+def test_write_png_round_trips():
+    from matplotlib.image import imread
+
+    rgb = np.random.default_rng(3).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = write_png(Path(folder) / "x.png", rgb)
+        assert png_size(path) == (53, 37)
+        np.testing.assert_array_equal((imread(path) * 255).round().astype(np.uint8), rgb)
+
+
+# --------------------------------------------------------------------------- layouts
+
+
+def test_wide_survey_map_is_cut_into_strips_of_sensible_size():
+    """A 110 x 10 deg Galactic survey map at 0.02 deg (5500 x 500 px)."""
+    layout = map_layout((500, 5500), 0.02, panel_deg=1.7)
+    assert len(layout.strips) == 3
+    assert layout.strips[0][0] == 0 and layout.strips[-1][1] == 5500
+    assert all(a[1] == b[0] for a, b in zip(layout.strips, layout.strips[1:]))
+    assert all((x1 - x0) / 500 <= figures.MAX_STRIP_RATIO for x0, x1 in layout.strips)
+    width, height = layout.size_in
+    assert 8 < width < 18 and 5 < height < 16
+    # strips stacked top to bottom, inside the figure, not overlapping
+    bottoms = [rect[1] for rect in layout.axes]
+    assert bottoms == sorted(bottoms, reverse=True)
+    for upper, lower in zip(layout.axes, layout.axes[1:]):
+        assert lower[1] + lower[3] < upper[1]
+    assert all(0 <= r[0] and r[0] + r[2] <= 1 and 0 <= r[1] and r[1] + r[3] <= 1
+               for r in layout.axes + [layout.colorbar, layout.panel])
+
+
+@pytest.mark.parametrize("shape", [(150, 150), (500, 5500), (400, 100), (60, 400)])
+def test_map_axes_keep_the_map_aspect(shape):
+    """Square pixels: each strip's axes has the aspect of its pixel range (so WCSAxes does
+    not shrink it), whatever the map's shape."""
+    layout = map_layout(shape, 0.02)
+    width_in, height_in = layout.size_in
+    for rect, (x0, x1) in zip(layout.axes, layout.strips):
+        axes_ratio = (rect[2] * width_in) / (rect[3] * height_in)
+        assert axes_ratio == pytest.approx((x1 - x0) / shape[0], rel=1e-6)
+    assert 3 < width_in < 18 and 3 < height_in < 16
+
+
+def test_wide_map_figure_is_written_with_a_sensible_size(tmp_path):
+    shape = (500, 5500)
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=shape)
+    exclusion = np.ones(shape, bool)
+    exclusion[200:300, 1000:1100] = False
+    path = plot_map(tmp_path / "wide.png", data, make_wcs("galactic", shape), label="x",
+                    title="wide", exclusion=exclusion)
+    width, height = png_size(path)
+    assert 1000 < width < 2200 and 600 < height < 1800  # not 5500 px wide, not 200 px tall
+
+
+def test_ring_panel_is_beside_the_map_not_over_it():
+    """The ring for scale is drawn in its own axes, outside the map (and colour bar), at
+    the map's angular scale when it fits."""
+    maps = make_maps(shape=(150, 150))
+    wcs = make_wcs(shape=(150, 150))
+    m = significance_figure(maps["SIGNIFICANCE"], wcs, maps["EXCLUSION"], 0.5, 0.8,
+                            correlation_radius_deg=0.04)
+    fig = m.fig
+    fig.canvas.draw()
+    panel = fig.axes[-1]
+    assert panel not in m.axes
+    panel_box = panel.get_window_extent()
+    for ax in m.axes + [fig.axes[len(m.axes)]]:  # the map axes and the colour bar
+        assert not _overlap(panel_box, ax.get_window_extent())
+    assert not m.axes[0].patches  # nothing of the ring on the map
+    # same scale: one degree spans as many screen pixels in the panel as on the map
+    map_tr, panel_tr = m.axes[0].transData, panel.transData
+    one_deg_map = map_tr.transform([1 / 0.02, 0])[0] - map_tr.transform([0, 0])[0]
+    one_deg_panel = panel_tr.transform([1, 0])[0] - panel_tr.transform([0, 0])[0]
+    assert one_deg_panel == pytest.approx(one_deg_map, rel=0.02)
+
+
+def test_ring_larger_than_the_panel_is_drawn_smaller_and_said_so(tmp_path):
     maps = make_maps(shape=(40, 60))
     wcs = make_wcs("icrs", shape=(40, 60), projection="TAN")
-    path = plot_significance(
-        tmp_path / "sig.png", maps["SIGNIFICANCE"], wcs,
-        maps["EXCLUSION"].astype(bool), r_in_deg=0.7, r_out_deg=1.0,
-    )
+    m = significance_figure(maps["SIGNIFICANCE"], wcs, maps["EXCLUSION"], 1.5, 2.5)
+    texts = [t.get_text() for t in m.fig.axes[-1].texts]
+    assert any("\u00d7 map scale" in t for t in texts)
+    path = plot_significance(tmp_path / "sig.png", maps["SIGNIFICANCE"], wcs,
+                             maps["EXCLUSION"].astype(bool), r_in_deg=0.7, r_out_deg=1.0)
     assert_good_png(path, min_bytes=10_000)
+
+
+# --------------------------------------------------------------------------- special figures
+
+
+def test_exclusion_figure_marks_catalogue_sources_in_any_frame(tmp_path):
+    maps = make_maps()
+    wcs = make_wcs("galactic")
+    m = figures.map_figure(maps["SIGNIFICANCE"], wcs, label="s", cmap="Greys",
+                           norm=figures._percentile_norm(maps["SIGNIFICANCE"]))
+    lon, lat = wcs.wcs_pix2world([[60, 45]], 0)[0]
+    from ringbg.geom import to_frame
+
+    ra, dec = to_frame(lon, lat, "galactic", "icrs")
+    sources = [{"name": "A", "lon": float(lon), "lat": float(lat), "frame": "galactic"},
+               {"name": "B", "lon": float(ra), "lat": float(dec), "frame": "icrs"},
+               {"name": "far", "lon": 10.0, "lat": 40.0, "frame": "galactic"}]
+    assert figures._draw_sources(m, wcs, sources) == 3
+    (line,) = m.axes[0].lines
+    xy = np.column_stack(line.get_data())
+    assert xy.shape == (2, 2)  # the one far away is off the map
+    np.testing.assert_allclose(xy, [[60, 45], [60, 45]], atol=1e-6)
+    path = figures.plot_exclusion(tmp_path / "x.png", maps["SIGNIFICANCE"], maps["EXCLUSION"],
+                                  wcs, sources=sources)
+    assert_good_png(path)
 
 
 def test_all_nan_and_nothing_excluded_maps_still_plot(tmp_path):
@@ -123,6 +377,8 @@ def test_all_nan_and_nothing_excluded_maps_still_plot(tmp_path):
         plot_significance(tmp_path / "s.png", nan_map, wcs, all_used, 0.5, 0.8),
         plot_excess(tmp_path / "e.png", nan_map, wcs, all_used),
         plot_significance_distribution(tmp_path / "d.png", nan_map, all_used, nan_fit),
+        plot_map(tmp_path / "m.png", nan_map, wcs, label="x", exclusion=all_used),
+        figures.plot_exclusion(tmp_path / "x.png", nan_map, all_used, wcs),
     ]
     for path in paths:
         assert png_size(path)[0] > 400
@@ -205,9 +461,8 @@ def test_fit_gaussian_matches_gammapy_plot_distribution():
 def test_off_histogram_and_fit_use_the_fit_mask_run(tmp_path, monkeypatch):
     """The off distribution is the significance of the run with the exclusion as fit mask
     (``OFF_SIGNIFICANCE``), not the main map's off pixels."""
-    import ringbg.figures as figures
-
-    maps = make_maps()
+    maps = {k: v for k, v in make_maps().items()
+            if k in ("SIGNIFICANCE", "EXCESS", "EXCLUSION")}
     off = maps["SIGNIFICANCE"] + 3.0
     seen = []
     monkeypatch.setattr(figures, "fit_gaussian",
@@ -220,3 +475,134 @@ def test_off_histogram_and_fit_use_the_fit_mask_run(tmp_path, monkeypatch):
     np.testing.assert_array_equal(seen[1], off[used])
     a = plain["significance_distribution"].read_bytes()
     assert a != with_off["significance_distribution"].read_bytes()
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def test_renderer_processes_draw_the_same_bytes_as_this_process(tmp_path):
+    maps = make_maps()
+    wcs = make_wcs()
+    here = make_figures(tmp_path / "here", maps, wcs, {"n_obs": 2}, 0.5, 0.8, workers=1)
+    there = make_figures(tmp_path / "there", maps, wcs, {"n_obs": 2}, 0.5, 0.8, workers=2)
+    assert list(here) == list(there) == list(FIGURES)
+    for name in here:
+        assert here[name].read_bytes() == there[name].read_bytes(), name
+
+
+def test_started_renderer_draws_the_figures(tmp_path):
+    renderer = figures.start_renderer(2)
+    assert figures.start_renderer() is renderer  # one per process
+    maps = make_maps()
+    written = make_figures(tmp_path / "r", maps, make_wcs(), {}, 0.5, 0.8)
+    here = make_figures(tmp_path / "h", maps, make_wcs(), {}, 0.5, 0.8, workers=1)
+    assert list(written) == list(here)
+    for name in written:
+        assert written[name].read_bytes() == here[name].read_bytes(), name
+    figures.stop_renderer()
+    assert not renderer._process.is_alive() and figures._renderer is None
+
+
+def test_a_dead_renderer_is_not_used(tmp_path):
+    renderer = figures.start_renderer(2)
+    renderer._process.kill()
+    renderer._process.join()
+    assert not renderer.usable
+    written = make_figures(tmp_path, make_maps(), make_wcs(), {}, names=["counts", "alpha"])
+    assert set(written) == {"counts", "alpha"}
+    for path in written.values():
+        assert_good_png(path)
+    figures.stop_renderer()
+
+
+def test_a_renderer_dying_during_the_job_is_replaced_by_workers(tmp_path, caplog,
+                                                                monkeypatch):
+    def dies(self, tasks):
+        self._process.kill()
+        raise EOFError("renderer gone")
+
+    caplog.set_level("WARNING", logger="ringbg.figures")
+    figures.start_renderer(2)
+    monkeypatch.setattr(figures.Renderer, "render", dies)
+    written = make_figures(tmp_path, make_maps(), make_wcs(), {}, names=["counts", "alpha"])
+    assert set(written) == {"counts", "alpha"}
+    for path in written.values():
+        assert_good_png(path)
+    assert "drawing the figures without it" in caplog.text
+    assert figures._renderer is None
+
+
+def test_failing_workers_fall_back_to_this_process(tmp_path, caplog, monkeypatch):
+    from concurrent.futures.process import BrokenProcessPool
+
+    def broken(tasks, workers):
+        raise BrokenProcessPool("killed")
+
+    caplog.set_level("WARNING", logger="ringbg.figures")
+    monkeypatch.setattr(figures, "_render_job", broken)
+    written = make_figures(tmp_path, make_maps(), make_wcs(), {}, names=["counts", "alpha"])
+    assert set(written) == {"counts", "alpha"}
+    assert "drawing the figures in this process" in caplog.text
+
+
+def test_interrupted_workers_are_gone_when_render_returns(tmp_path, monkeypatch):
+    """Ctrl-C while the workers draw: they are stopped before the interrupt goes on (the
+    run then removes its temporary folder: nothing may write into it afterwards)."""
+    import multiprocessing
+    import threading
+    import os
+    import signal
+
+    tasks = figure_tasks(tmp_path, make_maps((400, 400)), make_wcs(shape=(400, 400)), fit={})
+    timer = threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        for _ in range(50):  # more than 0.3 s of drawing
+            figures._render_job(tasks, 2)
+    timer.cancel()
+    assert multiprocessing.active_children() == []
+
+
+def test_making_figures_does_not_load_matplotlib_in_the_caller(tmp_path):
+    """The caller hands the maps to the renderer processes: matplotlib (~0.4 s of imports)
+    stays out of the run's process, and importing ringbg.figures is cheap."""
+    code = f"""
+import sys, numpy as np
+sys.path.insert(0, {str(__file__.rsplit('/', 1)[0])!r})
+from test_figures import make_maps, make_wcs
+import ringbg.figures as figures
+assert "matplotlib" not in sys.modules
+written = figures.make_figures({str(tmp_path)!r}, make_maps(), make_wcs(), {{}}, 0.5, 0.8)
+assert len(written) == {len(FIGURES)}, written
+assert "matplotlib" not in sys.modules, "matplotlib imported by the caller"
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert len(list(tmp_path.glob("*.png"))) == len(FIGURES)
+
+
+def test_no_renderer_where_processes_cannot_be_forked(tmp_path, monkeypatch):
+    """macOS and Windows: no renderer, the figures are drawn in the calling process."""
+    figures.stop_renderer()
+    monkeypatch.setattr(figures.sys, "platform", "darwin")
+    assert figures.start_renderer() is None
+    written = make_figures(tmp_path, make_maps(), make_wcs(), {}, names=["counts", "alpha"])
+    assert set(written) == {"counts", "alpha"}
+
+
+@pytest.mark.parametrize("shape", [(150, 150), (500, 5500)])
+def test_ring_panel_and_its_text_fit_in_the_figure(shape):
+    wcs = make_wcs("galactic", shape)
+    m = significance_figure(np.zeros(shape), wcs, None, 0.5, 0.8, correlation_radius_deg=0.1,
+                            r_out_max_deg=1.2)
+    fig = m.fig
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    page = fig.bbox
+    panel = fig.axes[-1]
+    for text in panel.texts:
+        box = text.get_window_extent(renderer)
+        assert page.x0 <= box.x0 and box.x1 <= page.x1 and box.y1 <= page.y1, text.get_text()
+    for ax in m.axes:
+        assert not _overlap(panel.get_window_extent(), ax.get_window_extent())

@@ -56,7 +56,7 @@ def write_png(path, seed=0):
 
 @pytest.fixture
 def figures(tmp_path):
-    names = ["significance", "excess", "significance_distribution"]
+    names = ["significance", "excess", "significance_distribution", "exclusion", "flux"]
     return {name: write_png(tmp_path / f"{name}.png", i) for i, name in enumerate(names)}
 
 
@@ -136,12 +136,15 @@ def parse(path):
 def test_report_is_self_contained(report, figures):
     html = report.read_text(encoding="utf-8")
     page = parse(report)
-    # Nothing is loaded from anywhere: every src/href is a data URI or an in-page anchor.
+    # Nothing is loaded from anywhere: every src is a data URI; a href is an in-page anchor
+    # or a link to a file beside the report (a plain relative name, never loaded).
     for tag, attrs in page.tags:
-        for key in ("src", "href"):
-            if key in attrs:
-                value = attrs[key]
-                assert value.startswith(("data:", "#")), f"<{tag} {key}={value[:60]!r}>"
+        if "src" in attrs:
+            assert attrs["src"].startswith("data:"), f"<{tag} src={attrs['src'][:60]!r}>"
+        if "href" in attrs:
+            value = attrs["href"]
+            assert tag == "a", tag
+            assert value.startswith("#") or _is_sibling_link(value), value
     assert not re.search(r"(src|href)\s*=\s*[\"']?\s*(https?:)?//", html, re.I)
     assert "<script" not in html.lower().replace("&lt;script", "")
     assert "<link" not in html.lower()
@@ -154,6 +157,12 @@ def test_report_is_self_contained(report, figures):
         assert attrs["src"].startswith(prefix)
         assert base64.b64decode(attrs["src"][len(prefix):]) == path.read_bytes()
         assert attrs.get("alt")
+
+
+def _is_sibling_link(href):
+    """A relative link to a file (or folder) in the report's own folder."""
+    return ("://" not in href and ":" not in href and not href.startswith(("/", "."))
+            and "/" not in href.rstrip("/") and "\\" not in href)
 
 
 def test_report_lists_used_and_skipped_observations(report):
@@ -222,7 +231,7 @@ def png_pixels(data):
     return imread(io.BytesIO(data), format="png")
 
 
-def test_report_renders_in_headless_chromium(report, tmp_path):
+def test_report_renders_in_headless_chromium(report, tmp_path, figures):
     """A real browser opens the page offline: all images decode, no console errors."""
     _chromium_or_skip()
     from selenium import webdriver
@@ -250,7 +259,7 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
             "return Array.from(document.images).map("
             "i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight])"
         )
-        assert len(images) == 3
+        assert len(images) == len(figures)
         for alt, complete, width, height in images:
             assert complete and width > 0 and height > 0, f"image {alt!r} did not load"
 
@@ -259,7 +268,7 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
         headings = driver.execute_script(
             "return Array.from(document.querySelectorAll('h2')).map(h => h.textContent)"
         )
-        assert headings == ["Figures", "Results", "Observations", "Configuration",
+        assert headings == ["Figures", "Results", "Observations", "Files", "Configuration",
                             "Provenance"]
         # Layout sanity: the figures are shown at a readable size, not collapsed.
         widths = driver.execute_script(
@@ -297,3 +306,186 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     rgb = (pixels[..., :3] * 255).astype(np.uint32)
     colours = np.unique((rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2])
     assert len(colours) > 500
+
+
+# --------------------------------------------------------------------------- survey products
+
+
+@pytest.fixture
+def rich(tmp_path, summary, observations):
+    """A run with two correlation radii, catalogue exclusion, no flux maps, dated
+    observations with per-observation numbers, and the run's files beside the report."""
+    out = tmp_path / "rich"
+    out.mkdir()
+    for name in ("maps.fits", "maps_0.2deg.fits", "maps_0.1deg.fits", "stacked_onoff.fits",
+                 "exclusion_mask.fits"):
+        (out / name).write_bytes(b"SIMPLE  =                    T" + b" " * 2850)
+    figs = {name: write_png(out / f"{name}.png", i) for i, name in enumerate(
+        ["significance", "excess", "significance_distribution", "significance_0.2deg",
+         "significance_distribution_0.2deg"])}
+    summary = dict(summary)
+    summary["radii"] = {
+        "0.1": {"max_significance": summary["max_significance"],
+                "off_distribution": summary["off_distribution"]},
+        "0.2": {"max_significance": {"value": 12.5, "lon": 228.4, "lat": -59.1,
+                                     "frame": "icrs"},
+                "off_distribution": {"mean": 0.02, "sigma": 1.05, "mean_err": 0.01,
+                                     "sigma_err": 0.01, "n_pixels": 19000}},
+    }
+    summary["excluded_sources"] = [
+        {"name": "HESS J1514-591 <msh>", "lon": 320.33, "lat": -1.19, "frame": "galactic",
+         "radius_deg": 0.4},
+        {"name": "HESS J1507-622", "lon": 317.95, "lat": -3.49, "frame": "galactic",
+         "radius_deg": 0.3},
+    ]
+    summary["flux_note"] = "point-like IRFs: no flux maps (the <RAD_MAX> cut)"
+    rows = [dict(o) for o in observations]
+    rows[0].update(tstart_mjd=53090.8924, offset_deg=0.52, safe_energy_min_tev=0.87,
+                   counts=2104, excess_at_max=7.4, significance_at_max=2.31)
+    rows[1].update(date="2004-03-27T21:05:11", offset_deg=0.61, counts=1987)
+    path = write_report(out / "report.html", summary, CONFIG_TEXT, figs, rows)
+    return path, figs
+
+
+def _section(html, section_id):
+    start = html.index(f'<section id="{section_id}"')
+    return html[start:html.index("</section>", start)]
+
+
+def test_observation_table_adds_date_offset_counts_and_numbers_at_max(rich):
+    from astropy.time import Time
+
+    html = rich[0].read_text(encoding="utf-8")
+    table = _section(html, "observations")
+    for header in ("Start", "Offset [&deg;]", "Zenith [&deg;]", "Live time [min]",
+                   "E<sub>safe</sub> [TeV]", "Counts", "Excess at max",
+                   "Sig. at max [&sigma;]"):
+        assert f">{header}</th>" in table, header
+    row = table[table.index('id="obs-20136"'):table.index('id="obs-20137"')]
+    iso = Time(53090.8924, format="mjd").iso[:16]
+    assert iso in row and "MJD 53090.8924" in row
+    for text in ("0.52", "0.870", "2,104", "7.4", "2.31"):
+        assert f">{text}</td>" in row, text
+    row = table[table.index('id="obs-20137"'):table.index('id="obs-20998"')]
+    assert "2004-03-27 21:05" in row and "MJD" not in row
+    assert row.count("&mdash;") == 3  # no safe energy, excess or significance at max
+    assert "of the map maximum" in table and "RA 228.530&deg;" in table
+
+
+def test_observation_table_without_the_new_keys_keeps_its_columns(report):
+    table = _section(report.read_text(encoding="utf-8"), "observations")
+    assert "<th>Start</th>" not in table and "Offset" not in table and "Counts" not in table
+    assert len(re.findall(r"<th[ >]", table)) == 8
+
+
+def test_report_links_the_run_files_relatively(rich):
+    html = rich[0].read_text(encoding="utf-8")
+    files = _section(html, "files")
+    links = re.findall(r'<a href="([^"]+)"', files)
+    assert links == ["maps.fits", "maps_0.1deg.fits", "maps_0.2deg.fits",
+                     "stacked_onoff.fits", "exclusion_mask.fits", "summary.json"]
+    assert "correlation radius 0.2&deg;" in files
+    assert "2.9 kB" in files  # sizes of the files present
+
+
+def test_report_has_a_section_per_correlation_radius(rich):
+    html = rich[0].read_text(encoding="utf-8")
+    first, second = _section(html, "radius-0.1"), _section(html, "radius-0.2")
+    assert "Correlation radius 0.1&deg;" in first and "The figures above" in first
+    assert "12.500" in second and "1.0500 &plusmn; 0.0100" in second and "19,000" in second
+    assert 'id="fig-significance_0.2deg"' in second
+    assert 'id="fig-significance_distribution_0.2deg"' in second
+    figures = _section(html, "figures")
+    assert 'id="fig-significance"' in figures and "0.2deg" not in figures
+    # the per-radius tables are in the radius sections, not repeated under Results
+    assert "Maximum significance" not in _section(html, "results")
+    assert len(re.findall(r'id="max-significance[-"]', html)) == 2
+
+
+def test_report_lists_excluded_sources_and_the_flux_note(rich):
+    html = rich[0].read_text(encoding="utf-8")
+    sources = _section(html, "excluded-sources")
+    assert "HESS J1514-591 &lt;msh&gt;" in sources and "HESS J1507-622" in sources
+    assert "l 320.330&deg;" in sources and "0.40&deg;" in sources
+    assert "2 sources" in sources
+    note = _section(html, "figures")
+    assert "the &lt;RAD_MAX&gt; cut" in note and 'id="flux-note"' in note
+
+
+def test_report_without_catalogues_has_no_sources_section(report):
+    assert 'id="excluded-sources"' not in report.read_text(encoding="utf-8")
+
+
+def test_rich_report_renders_in_headless_chromium(rich, tmp_path):
+    """The new sections are shown; every file link resolves to a file beside the report."""
+    _chromium_or_skip()
+    from pathlib import Path
+    from urllib.parse import unquote, urlparse
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    path, figs = rich
+    (path.parent / "summary.json").write_text("{}")  # the run writes it after the report
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    profile = tmp_path / "chromium-profile-rich"
+    profile.mkdir()
+    options.add_argument(f"--user-data-dir={profile}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        driver.set_page_load_timeout(60)
+        driver.get(path.resolve().as_uri())
+        deadline = time.monotonic() + 30
+        while driver.execute_script("return document.readyState") != "complete":
+            assert time.monotonic() < deadline, "page did not finish loading"
+            time.sleep(0.1)
+        headings = driver.execute_script(
+            "return Array.from(document.querySelectorAll('h2')).map(h => h.textContent)")
+        assert headings == ["Figures", "Results", "Correlation radius 0.1\u00b0",
+                            "Correlation radius 0.2\u00b0", "Excluded catalogue sources",
+                            "Observations", "Files", "Configuration", "Provenance"]
+        images = driver.execute_script(
+            "return Array.from(document.images).map(i => [i.complete, i.naturalWidth,"
+            " i.closest('section').id])")
+        assert len(images) == len(figs)
+        assert all(ok and width > 0 for ok, width, _ in images)
+        assert [s for _, _, s in images].count("radius-0.2") == 2
+        hrefs = driver.execute_script(
+            "return Array.from(document.querySelectorAll('#files a')).map(a => a.href)")
+        assert len(hrefs) == 6
+        for href in hrefs:
+            url = urlparse(href)
+            assert url.scheme == "file", href
+            target = Path(unquote(url.path))
+            assert target.parent == path.parent.resolve() and target.is_file(), href
+        shown = driver.execute_script(
+            "return ['flux-note', 'excluded-sources', 'radius-0.2', 'files'].map("
+            "id => document.getElementById(id).getBoundingClientRect().height)")
+        assert min(shown) > 20
+        columns = driver.execute_script(
+            "return Array.from(document.querySelectorAll('#observations th'))"
+            ".map(th => th.textContent)")
+        assert "Start" in columns and "Sig. at max [\u03c3]" in columns
+        assert [e for e in driver.get_log("browser") if e["level"] == "SEVERE"] == []
+    finally:
+        driver.quit()
+
+
+def test_run_writes_every_figure_and_embeds_it(msh_result, tmp_path):
+    """The run's figures and report (outputs._write_figures_and_report): a figure per
+    product present, each embedded once in the report, the titles' radius from the config."""
+    from ringbg.figures import FIGURES
+    from ringbg.outputs import _write_figures_and_report
+
+    _write_figures_and_report(msh_result, tmp_path)
+    expected = [n for n, spec in FIGURES.items() if spec.product in msh_result.maps]
+    assert [p.stem for p in sorted(tmp_path.glob("*.png"))] == sorted(expected)
+    html = (tmp_path / "report.html").read_text(encoding="utf-8")
+    embedded = re.findall(r'<img src="data:image/png;base64,([^"]+)"', html)
+    assert len(embedded) == len(expected)
+    payloads = {base64.b64decode(data) for data in embedded}
+    assert payloads == {(tmp_path / f"{n}.png").read_bytes() for n in expected}

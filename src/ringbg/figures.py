@@ -1,8 +1,14 @@
-"""Figures: significance and excess sky maps, and the significance distribution.
+"""Figures: sky maps of a run's products and the significance distribution.
 
 All figures are drawn on a `matplotlib.figure.Figure` attached to the Agg canvas
 directly, so nothing here touches ``matplotlib.pyplot`` or the user's chosen
-backend, and the functions are safe to call from worker processes and scripts.
+backend. matplotlib is imported on first use: importing this module is cheap, and a
+run without figures never loads it.
+
+`draw_map` draws one map on a WCSAxes (image, colour bar with the unit, exclusion
+contour); every sky-map figure uses it. `make_figures` writes the figures of a run,
+rendered in worker processes (`start_renderer` starts them early, so that they import
+matplotlib while the run computes).
 
 Conventions
 -----------
@@ -10,58 +16,152 @@ Conventions
   `astropy.wcs.WCS`.
 * Exclusion masks follow gammapy: ``True`` (or 1) marks a pixel that may be used
   for the background estimate, ``False`` (0) a pixel inside an excluded region.
+* Wide maps (longer than 4:1, e.g. a Galactic-plane survey) are drawn as several
+  strips stacked vertically, each at most 4:1, sharing one colour bar.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import os
+import sys
+import time
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .products import PRODUCTS
 from .stats import fit_gaussian
-from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import Normalize
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
-from matplotlib.patches import PathPatch
-from matplotlib.path import Path as MplPath
 
 __all__ = [
+    "FIGURES",
+    "draw_map",
+    "figure_tasks",
     "make_figures",
     "plot_excess",
+    "plot_exclusion",
+    "plot_map",
     "plot_significance",
     "plot_significance_distribution",
+    "product_label",
+    "render",
+    "start_renderer",
+    "stop_renderer",
 ]
+
+log = logging.getLogger(__name__)
 
 #: Resolution of all PNG figures, in dots per inch.
 DPI = 120
+#: zlib level of the PNG files: 1 encodes ~3x faster than the default 6 for ~10 % more bytes.
+PNG_COMPRESS_LEVEL = 1
+#: Most pixels of a figure (a big one gets a lower resolution than `DPI`).
+MAX_PIXELS = 1.5e6
+#: Longest aspect ratio (width / height) drawn as one map; longer maps are cut into strips.
+MAX_STRIP_RATIO = 4.0
 
 _BAD_COLOR = "#d0d0d0"
+_CYLINDRICAL = ("CAR", "CEA", "MER", "CYP")
 _EXCLUSION_COLOR = "#1a1a1a"
 
+# layout of a map figure, in inches
+_LEFT_IN, _BOTTOM_IN, _TOP_IN = 0.95, 0.62, 0.72
+_STRIP_GAP_IN = 0.42
+_CBAR_PAD_IN, _CBAR_W_IN, _CBAR_TEXT_IN = 0.14, 0.17, 1.0
+_PANEL_PAD_IN, _PANEL_MIN_IN, _PANEL_MAX_IN = 0.2, 1.6, 3.5
 
-# --------------------------------------------------------------------------- helpers
+
+# --------------------------------------------------------------------------- labels
+
+#: Display names of the map products (others: their HDU name in words).
+_NAMES = {
+    "SIGNIFICANCE": "Significance",
+    "EXCESS": "Correlated excess",
+    "BACKGROUND": "Correlated background",
+    "COUNTS": "Correlated counts",
+    "ALPHA": "\u03b1 (on/off exposure ratio)",
+    "FLUX": "Integral flux",
+    "FLUX_ERR": "Flux error",
+    "FLUX_UL": "Flux upper limit",
+    "SENSITIVITY": "Sensitivity",
+    "EXPOSURE": "Exposure",
+    "EXCLUSION": "Exclusion mask",
+    "EXCESS_ERRN": "Excess error (\u2212)",
+    "EXCESS_ERRP": "Excess error (+)",
+    "EXCESS_UL": "Excess upper limit",
+    "ACCEPTANCE": "Acceptance",
+    "ACCEPTANCE_OFF": "Acceptance (off)",
+    "COUNTS_OFF": "Counts (off)",
+    "LIVETIME": "Live time",
+    "N_OBS": "Observations",
+    "RING_R_IN": "Ring inner radius",
+    "RING_R_OUT": "Ring outer radius",
+}
+
+#: Units shown instead of the stored one: (factor applied to the data, unit).
+_DISPLAY_UNITS = {"LIVETIME": (1 / 3600, "h"), "SIGNIFICANCE": (1.0, "\u03c3"),
+                  "TS": (1.0, "")}
+
+_SUPERSCRIPT = str.maketrans("-0123456789", "\u207b\u2070\u00b9\u00b2\u00b3\u2074\u2075"
+                             "\u2076\u2077\u2078\u2079")
 
 
-def _celestial(wcs):
-    """Return the 2D celestial part of a WCS."""
-    if wcs.naxis == 2:
-        return wcs
-    return wcs.celestial
+def format_unit(unit):
+    """A unit string of the product table for a label: ``"cm-2 s-1"`` -> ``"cm⁻² s⁻¹"``.
+
+    ``count`` becomes ``counts``; exponents become Unicode superscripts (no mathtext).
+    """
+    words = []
+    for word in str(unit or "").split():
+        letters = word.rstrip("-0123456789")
+        power = word[len(letters):]
+        if letters == "count":
+            letters = "counts"
+        words.append(letters + power.translate(_SUPERSCRIPT))
+    return " ".join(words)
+
+
+def _display(name, unit=None):
+    """(factor, unit) of a product as shown in figures."""
+    if name in _DISPLAY_UNITS:
+        return _DISPLAY_UNITS[name]
+    if unit is None:
+        product = PRODUCTS.get(name)
+        unit = product.unit if product else ""
+    return 1.0, unit
+
+
+def product_label(name, exponent=0):
+    """Colour-bar label of a product: its display name and unit, e.g. ``"Integral flux
+    [10⁻¹² cm⁻² s⁻¹]"``; ``exponent``: a power of ten the data were divided by."""
+    title = _NAMES.get(name, str(name).replace("_", " ").capitalize())
+    unit = format_unit(_display(name)[1])
+    if exponent:
+        unit = f"10{str(exponent).translate(_SUPERSCRIPT)} {unit}".strip()
+    return f"{title} [{unit}]" if unit else title
+
+
+def _power_of_ten(values):
+    """Exponent to divide by for readable colour-bar ticks (0 when already readable)."""
+    span = _range(values)
+    if span is None:
+        return 0
+    peak = max(abs(span[0]), abs(span[1]))
+    if peak == 0 or 1e-2 <= peak < 1e4:
+        return 0
+    return int(math.floor(math.log10(peak)))
 
 
 def _frame_name(wcs):
     """Name of the sky frame of a WCS: ``"icrs"``, ``"galactic"``, ... ."""
-    from astropy.wcs.utils import wcs_to_celestial_frame
-
-    try:
-        return wcs_to_celestial_frame(_celestial(wcs)).name
-    except ValueError:
-        ctype = wcs.wcs.ctype[0].upper()
-        return "galactic" if ctype.startswith("GLON") else "icrs"
+    ctype = str(wcs.wcs.ctype[0]).upper()
+    if ctype.startswith("GLON"):
+        return "galactic"
+    radesys = str(wcs.wcs.radesys or "ICRS").strip().lower()
+    return radesys or "icrs"
 
 
 def _frame_labels(wcs):
@@ -85,65 +185,201 @@ def _frame_labels(wcs):
     return f"Right ascension ({name})", f"Declination ({name})"
 
 
-def _new_map_figure(shape, wcs):
-    """Create a figure with a WCSAxes sized for a map of ``shape`` (ny, nx)."""
-    ny, nx = shape
-    aspect = ny / max(nx, 1)
-    width = 8.0
-    height = float(np.clip(width * 0.85 * aspect + 0.9, 4.0, 11.0))
-    fig = Figure(figsize=(width, height), dpi=DPI)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(projection=_celestial(wcs))
-    lon_label, lat_label = _frame_labels(wcs)
-    lon, lat = ax.coords[0], ax.coords[1]
-    lon.set_axislabel(lon_label)
-    lat.set_axislabel(lat_label)
-    if _frame_name(wcs) == "galactic":
-        lon.set_major_formatter("d.d")
-        lat.set_major_formatter("d.d")
-    lon.set_ticks(color="#333333")
-    lat.set_ticks(color="#333333")
-    ax.coords.grid(color="#888888", alpha=0.35, linestyle=":", linewidth=0.6)
-    return fig, ax
+def _celestial(wcs):
+    """The 2D celestial part of a WCS."""
+    return wcs if wcs.naxis == 2 else wcs.celestial
 
 
-def _colorbar(fig, ax, image, label, extend="neither"):
-    """Add a colour bar as tall as the map axes, on its right."""
-    from matplotlib.axes import Axes
-    from mpl_toolkits.axes_grid1 import make_axes_locatable
-
-    cax = make_axes_locatable(ax).append_axes("right", size="4%", pad=0.12, axes_class=Axes)
-    cbar = fig.colorbar(image, cax=cax, extend=extend)
-    cbar.set_label(label)
-    return cbar
-
-
-def _save(fig, path):
-    """Write a figure to ``path`` as PNG and return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        # WCSAxes is not fully handled by tight_layout; bbox_inches="tight" is.
-        warnings.simplefilter("ignore", UserWarning)
-        fig.savefig(path, dpi=DPI, format="png", bbox_inches="tight", pad_inches=0.12)
-    return path
-
-
-def _cmap(name):
-    return colormaps[name].with_extremes(bad=_BAD_COLOR)
-
-
-def _normal_pdf(x, mu, sigma):
-    return np.exp(-0.5 * ((x - mu) / sigma) ** 2) / (sigma * np.sqrt(2 * np.pi))
+def _as_image(values):
+    """A map as a floating-point array, without copying float32 or float64 data."""
+    values = np.asarray(values)
+    return values if values.dtype in (np.float32, np.float64) else values.astype(np.float32)
 
 
 def _finite(values):
-    values = np.asarray(values, dtype=float)
+    values = _as_image(values)
     return values[np.isfinite(values)]
 
 
-def _draw_exclusion(ax, exclusion, shape, color=_EXCLUSION_COLOR):
-    """Draw the outline of excluded regions (``exclusion == False``)."""
+def _range(values):
+    """(min, max) of the finite values, or None (fast path without copies)."""
+    values = np.asarray(values)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN
+        low, high = np.nanmin(values), np.nanmax(values)
+    if not (np.isfinite(low) and np.isfinite(high)):  # all NaN, or infinities
+        finite = _finite(values)
+        if finite.size == 0:
+            return None
+        low, high = finite.min(), finite.max()
+    return float(low), float(high)
+
+
+def _energy_text(energy_range_tev):
+    if energy_range_tev is None:
+        return None
+    lo, hi = (float(e) for e in energy_range_tev)
+    return f"{lo:.3g}\u2013{hi:.3g} TeV"
+
+
+def _subtitle(energy_range_tev=None, correlation_radius_deg=None, n_obs=None):
+    """The second title line: energy range, correlation radius, observations."""
+    parts = []
+    if energy_range_tev is not None:
+        parts.append(_energy_text(energy_range_tev))
+    if correlation_radius_deg is not None:
+        parts.append(f"correlation radius {float(correlation_radius_deg):g}\u00b0")
+    if n_obs:
+        parts.append(f"{n_obs} observation{'s' if n_obs != 1 else ''}")
+    return " \u00b7 ".join(parts)
+
+
+# --------------------------------------------------------------------------- layout
+
+
+@dataclass
+class Layout:
+    """Where the parts of a map figure go, as figure fractions ``[left, bottom, w, h]``.
+
+    ``strips``: the x pixel ranges ``(x0, x1)`` drawn by each map axes (one unless the map
+    is wider than `MAX_STRIP_RATIO`), top to bottom, with their axes rectangles in
+    ``axes``; ``colorbar``: the colour bar beside them; ``panel``: the scale panel (or
+    None); ``size_in``: the figure size; ``inch_per_deg``: map scale on the page.
+    """
+
+    size_in: tuple
+    axes: list
+    strips: list
+    colorbar: list
+    panel: list | None = None
+    inch_per_deg: float = 1.0
+    panel_in: float = 0.0
+
+
+def _strips(nx, ny):
+    """x pixel ranges cutting a map into strips of at most `MAX_STRIP_RATIO`."""
+    n = max(1, math.ceil(nx / max(ny, 1) / MAX_STRIP_RATIO - 1e-9))
+    edges = np.linspace(0, nx, n + 1).round().astype(int)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def map_layout(shape, binsize_deg=None, panel_deg=None):
+    """The `Layout` of a figure of a map of ``shape`` (ny, nx).
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Map shape (ny, nx).
+    binsize_deg : float, optional
+        Pixel size, for the map scale (``inch_per_deg``).
+    panel_deg : float, optional
+        Diameter in degrees of what the scale panel shows (the ring); the panel is drawn at
+        the map's scale when that fits in `_PANEL_MAX_IN` inches, smaller otherwise.
+    """
+    ny, nx = (max(int(n), 1) for n in shape)
+    strips = _strips(nx, ny)
+    widest = max(b - a for a, b in strips)
+    ratio = widest / ny
+    if ratio >= 1:
+        width = float(np.clip(5.4 * math.sqrt(ratio), 5.4, 12.0))
+        height = width / ratio
+    else:
+        height = min(5.4 / math.sqrt(ratio), 7.5)
+        width = max(height * ratio, 0.6)
+    n = len(strips)
+    maps_h = n * height + (n - 1) * _STRIP_GAP_IN
+    inch_per_deg = width / (widest * binsize_deg) if binsize_deg else 1.0
+    panel_in = 0.0
+    if panel_deg:
+        panel_in = float(np.clip(panel_deg * inch_per_deg, _PANEL_MIN_IN, _PANEL_MAX_IN))
+    fig_w = (_LEFT_IN + width + _CBAR_PAD_IN + _CBAR_W_IN + _CBAR_TEXT_IN
+             + (_PANEL_PAD_IN + panel_in if panel_in else 0.0))
+    fig_h = _BOTTOM_IN + max(maps_h, panel_in) + _TOP_IN
+    axes = []
+    for k, (x0, x1) in enumerate(strips):
+        bottom = _BOTTOM_IN + (n - 1 - k) * (height + _STRIP_GAP_IN)
+        strip_w = width * (x1 - x0) / widest  # square pixels in every strip
+        axes.append([_LEFT_IN / fig_w, bottom / fig_h, strip_w / fig_w, height / fig_h])
+    cbar_x = _LEFT_IN + width + _CBAR_PAD_IN
+    colorbar = [cbar_x / fig_w, _BOTTOM_IN / fig_h, _CBAR_W_IN / fig_w, maps_h / fig_h]
+    panel = None
+    if panel_in:
+        panel_x = cbar_x + _CBAR_W_IN + _CBAR_TEXT_IN + _PANEL_PAD_IN
+        panel = [panel_x / fig_w, _BOTTOM_IN / fig_h, panel_in / fig_w, panel_in / fig_h]
+    return Layout((fig_w, fig_h), axes, strips, colorbar, panel, inch_per_deg, panel_in)
+
+
+# --------------------------------------------------------------------------- drawing
+
+
+def _cmap(name):
+    from matplotlib import colormaps
+
+    return colormaps[name].with_extremes(bad=_BAD_COLOR)
+
+
+def _block_mean(data, factor):
+    """Mean over ``factor x factor`` blocks, ignoring NaN (edge blocks padded with NaN)."""
+    if factor <= 1:
+        return data
+    ny, nx = data.shape
+    py, px = -ny % factor, -nx % factor
+    padded = np.pad(np.asarray(data, float), ((0, py), (0, px)), constant_values=np.nan)
+    blocks = padded.reshape(padded.shape[0] // factor, factor, padded.shape[1] // factor, factor)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN blocks stay NaN
+        return np.nanmean(blocks, axis=(1, 3))
+
+
+def _block_fraction(mask, factor):
+    """Fraction of True pixels in ``factor x factor`` blocks (edge blocks: of those there)."""
+    if factor <= 1:
+        return mask.astype(np.float32)
+    ny, nx = mask.shape
+    py, px = -ny % factor, -nx % factor
+    count = np.pad(mask, ((0, py), (0, px))).astype(np.float32)
+    present = np.pad(np.ones(mask.shape, np.float32), ((0, py), (0, px)))
+    shape = (count.shape[0] // factor, factor, count.shape[1] // factor, factor)
+    return count.reshape(shape).sum(axis=(1, 3)) / present.reshape(shape).sum(axis=(1, 3))
+
+
+def _pixels_per_screen_pixel(ax, shape):
+    """Map pixels per pixel of the axes on the page (the smaller of x and y)."""
+    fig = ax.figure
+    box = ax.get_position()
+    width_px = box.width * fig.get_figwidth() * fig.dpi
+    height_px = box.height * fig.get_figheight() * fig.dpi
+    ny, nx = shape
+    return min(nx / max(width_px, 1.0), ny / max(height_px, 1.0))
+
+
+def _display_factor(ax, shape):
+    """Integer downsampling that brings the map to about the axes' pixel resolution."""
+    return max(int(_pixels_per_screen_pixel(ax, shape)), 1)
+
+
+def _style_axes(ax, wcs, lon_label=True, grid=True):
+    """Frame labels, degree tick labels (no mathtext) and the coordinate grid."""
+    if not hasattr(ax, "coords"):
+        return
+    lon_text, lat_text = _frame_labels(wcs)
+    lon, lat = ax.coords[0], ax.coords[1]
+    lon.set_axislabel(lon_text if lon_label else "")
+    lat.set_axislabel(lat_text)
+    lon.set_major_formatter("d.d")
+    lat.set_major_formatter("d.d")
+    lon.set_ticks(color="#333333")
+    lat.set_ticks(color="#333333")
+    if str(wcs.wcs.ctype[0])[-3:].upper() in _CYLINDRICAL:
+        # meridians only cross the bottom and top of a cylindrical map, parallels only its
+        # sides: looking for the ticks on the other two is half of WCSAxes' drawing time
+        lon.set_ticks_position("bt")
+        lat.set_ticks_position("lr")
+    if grid:
+        ax.coords.grid(color="#888888", alpha=0.35, linestyle=":", linewidth=0.6)
+
+
+def _check_exclusion(exclusion, shape):
     if exclusion is None:
         return None
     exclusion = np.asarray(exclusion)
@@ -151,80 +387,349 @@ def _draw_exclusion(ax, exclusion, shape, color=_EXCLUSION_COLOR):
         raise ValueError(
             f"exclusion mask shape {exclusion.shape} differs from map shape {tuple(shape)}"
         )
-    excluded = ~exclusion.astype(bool)
+    if exclusion.dtype == bool:
+        return exclusion
+    return np.nan_to_num(exclusion.astype(np.float32), nan=0.0) > 0.5
+
+
+def _draw_exclusion(ax, exclusion, x_range, factor, color=_EXCLUSION_COLOR):
+    """Dashed outline of the excluded regions (``exclusion == False``) in a pixel range."""
+    if exclusion is None:
+        return None
+    x0, x1 = x_range
+    excluded = ~exclusion[:, x0:x1]
     if not excluded.any() or excluded.all():
         return None
-    ax.contour(
-        excluded.astype(float),
-        levels=[0.5],
-        colors=color,
-        linewidths=1.1,
-        linestyles="--",
+    # the outline needs no more than the page's resolution
+    factor = max(factor, math.ceil(_pixels_per_screen_pixel(ax, excluded.shape) - 1e-9))
+    z = _block_fraction(excluded, factor)
+    xs = x0 + factor * np.arange(z.shape[1]) + (factor - 1) / 2
+    ys = factor * np.arange(z.shape[0]) + (factor - 1) / 2
+    ax.contour(xs, ys, z, levels=[0.5], colors=color, linewidths=1.1, linestyles="--")
+    from matplotlib.lines import Line2D
+
+    return Line2D([], [], color=color, linestyle="--", linewidth=1.1, label="excluded regions")
+
+
+def _draw_image(ax, data, x_range, cmap, norm):
+    """The map's pixels ``x_range`` as an image, downsampled to the axes' resolution."""
+    x0, x1 = x_range
+    ny = data.shape[0]
+    part = data[:, x0:x1]
+    factor = _display_factor(ax, part.shape)
+    shown = _block_mean(part, factor)
+    image = ax.imshow(
+        shown, origin="lower", cmap=cmap, norm=norm,
+        extent=(x0 - 0.5, x0 - 0.5 + shown.shape[1] * factor, -0.5,
+                -0.5 + shown.shape[0] * factor),
+        interpolation="nearest" if factor == 1 else "antialiased",
+        interpolation_stage="data",  # resample the values, colour the (smaller) result
     )
-    return Line2D([], [], color=color, linestyle="--", linewidth=1.1,
-                  label="excluded regions")
+    ax.set_xlim(x0 - 0.5, x1 - 0.5)
+    ax.set_ylim(-0.5, ny - 0.5)
+    return image, factor
 
 
-def _draw_ring_scale(ax, wcs, shape, r_in_deg, r_out_deg):
-    """Draw the ring (inner and outer circle) once, in the lower-left corner, for scale."""
-    from astropy import units as u
-    from astropy.visualization.wcsaxes import SphericalCircle
-    from astropy.wcs.utils import proj_plane_pixel_scales
+def _extend(data, norm):
+    span = _range(data)
+    if span is None or norm is None or norm.vmin is None:
+        return "neither"
+    low, high = bool(span[0] < norm.vmin), bool(span[1] > norm.vmax)
+    return {(True, True): "both", (True, False): "min", (False, True): "max"}.get(
+        (low, high), "neither")
 
-    ny, nx = shape
-    scale = float(np.mean(np.abs(proj_plane_pixel_scales(_celestial(wcs)))))
-    r_out_pix = r_out_deg / scale
-    pad = 0.05 * min(nx, ny)
-    x0 = r_out_pix + pad
-    y0 = r_out_pix + pad
-    # If the ring is larger than the map, centre it instead: it still gives the scale.
-    if 2 * x0 > nx:
-        x0 = (nx - 1) / 2
-    if 2 * y0 > ny:
-        y0 = (ny - 1) / 2
-    lon, lat = _celestial(wcs).wcs_pix2world([[x0, y0]], 0)[0]
-    if not (np.isfinite(lon) and np.isfinite(lat)):
-        return None
-    transform = ax.get_transform("world")
-    center = (lon * u.deg, lat * u.deg)
-    outer = SphericalCircle(center, r_out_deg * u.deg, resolution=180)
-    inner = SphericalCircle(center, r_in_deg * u.deg, resolution=180)
-    # Shade the annulus only: outer boundary, then the inner one reversed (a hole).
-    outer_xy, inner_xy = outer.get_xy(), inner.get_xy()[::-1]
-    vertices = np.concatenate([outer_xy, inner_xy])
-    codes = np.full(len(vertices), MplPath.LINETO, dtype=MplPath.code_type)
-    codes[0] = codes[len(outer_xy)] = MplPath.MOVETO
-    codes[len(outer_xy) - 1] = codes[-1] = MplPath.CLOSEPOLY
-    ax.add_patch(PathPatch(
-        MplPath(vertices, codes), transform=transform, facecolor="black", alpha=0.07,
-        edgecolor="none", zorder=4,
-    ))
-    for circle in (outer, inner):
-        circle.set(facecolor="none", edgecolor="black", linewidth=1.1, alpha=0.85,
-                   transform=transform, zorder=5)
-        ax.add_patch(circle)
-    ax.text(
-        x0, y0, f"ring\n{r_in_deg:.2g}\u00b0\u2013{r_out_deg:.2g}\u00b0",
-        ha="center", va="center", fontsize=8.5, color="black", zorder=6,
-        linespacing=1.3,
-    )
-    return outer
+
+def _colorbar(ax, image, label, data, cax=None):
+    """A colour bar with ``label`` in ``cax`` (default: an inset right of ``ax``)."""
+    if cax is None:
+        cax = ax.inset_axes([1.03, 0.0, 0.035, 1.0])
+    cbar = ax.figure.colorbar(image, cax=cax, extend=_extend(data, image.norm))
+    cbar.set_label(label)
+    return cbar
+
+
+def draw_map(ax, data, wcs, *, label, cmap="viridis", norm=None, exclusion=None, cax=None,
+             colorbar=True):
+    """Draw a sky map on a WCSAxes: the image, the colour bar and the exclusion contour.
+
+    The image is drawn at the axes' resolution: a map with more pixels than the axes is
+    averaged over blocks first (NaN ignored), so big maps draw fast. NaN pixels are grey.
+
+    Parameters
+    ----------
+    ax : `~astropy.visualization.wcsaxes.WCSAxes`
+        Axes made with ``projection=wcs`` (a plain Axes draws in pixel coordinates).
+    data : `~numpy.ndarray`
+        2D map, indexed ``[y, x]``.
+    wcs : `~astropy.wcs.WCS`
+        Celestial WCS of the map.
+    label : str
+        Colour-bar label, with the unit (see `product_label`).
+    cmap : str
+        Name of a matplotlib colour map.
+    norm : `~matplotlib.colors.Normalize`, optional
+        Colour scale; default: the data's 0.5 to 99.9 percentiles.
+    exclusion : `~numpy.ndarray` of bool, optional
+        Same shape as ``data``, True where the pixel is used for the background; the
+        excluded regions are outlined with a dashed contour.
+    cax : `~matplotlib.axes.Axes`, optional
+        Axes for the colour bar; default: an inset on the right of ``ax``.
+    colorbar : bool
+        Draw the colour bar.
+
+    Returns
+    -------
+    image : `~matplotlib.image.AxesImage`
+    """
+    data = _as_image(data)
+    if data.ndim != 2:
+        raise ValueError(f"map must be 2D, got shape {data.shape}")
+    exclusion = _check_exclusion(exclusion, data.shape)
+    if norm is None:
+        norm = _percentile_norm(data)
+    _style_axes(ax, _celestial(wcs))
+    image, factor = _draw_image(ax, data, (0, data.shape[1]), _cmap(cmap), norm)
+    _draw_exclusion(ax, exclusion, (0, data.shape[1]), factor)
+    if colorbar:
+        _colorbar(ax, image, label, data, cax)
+    return image
+
+
+def _percentile_norm(data, low=0.5, high=99.9, symmetric=False, zero_floor=False):
+    """Colour scale from percentiles (of a subsample of at most ~1e6 pixels)."""
+    from matplotlib.colors import Normalize
+
+    data = np.asarray(data)
+    step = max(1, data.size // 1_000_000)
+    finite = _finite(data.ravel()[::step])
+    if finite.size == 0:
+        return Normalize(0.0, 1.0)
+    if symmetric:
+        limit = float(np.percentile(np.abs(finite), high)) or 1.0
+        return Normalize(-limit, limit)
+    vmin, vmax = (float(v) for v in np.percentile(finite, [low, high]))
+    if zero_floor:
+        vmin = min(0.0, _range(data)[0])
+    if not vmax > vmin:
+        vmin, vmax = vmin - 0.5, vmin + 0.5
+    return Normalize(vmin, vmax)
 
 
 def _significance_limit(values):
     """Symmetric colour range for a significance map: at least 5, at most 10 sigma."""
-    finite = _finite(values)
-    if finite.size == 0:
+    span = _range(values)
+    if span is None:
         return 5.0
-    peak = float(np.max(np.abs(finite)))
+    peak = max(abs(span[0]), abs(span[1]))
     return float(np.clip(math.ceil(peak), 5.0, 10.0))
+
+
+def _new_figure(size_in):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    width_in, height_in = size_in
+    dpi = min(DPI, math.sqrt(MAX_PIXELS / (width_in * height_in)))  # big survey figures
+    fig = Figure(figsize=size_in, dpi=dpi)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path):
+    """Render ``fig`` once and write it as an RGB PNG to ``path`` (see `write_png`).
+
+    The folder must exist (it is not created: a renderer stopped after its run removed the
+    folder must not make it again)."""
+    canvas = fig.canvas
+    canvas.draw()
+    rgba = np.asarray(canvas.buffer_rgba())
+    return write_png(path, rgba[..., :3])
+
+
+def write_png(path, rgb):
+    """Write an ``(ny, nx, 3)`` uint8 image as PNG: rows unfiltered, zlib level 1.
+
+    About twice as fast as Pillow's encoder at its fastest level, and smaller for noisy
+    sky maps (whose pixels the PNG row filters only make less compressible).
+    """
+    import struct
+    import zlib
+
+    from .version import __version__
+
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    ny, nx, _ = rgb.shape
+    raw = np.zeros((ny, 3 * nx + 1), np.uint8)  # filter byte 0 (none) per row
+    raw[:, 1:] = rgb.reshape(ny, -1)
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    png = b"".join([
+        b"\x89PNG\r\n\x1a\n",
+        chunk(b"IHDR", struct.pack(">IIBBBBB", nx, ny, 8, 2, 0, 0, 0)),
+        chunk(b"tEXt", b"Software\x00" + f"ringbg {__version__}".encode()),
+        chunk(b"IDAT", zlib.compress(raw.tobytes(), PNG_COMPRESS_LEVEL)),
+        chunk(b"IEND", b""),
+    ])
+    path = Path(path)
+    path.write_bytes(png)
+    return path
 
 
 # --------------------------------------------------------------------------- figures
 
 
+@dataclass
+class MapFigure:
+    """A map figure being built: the figure, its map axes (one per strip), its layout."""
+
+    fig: object
+    axes: list
+    layout: Layout
+    images: list = field(default_factory=list)
+    factors: list = field(default_factory=list)
+
+
+def map_figure(data, wcs, *, label, cmap, norm, exclusion=None, title=None, subtitle=None,
+               panel_deg=None, grid=True, exclusion_color=_EXCLUSION_COLOR):
+    """A figure of one map (`Layout`: strips for wide maps), with colour bar and contour.
+
+    Returns a `MapFigure`; its ``layout.panel`` (when ``panel_deg`` is given) is free for
+    a scale panel. See `draw_map` for the parameters.
+    """
+    data = _as_image(data)
+    if data.ndim != 2:
+        raise ValueError(f"map must be 2D, got shape {data.shape}")
+    exclusion = _check_exclusion(exclusion, data.shape)
+    wcs = _celestial(wcs)
+    binsize = float(np.mean(np.abs(wcs.wcs.cdelt[:2])))
+    layout = map_layout(data.shape, binsize, panel_deg)
+    fig = _new_figure(layout.size_in)
+    out = MapFigure(fig, [], layout)
+    cmap = _cmap(cmap)
+    last = len(layout.strips) - 1
+    for k, (rect, x_range) in enumerate(zip(layout.axes, layout.strips)):
+        ax = fig.add_axes(rect, projection=wcs)
+        _style_axes(ax, wcs, lon_label=k == last, grid=grid)
+        image, factor = _draw_image(ax, data, x_range, cmap, norm)
+        _draw_exclusion(ax, exclusion, x_range, factor, exclusion_color)
+        out.axes.append(ax)
+        out.images.append(image)
+        out.factors.append(factor)
+    cax = fig.add_axes(layout.colorbar)
+    _colorbar(out.axes[0], out.images[0], label, data, cax)
+    if title:
+        top = layout.axes[0][1] + layout.axes[0][3]
+        text_y = top + 0.12 / layout.size_in[1]
+        if subtitle:
+            fig.text(layout.axes[0][0], text_y, subtitle, fontsize=9, color="#444444",
+                     ha="left", va="bottom")
+            text_y += 0.24 / layout.size_in[1]
+        fig.text(layout.axes[0][0], text_y, title, fontsize=12, ha="left", va="bottom")
+    return out
+
+
+def _legend(ax, handles, dark=False):
+    if not handles:
+        return
+    if dark:
+        ax.legend(handles=handles, loc="upper right", fontsize=8, framealpha=0.75,
+                  facecolor="#202020", edgecolor="#606060", labelcolor="white")
+    else:
+        ax.legend(handles=handles, loc="upper right", fontsize=8, framealpha=0.8)
+
+
+def _exclusion_handle(exclusion, color=_EXCLUSION_COLOR):
+    exclusion = None if exclusion is None else np.asarray(exclusion).astype(bool)
+    if exclusion is None or exclusion.all() or not exclusion.any():
+        return []
+    from matplotlib.lines import Line2D
+
+    return [Line2D([], [], color=color, linestyle="--", linewidth=1.1,
+                   label="excluded regions")]
+
+
+def _ring_panel(fig, rect, panel_in, inch_per_deg, r_in_deg, r_out_deg,
+                correlation_radius_deg=None, r_out_max_deg=None):
+    """The ring (and the correlation circle) in a panel beside the map, at the map scale
+    when it fits (else smaller, and said so)."""
+    from matplotlib.patches import Circle, Wedge
+
+    ax = fig.add_axes(rect)
+    ax.set_axis_off()
+    outer = max(r_out_deg, r_out_max_deg or 0.0)
+    half_deg = 0.5 * panel_in / inch_per_deg
+    scale = 1.0
+    if half_deg < 1.08 * outer:  # does not fit at the map scale
+        scale = half_deg / (1.08 * outer)
+    half = half_deg / scale
+    ax.set_xlim(-half, half)
+    ax.set_ylim(-half, half)
+    ax.set_aspect("equal")
+    ax.add_patch(Wedge((0, 0), r_out_deg, 0, 360, width=r_out_deg - r_in_deg,
+                       facecolor="black", alpha=0.12, edgecolor="none"))
+    for radius in (r_in_deg, r_out_deg):
+        ax.add_patch(Circle((0, 0), radius, facecolor="none", edgecolor="black",
+                            linewidth=1.1, alpha=0.85))
+    if r_out_max_deg:
+        ax.add_patch(Circle((0, 0), r_out_max_deg, facecolor="none", edgecolor="black",
+                            linewidth=0.9, linestyle=":", alpha=0.8))
+    if correlation_radius_deg:
+        ax.add_patch(Circle((0, 0), correlation_radius_deg, facecolor="#d94801",
+                            edgecolor="#d94801", alpha=0.8))
+    note = "to map scale" if scale == 1.0 else f"{scale:.2g} \u00d7 map scale"
+    lines = [f"ring {r_in_deg:.3g}\u00b0\u2013{r_out_deg:.3g}\u00b0"]
+    if r_out_max_deg:
+        lines.append(f"adaptive: \u2264 {r_out_max_deg:.3g}\u00b0 (dotted)")
+    if correlation_radius_deg:
+        lines += [f"correlation {correlation_radius_deg:.3g}\u00b0", "(orange disc)"]
+    lines.append(f"({note})")
+    ax.text(0.5, 1.0, "\n".join(lines), transform=ax.transAxes, ha="center", va="bottom",
+            fontsize=8.5, linespacing=1.3)
+    return ax
+
+
+def plot_map(path, data, wcs, *, label, title=None, subtitle=None, cmap="viridis", norm=None,
+             exclusion=None, exclusion_color=_EXCLUSION_COLOR, dark_legend=False, grid=True):
+    """Plot one sky map to a PNG file (see `draw_map`); returns the path."""
+    data = _as_image(data)
+    if norm is None:
+        norm = _percentile_norm(data)
+    m = map_figure(data, wcs, label=label, cmap=cmap, norm=norm, exclusion=exclusion,
+                   title=title, subtitle=subtitle, grid=grid, exclusion_color=exclusion_color)
+    _legend(m.axes[0], _exclusion_handle(exclusion, exclusion_color), dark=dark_legend)
+    return _save(m.fig, path)
+
+
+def significance_figure(significance, wcs, exclusion=None, r_in_deg=None, r_out_deg=None, *,
+                        title=None, subtitle=None, correlation_radius_deg=None,
+                        r_out_max_deg=None):
+    """The significance `MapFigure` (with the ring panel when the ring radii are given)."""
+    from matplotlib.colors import Normalize
+
+    significance = np.asarray(significance, dtype=np.float32)
+    if significance.ndim != 2:
+        raise ValueError(f"significance map must be 2D, got shape {significance.shape}")
+    limit = _significance_limit(significance)
+    ring = r_in_deg is not None and r_out_deg is not None
+    panel_deg = 2.16 * max(float(r_out_deg), float(r_out_max_deg or 0)) if ring else None
+    if title is None:
+        title = _significance_title(significance)
+    m = map_figure(significance, wcs, label=product_label("SIGNIFICANCE"), cmap="RdBu_r",
+                   norm=Normalize(-limit, limit), exclusion=exclusion, title=title,
+                   subtitle=subtitle, panel_deg=panel_deg)
+    _legend(m.axes[0], _exclusion_handle(exclusion))
+    if ring:
+        _ring_panel(m.fig, m.layout.panel, m.layout.panel_in, m.layout.inch_per_deg,
+                    float(r_in_deg), float(r_out_deg), correlation_radius_deg, r_out_max_deg)
+    return m
+
+
 def plot_significance(path, significance, wcs, exclusion=None, r_in_deg=None,
-                      r_out_deg=None, *, title=None):
+                      r_out_deg=None, *, title=None, subtitle=None, correlation_radius_deg=None,
+                      r_out_max_deg=None):
     """Plot a significance sky map to a PNG file.
 
     The map is drawn with a diverging colour map centred on 0, clipped symmetrically
@@ -245,51 +750,26 @@ def plot_significance(path, significance, wcs, exclusion=None, r_in_deg=None,
         outlines of the excluded regions are drawn as dashed contours.
     r_in_deg, r_out_deg : float, optional
         Inner and outer ring radius in degrees. When both are given the ring is drawn
-        once, in the lower-left corner, for scale.
-    title : str, optional
-        Figure title; a default is used when None.
+        for scale in a panel beside the map (never over the data), with the correlation
+        circle (``correlation_radius_deg``) and the adaptive ring's largest outer radius
+        (``r_out_max_deg``) when given.
+    title, subtitle : str, optional
+        Title lines; a default title is used when None.
+    correlation_radius_deg, r_out_max_deg : float, optional
+        Drawn in the ring panel.
 
     Returns
     -------
     path : `~pathlib.Path`
         The written file.
     """
-    significance = np.asarray(significance, dtype=float)
-    if significance.ndim != 2:
-        raise ValueError(f"significance map must be 2D, got shape {significance.shape}")
-    fig, ax = _new_map_figure(significance.shape, wcs)
-    limit = _significance_limit(significance)
-    image = ax.imshow(
-        significance, origin="lower", cmap=_cmap("RdBu_r"),
-        norm=Normalize(vmin=-limit, vmax=limit), interpolation="nearest",
-    )
-    handles = []
-    handle = _draw_exclusion(ax, exclusion, significance.shape)
-    if handle is not None:
-        handles.append(handle)
-    if r_in_deg is not None and r_out_deg is not None:
-        _draw_ring_scale(ax, wcs, significance.shape, float(r_in_deg), float(r_out_deg))
-    if handles:
-        ax.legend(handles=handles, loc="upper right", fontsize=8, framealpha=0.8)
-
-    finite = _finite(significance)
-    extend = "neither"
-    if finite.size:
-        low, high = finite.min() < -limit, finite.max() > limit
-        extend = {(True, True): "both", (True, False): "min", (False, True): "max"}.get(
-            (bool(low), bool(high)), "neither"
-        )
-    _colorbar(fig, ax, image, r"Significance [$\sigma$]", extend)
-    if title is None:
-        title = "Significance (ring background)"
-        if finite.size:
-            title += f" \u2014 max {finite.max():.2f}\u03c3"
-    ax.set_title(title, fontsize=12, pad=10)
-    _save(fig, path)
-    return Path(path)
+    m = significance_figure(significance, wcs, exclusion, r_in_deg, r_out_deg, title=title,
+                            subtitle=subtitle, correlation_radius_deg=correlation_radius_deg,
+                            r_out_max_deg=r_out_max_deg)
+    return _save(m.fig, path)
 
 
-def plot_excess(path, excess, wcs, exclusion=None, *, title=None):
+def plot_excess(path, excess, wcs, exclusion=None, *, title=None, subtitle=None):
     """Plot a correlated excess sky map (counts) to a PNG file.
 
     Parameters
@@ -303,47 +783,130 @@ def plot_excess(path, excess, wcs, exclusion=None, *, title=None):
     exclusion : `~numpy.ndarray` of bool, optional
         2D mask, True where the pixel is used for background (not excluded); the
         excluded regions are outlined.
-    title : str, optional
-        Figure title; a default is used when None.
+    title, subtitle : str, optional
+        Title lines; a default title is used when None.
 
     Returns
     -------
     path : `~pathlib.Path`
         The written file.
     """
-    excess = np.asarray(excess, dtype=float)
+    from matplotlib.colors import Normalize
+
+    excess = _as_image(excess)
     if excess.ndim != 2:
         raise ValueError(f"excess map must be 2D, got shape {excess.shape}")
-    fig, ax = _new_map_figure(excess.shape, wcs)
-    finite = _finite(excess)
-    if finite.size:
-        vmin = float(np.percentile(finite, 0.5))
-        vmax = float(finite.max())
+    span = _range(excess)
+    if span is not None:
+        vmin, vmax = _percentile_norm(excess).vmin, span[1]
         if not vmax > vmin:
             vmin, vmax = vmin - 0.5, vmin + 0.5
     else:
         vmin, vmax = 0.0, 1.0
-    image = ax.imshow(
-        excess, origin="lower", cmap=_cmap("inferno"),
-        norm=Normalize(vmin=vmin, vmax=vmax), interpolation="nearest",
-    )
-    handle = _draw_exclusion(ax, exclusion, excess.shape, color="#7fd7ff")
-    if handle is not None:
-        ax.legend(handles=[handle], loc="upper right", fontsize=8, framealpha=0.75,
-                  facecolor="#202020", edgecolor="#606060", labelcolor="white")
-    extend = "min" if finite.size and finite.min() < vmin else "neither"
-    _colorbar(fig, ax, image, "Correlated excess [counts]", extend)
     if title is None:
         title = "Correlated excess"
-        if finite.size:
-            title += f" \u2014 peak {finite.max():.1f} counts"
-    ax.set_title(title, fontsize=12, pad=10)
-    _save(fig, path)
-    return Path(path)
+        if span is not None:
+            title += f" \u2014 peak {span[1]:.1f} counts"
+    return plot_map(path, excess, wcs, label=product_label("EXCESS"), title=title,
+                    subtitle=subtitle, cmap="inferno", norm=Normalize(vmin, vmax),
+                    exclusion=exclusion, exclusion_color="#7fd7ff", dark_legend=True)
+
+
+def plot_exclusion(path, significance, exclusion, wcs, *, sources=None, title=None,
+                   subtitle=None):
+    """The exclusion mask over the significance map, with the catalogue sources excluded.
+
+    Parameters
+    ----------
+    path : str or `~pathlib.Path`
+        Output PNG file.
+    significance : `~numpy.ndarray`
+        2D significance map (drawn in grey).
+    exclusion : `~numpy.ndarray`
+        2D mask, True (1) where the pixel is used for the background; excluded pixels are
+        shaded orange and outlined.
+    wcs : `~astropy.wcs.WCS`
+        Celestial WCS of the maps.
+    sources : list of dict, optional
+        Catalogue sources excluded (``summary["excluded_sources"]``: ``name``, ``lon``,
+        ``lat``, ``frame``, ``radius_deg``): marked, and named when at most 40.
+    title, subtitle : str, optional
+        Title lines.
+    """
+    from matplotlib.colors import ListedColormap, Normalize
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    significance = _as_image(significance)
+    mask = _check_exclusion(exclusion, significance.shape)
+    limit = _significance_limit(significance)
+    m = map_figure(significance, wcs, label=product_label("SIGNIFICANCE"), cmap="Greys",
+                   norm=Normalize(-limit, limit), exclusion=mask,
+                   title=title or "Exclusion mask over the significance", subtitle=subtitle,
+                   exclusion_color="#b34700")
+    shade = ListedColormap([(1.0, 0.55, 0.1, 0.0), (1.0, 0.55, 0.1, 0.45)])
+    for ax, x_range, factor in zip(m.axes, m.layout.strips, m.factors):
+        x0, x1 = x_range
+        excluded = _block_fraction(~mask[:, x0:x1], factor) > 0.5
+        ax.imshow(excluded.astype(np.float32), origin="lower", cmap=shade,
+                  norm=Normalize(0, 1), interpolation="nearest", interpolation_stage="data",
+                  extent=(x0 - 0.5, x0 - 0.5 + excluded.shape[1] * factor, -0.5,
+                          -0.5 + excluded.shape[0] * factor))
+        ax.set_xlim(x0 - 0.5, x1 - 0.5)
+        ax.set_ylim(-0.5, significance.shape[0] - 0.5)
+    handles = [Patch(facecolor=(1.0, 0.55, 0.1, 0.45), edgecolor="#b34700",
+                     label=f"excluded ({100 * (~mask).mean():.1f}% of the map)")]
+    n_sources = _draw_sources(m, wcs, sources or [])
+    if n_sources:
+        handles.append(Line2D([], [], marker="+", color="#0b3d91", linestyle="none",
+                              label=f"catalogue sources excluded ({n_sources})"))
+    _legend(m.axes[0], handles)
+    return _save(m.fig, path)
+
+
+def _draw_sources(m, wcs, sources):
+    """Mark catalogue sources (in any sky frame) on the strips that show them: one marker
+    artist per strip, names when there are at most 40."""
+    sources = [s for s in sources if s.get("lon") is not None and s.get("lat") is not None]
+    if not sources:
+        return 0
+    from .geom import to_frame
+
+    frame = _frame_name(wcs)
+    frame = frame if frame in ("icrs", "galactic") else "icrs"
+    xy = np.empty((len(sources), 2))
+    for source_frame in {str(s.get("frame", "icrs")) for s in sources}:
+        index = [k for k, s in enumerate(sources) if str(s.get("frame", "icrs")) == source_frame]
+        lon, lat = to_frame(np.array([float(sources[k]["lon"]) for k in index]),
+                            np.array([float(sources[k]["lat"]) for k in index]),
+                            source_frame, frame)
+        xy[index] = wcs.wcs_world2pix(np.column_stack([lon, lat]), 0)
+    named = len(sources) <= 40
+    for ax, (x0, x1) in zip(m.axes, m.layout.strips):
+        inside = np.flatnonzero((xy[:, 0] >= x0 - 0.5) & (xy[:, 0] < x1 - 0.5))
+        if inside.size == 0:
+            continue
+        ax.plot(xy[inside, 0], xy[inside, 1], marker="+", color="#0b3d91", markersize=7,
+                linestyle="none")
+        for k in inside if named else ():
+            if sources[k].get("name"):
+                ax.annotate(str(sources[k]["name"]), tuple(xy[k]), xytext=(4, 4),
+                            textcoords="offset points", fontsize=7, color="#0b3d91")
+    return len(sources)
+
+
+def _normal_pdf(x, mu, sigma):
+    return np.exp(-0.5 * ((x - mu) / sigma) ** 2) / (sigma * np.sqrt(2 * np.pi))
+
+
+def _fmt_err(value):
+    if value is None or not np.isfinite(value):
+        return "n/a"
+    return f"{value:.3f}" if value >= 1e-3 else f"{value:.1e}"
 
 
 def plot_significance_distribution(path, significance, exclusion, fit, *, title=None,
-                                   off_significance=None):
+                                   off_significance=None, subtitle=None):
     """Plot the distribution of pixel significances to a PNG file.
 
     Shows, as probability densities on a logarithmic axis, the significances of all
@@ -366,6 +929,8 @@ def plot_significance_distribution(path, significance, exclusion, fit, *, title=
     off_significance : `~numpy.ndarray`, optional
         The significance the fit was made on (the run with the exclusion as fit mask): its
         non-excluded pixels are the off histogram. Default: ``significance``.
+    subtitle : str, optional
+        Second title line.
 
     Returns
     -------
@@ -387,78 +952,268 @@ def plot_significance_distribution(path, significance, exclusion, fit, *, title=
             )
         values_off = _finite(off_source[exclusion])
 
-    fig = Figure(figsize=(8.0, 5.2), dpi=DPI)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-
+    fig = _new_figure((8.0, 5.2))
+    ax = fig.add_axes([0.1, 0.11, 0.86, 0.74 if subtitle else 0.79])
+    lo, hi = -5.0, 5.0
     if values_all.size:
-        lo = min(float(values_all.min()), -5.0)
-        hi = max(float(values_all.max()), 5.0)
-    else:
-        lo, hi = -5.0, 5.0
+        lo, hi = min(float(values_all.min()), -5.0), max(float(values_all.max()), 5.0)
     bins = np.linspace(lo, hi, int(np.clip((hi - lo) / 0.2, 20, 200)) + 1)
-    width = bins[1] - bins[0]
+    floor = _histograms(ax, values_all, values_off, bins)
+    _fit_curves(ax, fit, lo, hi)
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(_power_label)  # Unicode superscripts, no mathtext
+    ax.yaxis.set_minor_formatter(_no_label)
+    ax.set_ylim(bottom=0.5 * floor if floor else 1e-5, top=2.0)
+    ax.set_xlim(lo, hi)
+    ax.set_xlabel("Significance [\u03c3]")
+    ax.set_ylabel("Probability density [1/\u03c3]")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(loc="upper right", fontsize=9, framealpha=0.9)
+    fig.text(0.1, 0.93 if subtitle else 0.9, title or "Significance distribution",
+             fontsize=12, ha="left", va="bottom")
+    if subtitle:
+        fig.text(0.1, 0.88, subtitle, fontsize=9, color="#444444", ha="left", va="bottom")
+    return _save(fig, path)
 
+
+def _power_label(value, position=None):
+    """``10⁻³`` for the decades of a log axis (empty elsewhere)."""
+    if value <= 0:
+        return ""
+    exponent = math.log10(value)
+    if abs(exponent - round(exponent)) > 1e-6:
+        return ""
+    return "10" + str(int(round(exponent))).translate(_SUPERSCRIPT)
+
+
+def _no_label(value, position=None):
+    return ""
+
+
+def _histograms(ax, values_all, values_off, bins):
+    """The all-pixel and off-pixel histograms; returns the lowest non-zero density."""
+    width = bins[1] - bins[0]
+    span = (bins[0], bins[-1])
     floor = None
     if values_all.size:
-        ax.hist(values_all, bins=bins, density=True, histtype="stepfilled",
-                color="#9ecae1", alpha=0.7, edgecolor="#3182bd", linewidth=1.0,
-                label=f"all pixels (N = {values_all.size:,})")
+        # np.histogram with a range (its fast path for equal bins) + stairs: no patches
+        counts, _ = np.histogram(values_all, len(bins) - 1, span)
+        ax.stairs(counts / (values_all.size * width), bins, fill=True, color="#9ecae1",
+                  alpha=0.7, label=f"all pixels (N = {values_all.size:,})")
+        ax.stairs(counts / (values_all.size * width), bins, color="#3182bd", linewidth=1.0)
         floor = 1.0 / (values_all.size * width)
     if values_off.size:
-        ax.hist(values_off, bins=bins, density=True, histtype="step",
-                color="#d94801", linewidth=1.6,
-                label=f"off pixels (N = {values_off.size:,})")
+        counts, _ = np.histogram(values_off, len(bins) - 1, span)
+        ax.stairs(counts / (values_off.size * width), bins, color="#d94801", linewidth=1.6,
+                  label=f"off pixels (N = {values_off.size:,})")
         off_floor = 1.0 / (values_off.size * width)
         floor = off_floor if floor is None else min(floor, off_floor)
+    return floor
 
+
+def _fit_curves(ax, fit, lo, hi):
     x = np.linspace(lo, hi, 1000)
     fit = dict(fit or {})
     mean, sigma = fit.get("mean", math.nan), fit.get("sigma", math.nan)
     mean_err, sigma_err = fit.get("mean_err", math.nan), fit.get("sigma_err", math.nan)
     if mean is not None and sigma is not None and np.isfinite(mean) and np.isfinite(sigma):
         label = (
-            f"Gaussian fit to off pixels\n"
-            f"$\\mu$ = {mean:.3f} \u00b1 {_fmt_err(mean_err)}\n"
-            f"$\\sigma$ = {sigma:.3f} \u00b1 {_fmt_err(sigma_err)}"
+            "Gaussian fit to off pixels\n"
+            f"\u03bc = {mean:.3f} \u00b1 {_fmt_err(mean_err)}\n"
+            f"\u03c3 = {sigma:.3f} \u00b1 {_fmt_err(sigma_err)}"
         )
         ax.plot(x, _normal_pdf(x, mean, abs(sigma)), color="black", linewidth=1.8,
                 label=label)
     else:
-        ax.plot([], [], color="black", linewidth=1.8,
-                label="Gaussian fit: not available")
-
+        ax.plot([], [], color="black", linewidth=1.8, label="Gaussian fit: not available")
     ax.plot(x, _normal_pdf(x, 0.0, 1.0), color="#31a354", linestyle="--", linewidth=1.4,
             label="N(0, 1) (no signal)", zorder=3)
 
-    ax.set_yscale("log")
-    ax.set_ylim(bottom=0.5 * floor if floor else 1e-5, top=2.0)
-    ax.set_xlim(lo, hi)
-    ax.set_xlabel(r"Significance [$\sigma$]")
-    ax.set_ylabel("Probability density [1 / $\\sigma$]")
-    ax.grid(True, which="major", alpha=0.3)
-    ax.legend(loc="upper right", fontsize=9, framealpha=0.9)
-    ax.set_title(title or "Significance distribution", fontsize=12)
-    fig.tight_layout()
-    _save(fig, path)
-    return Path(path)
+
+# --------------------------------------------------------------------------- a run's figures
 
 
-def _fmt_err(value):
-    if value is None or not np.isfinite(value):
-        return "n/a"
-    return f"{value:.3f}" if value >= 1e-3 else f"{value:.1e}"
+@dataclass(frozen=True)
+class FigureSpec:
+    """A figure of a run: its file stem, the product it shows and how.
+
+    ``kind``: ``"map"`` (the product with ``cmap`` and ``scale``: ``"zero"`` from 0 (or
+    the minimum when negative) to the 99.9 percentile, ``"percentile"`` from the 0.5 to
+    the 99.9 percentile), or one of the special figures ``"significance"``, ``"excess"``,
+    ``"exclusion"``, ``"distribution"``.
+    """
+
+    name: str
+    product: str
+    kind: str = "map"
+    cmap: str = "viridis"
+    scale: str = "zero"
+
+    @property
+    def per_radius(self):
+        """The figure changes with the correlation radius (its map is a correlated one)."""
+        return self.kind in ("significance", "excess", "exclusion", "distribution") or (
+            PRODUCTS[self.product].source != "stack" if self.product in PRODUCTS else False)
 
 
-def make_figures(outdir, maps, wcs, summary, r_in_deg, r_out_deg):
-    """Write the three standard figures of a run.
+#: The figures of a run, in the report's order (each when its product is in the maps).
+FIGURES = {s.name: s for s in (
+    FigureSpec("significance", "SIGNIFICANCE", "significance"),
+    FigureSpec("excess", "EXCESS", "excess"),
+    FigureSpec("significance_distribution", "SIGNIFICANCE", "distribution"),
+    FigureSpec("exclusion", "EXCLUSION", "exclusion"),
+    FigureSpec("counts", "COUNTS", cmap="magma"),
+    FigureSpec("background", "BACKGROUND", cmap="magma"),
+    FigureSpec("flux", "FLUX", cmap="inferno", scale="percentile"),
+    FigureSpec("exposure", "EXPOSURE"),
+    FigureSpec("alpha", "ALPHA", cmap="cividis"),
+    FigureSpec("livetime", "LIVETIME"),
+)}
+
+#: rough relative cost, to hand the slow figures out first
+_COST = {"significance": 3, "exclusion": 3, "excess": 2, "map": 2, "distribution": 1}
+
+
+def _plot_map_task(path, data, wcs, *, product, cmap, scale, subtitle=None, exclusion=None):
+    """`plot_map` of a product: its display unit, a readable power of ten, its colour scale."""
+    factor, _ = _display(product)
+    data = np.asarray(data, dtype=np.float32)
+    if factor != 1:
+        data = data * np.float32(factor)
+    exponent = _power_of_ten(data)
+    if exponent:
+        data = data / np.float32(10.0 ** exponent)
+    norm = _percentile_norm(data, zero_floor=scale == "zero")
+    return plot_map(path, data, wcs, label=product_label(product, exponent),
+                    title=_NAMES.get(product, product), subtitle=subtitle, cmap=cmap, norm=norm,
+                    exclusion=exclusion, grid=False)
+
+
+def _as32(values):
+    return None if values is None else np.asarray(values, dtype=np.float32)
+
+
+def figure_tasks(outdir, maps, wcs, *, summary=None, fit=None, energy_range_tev=None,
+                 correlation_radius_deg=None, ring=None, suffix="", per_radius_only=False,
+                 names=None):
+    """The figures of a run as tasks for `render`: ``[(name, function, path, kwargs)]``.
+
+    Parameters
+    ----------
+    outdir : path
+        Folder of the PNG files (``<name><suffix>.png``).
+    maps : dict
+        Product maps (``Result.maps`` keys), ``"EXCLUSION"`` (1 = used for the
+        background) and optionally ``"OFF_SIGNIFICANCE"`` (histogrammed for the off pixels).
+    wcs : `~astropy.wcs.WCS`
+        Celestial WCS of the maps.
+    summary : dict, optional
+        The run summary: ``n_obs`` and ``excluded_sources`` are shown.
+    fit : dict
+        The Gaussian fit of the off distribution.
+    energy_range_tev : (float, float), optional
+        Shown in the titles.
+    correlation_radius_deg : float, optional
+        Shown in the titles of the figures of correlated maps, and in the ring panel.
+    ring : dict, optional
+        ``r_in_deg``, ``r_out_deg`` (and ``r_out_max_deg`` for the adaptive ring): drawn
+        beside the significance map for scale.
+    suffix : str
+        Appended to the file stems (e.g. ``"_0.2deg"`` for a further correlation radius).
+    per_radius_only : bool
+        Only the figures that change with the correlation radius.
+    names : list of str, optional
+        Only these figures (names of `FIGURES`).
+    """
+    summary = summary or {}
+    outdir = Path(outdir)
+    n_obs = summary.get("n_obs")
+    exclusion = maps.get("EXCLUSION")
+    exclusion = None if exclusion is None else (
+        np.nan_to_num(np.asarray(exclusion, dtype=float), nan=0.0) > 0.5)
+    tasks = []
+    for spec in FIGURES.values():
+        if names is not None and spec.name not in names:
+            continue
+        if per_radius_only and not spec.per_radius:
+            continue
+        if spec.product not in maps or (spec.kind == "exclusion" and "SIGNIFICANCE" not in maps):
+            continue
+        radius = correlation_radius_deg if spec.per_radius else None
+        subtitle = _subtitle(energy_range_tev, radius, n_obs)
+        kwargs = _special_task(spec, maps, wcs, exclusion, fit, subtitle, summary, ring,
+                               correlation_radius_deg)
+        if kwargs is None:
+            kwargs = {"data": _as32(maps[spec.product]), "wcs": wcs, "product": spec.product,
+                      "cmap": spec.cmap, "scale": spec.scale, "subtitle": subtitle,
+                      "exclusion": exclusion}
+            function = _plot_map_task
+        else:
+            function = kwargs.pop("function")
+        path = outdir / f"{spec.name}{suffix}.png"
+        tasks.append((spec.name + suffix, function, path, kwargs))
+    return tasks
+
+
+def _special_task(spec, maps, wcs, exclusion, fit, subtitle, summary, ring, radius):
+    significance = _as32(maps.get("SIGNIFICANCE"))
+    if spec.kind == "significance":
+        ring = ring or {}
+        return {"function": plot_significance, "significance": significance, "wcs": wcs,
+                "exclusion": exclusion, "r_in_deg": ring.get("r_in_deg"),
+                "r_out_deg": ring.get("r_out_deg"), "r_out_max_deg": ring.get("r_out_max_deg"),
+                "correlation_radius_deg": radius, "subtitle": subtitle,
+                "title": _significance_title(significance)}
+    if spec.kind == "excess":
+        return {"function": plot_excess, "excess": _as32(maps["EXCESS"]), "wcs": wcs,
+                "exclusion": exclusion, "subtitle": subtitle}
+    if spec.kind == "exclusion":
+        return {"function": plot_exclusion, "significance": significance,
+                "exclusion": exclusion if exclusion is not None else
+                np.ones(significance.shape, bool), "wcs": wcs, "subtitle": subtitle,
+                "sources": summary.get("excluded_sources") or []}
+    if spec.kind == "distribution":
+        off = maps.get("OFF_SIGNIFICANCE")
+        return {"function": plot_significance_distribution, "significance": significance,
+                "exclusion": exclusion, "fit": fit, "subtitle": subtitle,
+                "off_significance": significance if off is None else _as32(off)}
+    return None
+
+
+def _significance_title(significance):
+    span = _range(significance)
+    title = "Significance (ring background)"
+    if span is not None:
+        title += f" \u2014 max {span[1]:.2f}\u03c3"
+    return title
+
+
+def _run_task(task):
+    """Render one task; returns ``(name, path, (wall seconds, CPU seconds))``."""
+    name, function, path, kwargs = task
+    t0, c0 = time.perf_counter(), time.process_time()
+    kwargs = dict(kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        if function is plot_significance_distribution:
+            function(path, kwargs.pop("significance"), kwargs.pop("exclusion"),
+                     kwargs.pop("fit"), **kwargs)
+        else:
+            function(path, **kwargs)
+    return name, Path(path), (time.perf_counter() - t0, time.process_time() - c0)
+
+
+def make_figures(outdir, maps, wcs, summary, r_in_deg=None, r_out_deg=None, *,
+                 energy_range_tev=None, correlation_radius_deg=None, r_out_max_deg=None,
+                 suffix="", per_radius_only=False, names=None, workers=None):
+    """Write the figures of a run (`FIGURES` whose products are in ``maps``).
 
     Parameters
     ----------
     outdir : str or `~pathlib.Path`
         Output folder (created if needed).
     maps : dict of `~numpy.ndarray`
-        2D maps with keys ``"SIGNIFICANCE"``, ``"EXCESS"`` and ``"EXCLUSION"``
+        2D maps keyed as ``Result.maps`` (at least ``"SIGNIFICANCE"``), ``"EXCLUSION"``
         (1 = pixel not excluded, 0 = excluded), optionally ``"OFF_SIGNIFICANCE"`` (the
         significance of the run with the exclusion as fit mask, histogrammed for the off
         pixels; default ``"SIGNIFICANCE"``).
@@ -468,48 +1223,306 @@ def make_figures(outdir, maps, wcs, summary, r_in_deg, r_out_deg):
         The run summary (``summary.json`` content). ``summary["off_distribution"]`` is
         used as the Gaussian fit; when absent it is computed with `fit_gaussian`.
     r_in_deg, r_out_deg : float or None
-        Inner and outer ring radius in degrees, drawn for scale on the significance map.
+        Inner and outer ring radius in degrees, drawn for scale beside the significance map.
+    energy_range_tev : (float, float), optional
+        Energy range, shown in the titles.
+    correlation_radius_deg : float, optional
+        The correlation radius of ``maps``, shown in the titles.
+    r_out_max_deg : float, optional
+        The adaptive ring's largest outer radius (drawn dotted in the ring panel).
+    suffix, per_radius_only, names
+        See `figure_tasks`.
+    workers : int, optional
+        Processes rendering the figures (default: the started renderer, or up to 2 new
+        ones); 1: in this process.
 
     Returns
     -------
     figures : dict of `~pathlib.Path`
-        ``{"significance": ..., "excess": ..., "significance_distribution": ...}``.
+        Figure name -> PNG file, in `FIGURES` order.
     """
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    significance = np.asarray(maps["SIGNIFICANCE"], dtype=float)
-    excess = np.asarray(maps["EXCESS"], dtype=float)
+    summary = summary or {}
     exclusion = maps.get("EXCLUSION")
-    if exclusion is not None:
-        exclusion = np.nan_to_num(np.asarray(exclusion, dtype=float), nan=0.0) > 0.5
-
-    off_significance = maps.get("OFF_SIGNIFICANCE")
-    off_significance = (significance if off_significance is None
-                        else np.asarray(off_significance, dtype=float))
-    fit = (summary or {}).get("off_distribution")
+    fit = summary.get("off_distribution")
     if not fit:
-        fit = fit_gaussian(off_significance if exclusion is None
-                           else off_significance[exclusion])
+        off = maps.get("OFF_SIGNIFICANCE", maps["SIGNIFICANCE"])
+        off = np.asarray(off, dtype=float)
+        if exclusion is not None:
+            off = off[np.nan_to_num(np.asarray(exclusion, dtype=float), nan=0.0) > 0.5]
+        fit = fit_gaussian(off)
+    ring = None
+    if r_in_deg is not None and r_out_deg is not None:
+        ring = {"r_in_deg": float(r_in_deg), "r_out_deg": float(r_out_deg),
+                "r_out_max_deg": r_out_max_deg}
+    tasks = figure_tasks(outdir, maps, wcs, summary=summary, fit=fit,
+                         energy_range_tev=energy_range_tev,
+                         correlation_radius_deg=correlation_radius_deg, ring=ring,
+                         suffix=suffix, per_radius_only=per_radius_only, names=names)
+    return render(tasks, workers=workers)
 
-    n_obs = (summary or {}).get("n_obs")
-    suffix = f" ({n_obs} observation{'s' if n_obs != 1 else ''})" if n_obs else ""
-    finite = _finite(significance)
-    sig_title = "Significance (ring background)"
-    if finite.size:
-        sig_title += f" \u2014 max {finite.max():.2f}\u03c3"
 
-    return {
-        "significance": plot_significance(
-            outdir / "significance.png", significance, wcs, exclusion,
-            r_in_deg, r_out_deg, title=sig_title + suffix,
-        ),
-        "excess": plot_excess(
-            outdir / "excess.png", excess, wcs, exclusion,
-            title="Correlated excess" + suffix,
-        ),
-        "significance_distribution": plot_significance_distribution(
-            outdir / "significance_distribution.png", significance, exclusion, fit,
-            title="Significance distribution" + suffix,
-            off_significance=off_significance,
-        ),
-    }
+# --------------------------------------------------------------------------- rendering
+
+_renderer = None
+
+
+def _cpu_count():
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _default_workers():
+    return max(1, min(_cpu_count(), 4))
+
+
+def _die_with_parent():
+    """Linux: be sent SIGTERM when the parent process dies (no orphaned renderers)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def warm_up():
+    """Import matplotlib and draw a small map figure and a log-axis plot once (fonts,
+    glyphs, colour maps, WCSAxes): what makes the first figure of a process slow."""
+    from astropy.wcs import WCS
+
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---CAR", "DEC--CAR"]
+    wcs.wcs.cdelt = [-0.1, 0.1]
+    wcs.wcs.crpix = [8.5, 8.5]
+    y, x = np.mgrid[:16, :16]
+    data = np.hypot(x - 8, y - 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = significance_figure(data, wcs, data > 3, 0.2, 0.4, correlation_radius_deg=0.1,
+                                subtitle=_subtitle((1, 10), 0.1, 2))
+        _legend(m.axes[0], _exclusion_handle(data > 3))
+        m.fig.canvas.draw()
+        fig = _new_figure((3, 2))
+        ax = fig.add_axes([0.2, 0.2, 0.7, 0.7])
+        ax.stairs([1, 2], [0, 1, 2], fill=True, label="x")
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(_power_label)
+        ax.legend()
+        fig.canvas.draw()
+
+
+def _zygote(conn, workers, parent_end):
+    """A warmed-up process that forks the renderers of each job (`Renderer`)."""
+    import signal
+
+    parent_end.close()  # forked with both ends: the parent's closing must reach us as EOF
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+    signal.signal(signal.SIGTERM, _stop_workers)
+    _die_with_parent()
+    warm_up()
+    conn.send(("ready", os.getpid()))
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            conn.send(("done", _render_job(job, workers)))
+        except Exception as exc:  # noqa: BLE001 - sent back and raised by the parent
+            conn.send(("error", exc))
+
+
+def _stop_workers(signum, frame):
+    """SIGTERM in the renderer: kill its workers and wait for them, then exit."""
+    for child in _mp().active_children():
+        child.kill()
+        child.join(timeout=5)
+    os._exit(1)
+
+
+_JOB = []
+
+
+def _job_task(index):
+    return _run_task(_JOB[index])
+
+
+def _worker_init():
+    """A figure worker: Ctrl-C is the parent's business; die with the parent."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
+
+
+def _render_job(tasks, workers):
+    """Render ``tasks`` in up to ``workers`` processes forked from this one (which they
+    inherit the tasks from: nothing is pickled); in this process when one is enough."""
+    global _JOB
+    n = min(workers, len(tasks))
+    if n <= 1 or not _can_fork():
+        return [_run_task(t) for t in tasks]
+    import gc
+    from concurrent.futures import ProcessPoolExecutor
+
+    _JOB = tasks
+    gc.freeze()  # the workers' collector leaves the inherited objects (and their pages) alone
+    order = sorted(range(len(tasks)), key=lambda i: -_task_cost(tasks[i]))
+    pool = ProcessPoolExecutor(n, mp_context=_mp().get_context("fork"),
+                               initializer=_worker_init)
+    try:
+        done = dict(zip(order, pool.map(_job_task, order)))
+    except BaseException:
+        # interrupted (or a worker failed): stop the others at once, and wait for them, so
+        # that nothing writes into the output folder once we return
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.kill()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    finally:
+        _JOB = []
+        gc.unfreeze()
+    pool.shutdown(wait=True)
+    return [done[i] for i in range(len(tasks))]
+
+
+def _task_cost(task):
+    function = task[1]
+    kind = {plot_significance: "significance", plot_exclusion: "exclusion",
+            plot_excess: "excess", plot_significance_distribution: "distribution"}
+    return _COST.get(kind.get(function, "map"), 2)
+
+
+def _mp():
+    import multiprocessing
+
+    return multiprocessing
+
+
+def _can_fork():
+    """Renderer processes are forked (instant, and they inherit the warm matplotlib of the
+    renderer); only on Linux, where fork is the usual start method. Elsewhere the figures
+    are drawn in the calling process."""
+    return sys.platform.startswith("linux") and "fork" in _mp().get_all_start_methods()
+
+
+class Renderer:
+    """A process that imports matplotlib and warms up at once, then renders the figures
+    of each job in processes forked from it (already warm). See `start_renderer`."""
+
+    def __init__(self, workers=None):
+        if not _can_fork():
+            raise OSError("figure renderer processes need fork (Linux)")
+        self.workers = workers or _default_workers()
+        context = _mp().get_context("fork")
+        self._conn, child = context.Pipe()
+        self._process = context.Process(target=_zygote, args=(child, self.workers, self._conn),
+                                        name="ringbg-figures")
+        self._process.start()
+        child.close()
+        self._pid = os.getpid()
+        self._ready = False
+
+    @property
+    def usable(self):
+        return self._pid == os.getpid() and self._process.is_alive()
+
+    def render(self, tasks):
+        """Render ``tasks`` (see `figure_tasks`); returns ``[(name, path, (wall, CPU seconds))]``."""
+        try:
+            if not self._ready:
+                self._ready = self._conn.recv()[0] == "ready"
+            self._conn.send(tasks)
+            kind, value = self._conn.recv()
+        except BaseException:
+            self.close(kill=True)  # interrupted: nothing may write into the folder after us
+            raise
+        if kind == "error":
+            raise value
+        return value
+
+    def close(self, kill=False):
+        """Stop the renderer process (``kill``: at once, with the figures in progress)."""
+        if kill and self._process.is_alive():
+            self._process.terminate()  # its workers follow (parent-death signal)
+        try:
+            self._conn.close()
+        except OSError:
+            pass
+        self._process.join(timeout=10)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join(timeout=5)
+
+
+def start_renderer(workers=None):
+    """Start the figure renderer now, so that it imports matplotlib while the caller
+    works; `make_figures` then uses it.
+
+    Returns the `Renderer` (one per process), or None where processes cannot be forked
+    (not Linux) or with one CPU: the figures are then drawn in the calling process.
+    """
+    global _renderer
+    if _renderer is not None and _renderer.usable:
+        return _renderer
+    if not _can_fork() or _cpu_count() < 2:
+        return None
+    import atexit
+
+    _renderer = Renderer(workers)
+    atexit.register(stop_renderer)
+    return _renderer
+
+
+def stop_renderer():
+    """Stop the renderer started by `start_renderer` (if any)."""
+    global _renderer
+    renderer, _renderer = _renderer, None
+    if renderer is not None and renderer._pid == os.getpid():
+        renderer.close()
+
+
+def render(tasks, workers=None):
+    """Render figure tasks (`figure_tasks`); returns ``{name: path}``.
+
+    In the renderer of `start_renderer` when it runs (warm: no import on the way), else in
+    up to ``workers`` (default: CPUs, at most 4) processes forked now, else (one task, one
+    CPU, no fork, ``workers=1``) in this process.
+    """
+    if not tasks:
+        return {}
+    t0 = time.perf_counter()
+    use_processes = workers != 1 and len(tasks) > 1 and _cpu_count() > 1 and _can_fork()
+    results = None
+    if use_processes:
+        renderer = _renderer if _renderer is not None and _renderer.usable else None
+        if renderer is not None:
+            try:
+                results = renderer.render(tasks)
+            except (EOFError, OSError) as exc:  # the renderer died: draw without it
+                log.warning("figure renderer failed (%s); drawing the figures without it",
+                            exc)
+                stop_renderer()
+        if results is None:
+            from concurrent.futures.process import BrokenProcessPool
+
+            try:
+                results = _render_job(tasks, workers or _default_workers())
+            except BrokenProcessPool as exc:
+                log.warning("figure workers failed (%s); drawing the figures in this "
+                            "process", exc)
+    if results is None:
+        results = [_run_task(task) for task in tasks]
+    for name, _, (wall, cpu) in results:
+        log.debug("figure %s: %.3f s (%.3f s CPU)", name, wall, cpu)
+    log.debug("%d figures in %.3f s", len(results), time.perf_counter() - t0)
+    return {name: path for name, path, _ in results}

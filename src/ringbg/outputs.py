@@ -279,11 +279,16 @@ def _write_figures_and_report(result, folder):
     from .figures import make_figures
     from .report import write_report
 
-    cfg = result.config
-    maps = {"SIGNIFICANCE": result.maps["SIGNIFICANCE"], "EXCESS": result.maps["EXCESS"],
-            "EXCLUSION": result.exclusion, "OFF_SIGNIFICANCE": result.off_significance}
-    r_out = cfg.ring.r_in + cfg.ring.width
-    paths = make_figures(folder, maps, result.geom.wcs, result.summary, cfg.ring.r_in, r_out)
+    cfg, geom = result.config, result.geom
+    maps = dict(result.maps, EXCLUSION=result.exclusion, OFF_SIGNIFICANCE=result.off_significance)
+    radius = cfg.excess.correlation_radius
+    radius = radius[0] if isinstance(radius, (list, tuple)) else radius
+    adaptive = cfg.ring.adaptive
+    paths = make_figures(folder, maps, geom.wcs, result.summary, cfg.ring.r_in,
+                         cfg.ring.r_in + cfg.ring.width,
+                         energy_range_tev=(geom.energy_edges_tev[0], geom.energy_edges_tev[-1]),
+                         correlation_radius_deg=radius,
+                         r_out_max_deg=adaptive.r_out_max if adaptive is not None else None)
     config_text = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
     write_report(folder / "report.html", result.summary, config_text, paths,
                  result.observations)

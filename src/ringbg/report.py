@@ -12,10 +12,13 @@ import base64
 import datetime as _dt
 import math
 import numbers
+import re
 from html import escape
 from pathlib import Path
 
 __all__ = ["write_report"]
+
+_RADIUS_NAME = re.compile(r"^(.*)_([0-9.]+)deg$")
 
 _MIME = {
     ".png": "image/png",
@@ -30,7 +33,8 @@ _FIGURE_CAPTIONS = {
     "significance": (
         "Significance map",
         "Li &amp; Ma significance of the correlated counts against the ring background. "
-        "Dashed contours: excluded regions. Shaded annulus: the ring, for scale.",
+        "Dashed contours: excluded regions. Beside the map: the ring (and the correlation "
+        "circle), for scale.",
     ),
     "excess": (
         "Correlated excess",
@@ -41,7 +45,48 @@ _FIGURE_CAPTIONS = {
         "Pixel significances of the whole map and of the off pixels (outside the "
         "exclusion regions), with the Gaussian fit to the off pixels and N(0, 1).",
     ),
+    "exclusion": (
+        "Exclusion mask",
+        "Regions excluded from the background estimate (shaded) over the significance map, "
+        "with the catalogue sources excluded.",
+    ),
+    "counts": ("Correlated counts", "Counts within the correlation radius."),
+    "background": (
+        "Correlated background",
+        "Background counts within the correlation radius (&alpha; &times; counts off).",
+    ),
+    "flux": (
+        "Integral flux",
+        "Flux in the energy range for the assumed power law (excess / predicted counts "
+        "per unit flux).",
+    ),
+    "exposure": ("Exposure", "Stacked exposure, mean over the true-energy bins."),
+    "alpha": ("&alpha;", "On/off exposure ratio of the ring background."),
+    "livetime": (
+        "Live time",
+        "Live time of the observations whose safe region covers the pixel.",
+    ),
 }
+
+#: Files of a run linked from the report (relative names), with what they hold;
+#: ``maps_<r>deg.fits`` files are found by pattern.
+_FILES = [
+    ("maps.fits", "sky maps (first correlation radius), one HDU per product"),
+    ("maps_bands.fits", "the maps per energy bin"),
+    ("stacked_onoff.fits", "stacked on/off dataset (gammapy MapDatasetOnOff.read)"),
+    ("exclusion_mask.fits", "exclusion mask (1 = used for the background)"),
+    ("summary.json", "the numbers of this report, machine-readable"),
+    ("observations", "per-observation on/off datasets"),
+]
+
+#: Observation columns shown when a row has them: key, header, digits (None: text).
+_OBS_OPTIONAL = [
+    ("offset_deg", "Offset [&deg;]", 2),
+    ("safe_energy_min_tev", "E<sub>safe</sub> [TeV]", 3),
+    ("counts", "Counts", 0),
+    ("excess_at_max", "Excess at max", 1),
+    ("significance_at_max", "Sig. at max [&sigma;]", 2),
+]
 
 _TOTAL_LABELS = [
     ("counts", "Counts (on)", "events in the map, summed over pixels"),
@@ -99,6 +144,11 @@ figure img { display: block; width: 100%; height: auto; }
 figcaption { font-size: 0.86rem; color: var(--muted); margin-top: 0.45rem; }
 figcaption b { color: var(--ink); }
 .missing { color: var(--bad); font-style: italic; }
+div.note { background: #fff7e6; border: 1px solid #f0d9a8; border-radius: 6px; padding: 0.6rem 0.9rem; margin: 0 0 0.9rem; font-size: 0.9rem; }
+.figures figure.wide { grid-column: 1 / -1; }
+ul.files { margin: 0; padding-left: 1.2rem; }
+ul.files li { margin: 0.15rem 0; }
+ul.files a { color: var(--accent); font-family: "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: 0.88rem; }
 table { border-collapse: collapse; width: 100%; font-size: 0.9rem; }
 th, td { text-align: left; padding: 0.38rem 0.6rem; border-bottom: 1px solid var(--line); vertical-align: top; }
 th { background: #eef2f8; color: var(--night); font-weight: 600; white-space: nowrap; }
@@ -261,24 +311,42 @@ def _position_text(maxsig):
     return f"at {a} {_num(lon, 3)}&deg;, {b} {_num(lat, 3)}&deg; ({_e(frame)})"
 
 
-def _figures_section(figures):
-    out = ['<section id="figures">', "<h2>Figures</h2>", '<div class="figures">']
+def _figure_html(name, path):
+    title, caption = _FIGURE_CAPTIONS.get(
+        _base_name(name), (str(name).replace("_", " ").capitalize(), "")
+    )
+    title = _e(title) if _base_name(name) not in _FIGURE_CAPTIONS else title
+    path = Path(path)
+    if path.is_file():
+        body = f'<img src="{_data_uri(path)}" alt="{_e(title)}">'
+    else:
+        body = f'<p class="missing">Figure file not found: {_e(path.name)}</p>'
+    wide = ' class="wide"' if _base_name(name) == "significance" else ""
+    return (f'<figure id="fig-{_e(name)}"{wide}>{body}'
+            f"<figcaption><b>{title}.</b> {caption}</figcaption></figure>")
+
+
+def _radius_suffix(name):
+    """``"0.2"`` for a figure ``significance_0.2deg``, else None."""
+    match = _RADIUS_NAME.match(str(name))
+    return match.group(2) if match else None
+
+
+def _base_name(name):
+    match = _RADIUS_NAME.match(str(name))
+    return match.group(1) if match else str(name)
+
+
+def _figures_section(figures, summary):
+    main = {k: v for k, v in (figures or {}).items() if _radius_suffix(k) is None}
+    out = ['<section id="figures">', "<h2>Figures</h2>"]
+    if summary.get("flux_note"):
+        out.append(f'<div class="note" id="flux-note"><b>Flux maps.</b> '
+                   f'{_e(summary["flux_note"])}</div>')
+    out.append('<div class="figures">')
     if not figures:
         out.append('<p class="missing">No figures were made for this run.</p>')
-    for name, path in (figures or {}).items():
-        title, caption = _FIGURE_CAPTIONS.get(
-            name, (str(name).replace("_", " ").capitalize(), "")
-        )
-        title = _e(title) if name not in _FIGURE_CAPTIONS else title
-        path = Path(path)
-        if path.is_file():
-            body = f'<img src="{_data_uri(path)}" alt="{_e(title)}">'
-        else:
-            body = f'<p class="missing">Figure file not found: {_e(path.name)}</p>'
-        out.append(
-            f'<figure id="fig-{_e(name)}">{body}'
-            f"<figcaption><b>{title}.</b> {caption}</figcaption></figure>"
-        )
+    out += [_figure_html(name, path) for name, path in main.items()]
     out += ["</div>", "</section>"]
     return "\n".join(out)
 
@@ -314,8 +382,7 @@ def _totals_section(summary):
     )
 
 
-def _max_significance_section(summary):
-    maxsig = summary.get("max_significance") or {}
+def _max_significance_block(maxsig, anchor="max-significance"):
     frame = maxsig.get("frame", "icrs")
     a, b = _lon_lat_names(frame)
     rows = [
@@ -328,26 +395,139 @@ def _max_significance_section(summary):
     if extra:
         rows.append(f'<tr><th>Also</th><td class="num mono">{extra}</td></tr>')
     return (
-        '<div><h3 id="max-significance">Maximum significance</h3>\n'
+        f'<div><h3 id="{_e(anchor)}">Maximum significance</h3>\n'
         f'<table class="kv"><tbody>\n{chr(10).join(rows)}\n</tbody></table></div>'
     )
 
 
-def _off_distribution_section(summary):
-    off = summary.get("off_distribution") or {}
+def _max_significance_section(summary):
+    return _max_significance_block(summary.get("max_significance") or {})
+
+
+def _off_distribution_block(off, anchor="off-distribution"):
     rows = [
         f'<tr><th>Mean &mu;</th><td class="num">{_pm(off.get("mean"), off.get("mean_err"))}</td></tr>',
         f'<tr><th>Width &sigma;</th><td class="num">{_pm(off.get("sigma"), off.get("sigma_err"))}</td></tr>',
         f'<tr><th>Off pixels</th><td class="num">{_num(off.get("n_pixels"))}</td></tr>',
     ]
     return (
-        '<div><h3 id="off-distribution">Off-region significance distribution</h3>\n'
+        f'<div><h3 id="{_e(anchor)}">Off-region significance distribution</h3>\n'
         f'<table class="kv"><tbody>\n{chr(10).join(rows)}\n</tbody></table>\n'
         '<p class="hint">Gaussian fit to the significances of pixels outside the exclusion '
         "regions (51-bin density histogram, as gammapy&rsquo;s <code>plot_distribution</code>). "
         "Without residual sources and with a correct background, expect &mu; &asymp; 0 and "
         "&sigma; &asymp; 1.</p></div>"
     )
+
+
+def _off_distribution_section(summary):
+    return _off_distribution_block(summary.get("off_distribution") or {})
+
+
+def _results_section(summary):
+    """Totals, and the maximum and off distribution unless they come per radius."""
+    parts = ['<section id="results"><h2>Results</h2><div class="grid2">',
+             _totals_section(summary)]
+    if not summary.get("radii"):
+        parts += ["<div>", _max_significance_section(summary),
+                  _off_distribution_section(summary), "</div>"]
+    parts.append("</div></section>")
+    return "\n".join(parts)
+
+
+def _radius_sections(summary, figures):
+    """One section per correlation radius of ``summary["radii"]`` (keyed by the radius in
+    degrees as text): its maximum, off distribution and figures (``<name>_<r>deg``)."""
+    out = []
+    for k, (key, entry) in enumerate((summary.get("radii") or {}).items()):
+        entry = entry or {}
+        rid = _e(key)
+        figs = {n: p for n, p in (figures or {}).items() if _radius_suffix(n) == str(key)}
+        parts = [f'<section id="radius-{rid}" class="radius">',
+                 f"<h2>Correlation radius {rid}&deg;</h2>", '<div class="grid2">',
+                 _max_significance_block(entry.get("max_significance") or {},
+                                         f"max-significance-{key}"),
+                 _off_distribution_block(entry.get("off_distribution") or {},
+                                         f"off-distribution-{key}"),
+                 "</div>"]
+        if figs:
+            parts += ['<div class="figures">'] + [_figure_html(n, p) for n, p in figs.items()]
+            parts.append("</div>")
+        elif k == 0:
+            parts.append('<p class="hint">The figures above are for this radius.</p>')
+        parts.append("</section>")
+        out.append("\n".join(parts))
+    return "\n".join(out)
+
+
+def _sources_section(summary):
+    """The catalogue sources excluded from the background (when there are any)."""
+    sources = summary.get("excluded_sources") or []
+    if not sources:
+        return ""
+    rows = []
+    for src in sources:
+        a, b = _lon_lat_names(src.get("frame", "icrs"))
+        rows.append(
+            f"<tr><td>{_e(src.get('name'))}</td>"
+            f'<td class="num">{a} {_num(src.get("lon"), 3)}&deg;</td>'
+            f'<td class="num">{b} {_num(src.get("lat"), 3)}&deg;</td>'
+            f"<td>{_e(src.get('frame', ''))}</td>"
+            f'<td class="num">{_num(src.get("radius_deg"), 2)}&deg;</td></tr>'
+        )
+    return (
+        '<section id="excluded-sources"><h2>Excluded catalogue sources</h2>\n'
+        f'<p class="hint" style="margin:0 0 0.6rem">{len(sources)} source'
+        f"{'s' if len(sources) != 1 else ''} of the catalogues in the map, each excluded "
+        "within the radius given.</p>\n"
+        "<table><thead><tr><th>Source</th><th class=\"num\">Longitude</th>"
+        "<th class=\"num\">Latitude</th><th>Frame</th><th class=\"num\">Radius</th></tr>"
+        "</thead><tbody>\n" + "\n".join(rows) + "\n</tbody></table></section>"
+    )
+
+
+def _run_files(folder):
+    """The run's files beside the report: ``[(name, description)]``, in `_FILES` order
+    (``summary.json`` always: the run writes it after the report)."""
+    folder = Path(folder)
+    radii = sorted(folder.glob("maps_*deg.fits"),
+                   key=lambda p: float(_RADIUS_NAME.match(p.stem).group(2))
+                   if _RADIUS_NAME.match(p.stem) else 0.0)
+    out = []
+    for name, description in _FILES:
+        if name == "summary.json" or (folder / name).exists():
+            out.append((name + ("/" if (folder / name).is_dir() else ""), description))
+        if name == "maps.fits":
+            for path in radii:
+                radius = _RADIUS_NAME.match(path.stem)
+                text = f"{radius.group(2)}&deg;" if radius else path.stem
+                out.append((path.name, f"the same maps for the correlation radius {text}"))
+    return out
+
+
+def _files_section(files, folder):
+    items = []
+    for name, description in files:
+        path = Path(folder) / name
+        size = ""
+        if path.is_file():
+            size = f" ({_size(path.stat().st_size)})"
+        items.append(f'<li><a href="{_e(name)}">{_e(name)}</a>{size} &mdash; {description}</li>')
+    body = "\n".join(items) or "<li>none</li>"
+    return (
+        '<section id="files"><h2>Files</h2>\n'
+        '<p class="hint" style="margin:0 0 0.6rem">Beside this report (links relative to '
+        "its folder).</p>\n"
+        f'<ul class="files">\n{body}\n</ul></section>'
+    )
+
+
+def _size(n_bytes):
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if n_bytes < 1000 or unit == "GB":
+            return f"{n_bytes:.0f} {unit}" if unit == "bytes" else f"{n_bytes:.1f} {unit}"
+        n_bytes /= 1000
+    return ""
 
 
 def _merge_observations(observations, summary):
@@ -362,38 +542,83 @@ def _merge_observations(observations, summary):
     return rows
 
 
-def _observations_section(rows):
+def _mjd_to_iso(mjd):
+    """``"2004-05-12 21:34"`` of an MJD (no time-scale conversion: minutes are shown)."""
+    if not _is_number(mjd) or not math.isfinite(mjd):
+        return None
+    epoch = _dt.datetime(1858, 11, 17)
+    try:
+        return (epoch + _dt.timedelta(days=float(mjd))).strftime("%Y-%m-%d %H:%M")
+    except OverflowError:
+        return None
+
+
+def _date_cell(obs):
+    """Date of an observation: ISO text and MJD (``date`` and/or ``tstart_mjd``)."""
+    iso = obs.get("date") or _mjd_to_iso(obs.get("tstart_mjd"))
+    mjd = obs.get("tstart_mjd")
+    if not iso and not _is_number(mjd):
+        return "&mdash;"
+    parts = [_e(str(iso).replace("T", " ")[:16])] if iso else []
+    if _is_number(mjd) and math.isfinite(mjd):
+        parts.append(f'<span class="hint">MJD {mjd:.4f}</span>')
+    return "<br>".join(parts) or "&mdash;"
+
+
+def _has(rows, key):
+    return any(o.get(key) is not None for o in rows)
+
+
+def _observations_section(rows, summary=None):
+    summary = summary or {}
     n_used = sum(1 for o in rows if str(o.get("status", "used")).lower() == "used")
     n_skipped = len(rows) - n_used
-    head = (
-        "<tr><th>Obs. ID</th><th>Object</th><th class=\"num\">RA [&deg;]</th>"
-        "<th class=\"num\">Dec [&deg;]</th><th class=\"num\">Live time [min]</th>"
-        "<th class=\"num\">Zenith [&deg;]</th><th>Status</th><th>Reason</th></tr>"
-    )
+    dated = _has(rows, "date") or _has(rows, "tstart_mjd")
+    optional = [c for c in _OBS_OPTIONAL if _has(rows, c[0])]
+    head = ["<th>Obs. ID</th>", "<th>Object</th>"]
+    if dated:
+        head.append("<th>Start</th>")
+    head += ['<th class="num">RA [&deg;]</th>', '<th class="num">Dec [&deg;]</th>']
+    head += [f'<th class="num">{c[1]}</th>' for c in optional if c[0] == "offset_deg"]
+    head += ['<th class="num">Zenith [&deg;]</th>', '<th class="num">Live time [min]</th>']
+    head += [f'<th class="num">{c[1]}</th>' for c in optional if c[0] != "offset_deg"]
+    head += ["<th>Status</th>", "<th>Reason</th>"]
     body = []
     for obs in rows:
         status = str(obs.get("status") or "used").lower()
         cls = "skipped" if status == "skipped" else "used"
         livetime = obs.get("livetime_s")
-        livetime_min = livetime / 60 if _is_number(livetime) else None
-        body.append(
-            f'<tr class="{cls}" id="obs-{_e(obs.get("obs_id"))}">'
-            f'<td class="mono">{_e(obs.get("obs_id"))}</td>'
-            f"<td>{_e(obs.get('object') or '')}</td>"
-            f'<td class="num">{_num(obs.get("ra_deg"), 3)}</td>'
-            f'<td class="num">{_num(obs.get("dec_deg"), 3)}</td>'
-            f'<td class="num">{_num(livetime_min, 1)}</td>'
-            f'<td class="num">{_num(obs.get("zenith_deg"), 1)}</td>'
-            f'<td><span class="badge {cls}">{_e(status)}</span></td>'
-            f"<td>{_e(obs.get('reason') or '')}</td></tr>"
-        )
+        cells = [f'<td class="mono">{_e(obs.get("obs_id"))}</td>',
+                 f"<td>{_e(obs.get('object') or '')}</td>"]
+        if dated:
+            cells.append(f'<td class="num">{_date_cell(obs)}</td>')
+        cells += [f'<td class="num">{_num(obs.get("ra_deg"), 3)}</td>',
+                  f'<td class="num">{_num(obs.get("dec_deg"), 3)}</td>']
+        cells += [f'<td class="num">{_num(obs.get(k), d)}</td>' for k, _, d in optional
+                  if k == "offset_deg"]
+        cells += [f'<td class="num">{_num(obs.get("zenith_deg"), 1)}</td>',
+                  f'<td class="num">{_num(livetime / 60 if _is_number(livetime) else None, 1)}'
+                  "</td>"]
+        cells += [f'<td class="num">{_num(obs.get(k), d or None)}</td>' for k, _, d in optional
+                  if k != "offset_deg"]
+        cells += [f'<td><span class="badge {cls}">{_e(status)}</span></td>',
+                  f"<td>{_e(obs.get('reason') or '')}</td>"]
+        body.append(f'<tr class="{cls}" id="obs-{_e(obs.get("obs_id"))}">' + "".join(cells)
+                    + "</tr>")
     if not body:
-        body.append('<tr><td colspan="8">No observations listed.</td></tr>')
+        body.append(f'<tr><td colspan="{len(head)}">No observations listed.</td></tr>')
+    notes = [f"{n_used} used, {n_skipped} skipped."]
+    if any(c[0] in ("excess_at_max", "significance_at_max") for c in optional):
+        where = _position_text(summary.get("max_significance") or {}) or "see Results"
+        notes.append("Excess and significance at max: each observation alone, in the pixel "
+                     f"of the map maximum ({where}).")
+    if any(c[0] == "offset_deg" for c in optional):
+        notes.append("Offset: of the pointing from the map centre.")
     return (
         '<section id="observations"><h2>Observations</h2>\n'
-        f'<p class="hint" style="margin:0 0 0.6rem">{n_used} used, {n_skipped} skipped.</p>\n'
-        f"<table><thead>{head}</thead><tbody>\n" + "\n".join(body) + "\n</tbody></table>"
-        "</section>"
+        f'<p class="hint" style="margin:0 0 0.6rem">{" ".join(notes)}</p>\n'
+        f'<div style="overflow-x:auto"><table><thead><tr>{"".join(head)}</tr></thead><tbody>\n'
+        + "\n".join(body) + "\n</tbody></table></div></section>"
     )
 
 
@@ -445,7 +670,7 @@ def _config_section(config_text):
 # --------------------------------------------------------------------------- public
 
 
-def write_report(path, summary, config_text, figures, observations):
+def write_report(path, summary, config_text, figures, observations, files=None):
     """Write the run report as one self-contained HTML file.
 
     Parameters
@@ -456,19 +681,28 @@ def write_report(path, summary, config_text, figures, observations):
         The run summary (``summary.json`` content): ``obs_ids``, ``n_obs``, ``totals``,
         ``max_significance``, ``off_distribution``, ``timings``, ``versions`` and
         optionally ``skipped`` (list of ``{"obs_id", "reason"}``), ``inputs`` (list of
-        ``{"path", "sha256"}``) and ``run_date`` (text). Missing keys are shown as
-        dashes rather than raising.
+        ``{"path", "sha256"}``), ``run_date`` (text), ``radii`` (correlation radius in deg
+        as text -> ``{"max_significance", "off_distribution"}``: a section each),
+        ``excluded_sources`` (list of ``{"name", "lon", "lat", "frame", "radius_deg"}``)
+        and ``flux_note`` (why flux maps are missing). Missing keys are shown as dashes
+        rather than raising.
     config_text : str
         The configuration file as given by the user; shown verbatim (escaped).
     figures : dict
         ``{name: path}`` of image files, embedded as base64 data URIs in this order.
-        Known names (``significance``, ``excess``, ``significance_distribution``) get
-        captions.
+        Known names (``significance``, ``excess``, ...) get captions; names ending in
+        ``_<r>deg`` go to the section of the correlation radius ``r``.
     observations : list of dict
         One per observation, with keys ``obs_id``, ``object``, ``ra_deg``, ``dec_deg``,
         ``livetime_s``, ``zenith_deg``, ``status`` (``"used"`` or ``"skipped"``) and
-        ``reason``. Skipped observations listed only in ``summary["skipped"]`` are
-        added.
+        ``reason``; columns are added for ``date`` (ISO text) / ``tstart_mjd``,
+        ``offset_deg`` (pointing from the map centre), ``safe_energy_min_tev``,
+        ``counts``, ``excess_at_max`` and ``significance_at_max`` (the observation
+        alone, at the pixel of the map maximum) when a row has them. Skipped observations
+        listed only in ``summary["skipped"]`` are added.
+    files : list of (str, str), optional
+        Files to link (name relative to the report's folder, description); default: the
+        run's files found beside the report, and ``summary.json``.
 
     Returns
     -------
@@ -476,6 +710,7 @@ def write_report(path, summary, config_text, figures, observations):
         The written file.
     """
     summary = dict(summary or {})
+    path = Path(path)
     run_date = summary.get("run_date") or _dt.datetime.now(_dt.timezone.utc).strftime(
         "%Y-%m-%d %H:%M UTC"
     )
@@ -486,7 +721,14 @@ def write_report(path, summary, config_text, figures, observations):
         if str(o.get("status") or "used").lower() == "used"
         and _is_number(o.get("livetime_s")) and math.isfinite(o["livetime_s"])
     )
-
+    files = _run_files(path.parent) if files is None else list(files)
+    radii = summary.get("radii") or {}
+    nav = [("figures", "Figures"), ("results", "Results")]
+    nav += [(f"radius-{k}", f"r = {k}&deg;") for k in radii]
+    if summary.get("excluded_sources"):
+        nav.append(("excluded-sources", "Excluded sources"))
+    nav += [("observations", "Observations"), ("files", "Files"), ("config", "Configuration"),
+            ("provenance", "Provenance")]
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en">',
@@ -500,19 +742,15 @@ def write_report(path, summary, config_text, figures, observations):
         "<body>",
         _header(summary, run_date, n_skipped),
         "<main>",
-        '<nav><a href="#figures">Figures</a><a href="#results">Results</a>'
-        '<a href="#observations">Observations</a><a href="#config">Configuration</a>'
-        '<a href="#provenance">Provenance</a></nav>',
+        "<nav>" + "".join(f'<a href="#{_e(a)}">{t}</a>' for a, t in nav) + "</nav>",
         _cards(summary, livetime_s),
         "<div style=\"height:1.2rem\"></div>",
-        _figures_section(figures),
-        '<section id="results"><h2>Results</h2><div class="grid2">',
-        _totals_section(summary),
-        "<div>",
-        _max_significance_section(summary),
-        _off_distribution_section(summary),
-        "</div></div></section>",
-        _observations_section(rows),
+        _figures_section(figures, summary),
+        _results_section(summary),
+        _radius_sections(summary, figures),
+        _sources_section(summary),
+        _observations_section(rows, summary),
+        _files_section(files, path.parent),
         _config_section(config_text),
         _provenance_section(summary),
         "</main>",
@@ -520,7 +758,6 @@ def write_report(path, summary, config_text, figures, observations):
         "</body>",
         "</html>",
     ]
-    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(parts) + "\n", encoding="utf-8")
+    path.write_text("\n".join(p for p in parts if p) + "\n", encoding="utf-8")
     return path
