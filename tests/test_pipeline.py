@@ -404,3 +404,19 @@ def test_ring_beyond_offset_max_is_warned_about(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="ringbg"):
         run(cfg)
     assert "beyond geom.offset_max" not in caplog.text
+
+
+def test_observation_rows_for_the_report(msh_result):
+    """Each used observation's row: its counts, safe threshold, start date, offset from the map
+    centre, and its own counts, excess and significance in the correlation circle at the map
+    maximum, whose counts add up to the map's there."""
+    rows = [r for r in msh_result.observations if r["status"] == "used"]
+    assert len(rows) == 20
+    i, j = msh_result.summary["max_significance"]["pixel"]
+    assert sum(r["counts_at_max"] for r in rows) == msh_result.maps["COUNTS"][j, i]
+    assert sum(r["counts"] for r in rows) == msh_result.summary["totals"]["counts"]
+    for r in rows:
+        assert r["safe_energy_min_tev"] == pytest.approx(0.5)
+        assert 0.3 < r["offset_deg"] < 0.8  # the wobbles around MSH 15-52
+        assert 53000 < r["tstart_mjd"] < 53500  # 2004
+        assert np.isfinite(r["significance_at_max"])

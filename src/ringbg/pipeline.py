@@ -18,7 +18,7 @@ from .errors import DataError, RunError, one_line
 from .exclusion import exclusion_mask, grow_exclusion
 from .files import discard_prefetched, prefetch
 from .excess import excess_maps
-from .geom import Geom, energy_edges_tev, to_frame
+from .geom import Geom, angular_separation_deg, energy_edges_tev, to_frame
 from .parallel import keep_freed_memory, map_ordered
 from .products import assemble, band_products
 from .result import Result
@@ -260,6 +260,7 @@ class RingedObservation:
     template: str = "irf"
     edisp: object = None  # the observation's `ringbg.edisp.EdispResponse`
     point_like: bool = False
+    facts: dict = field(default_factory=dict)  # for the report: counts, safe threshold...
 
 
 def process_observation(task):
@@ -280,10 +281,14 @@ def process_observation(task):
         for band in range(reduced.counts.shape[0]):
             band_image = to_image(reduced, band)
             bands.append(task.ring(band_image, exclusion[band_image.slices]))
+    safe_bins = np.flatnonzero(reduced.mask_safe.any(axis=(1, 2)))
+    facts = {"counts": float(image.counts[onoff.mask].sum()),
+             "safe_energy_min_tev": float(task.geom.energy_edges_tev[safe_bins[0]]),
+             "livetime_s": float(reduced.livetime_s)}
     return obs_id, RingedObservation(onoff, bands, int(image.mask.sum()),
                                      int(np.sum(image.mask & ~onoff.mask)),
                                      time.perf_counter() - t0, reduced.template,
-                                     reduced.edisp, reduced.point_like), None
+                                     reduced.edisp, reduced.point_like, facts), None
 
 
 def fit_off_distribution(values):
@@ -457,6 +462,36 @@ def _obs_row(store, obs_id, status, reason=""):
     }
 
 
+def _used_row(store, obs_id, geom, passed, at_max):
+    """The report's row of a used observation: the index row, its template, the numbers the
+    worker measured (counts, safe threshold, live time) and those at the map maximum."""
+    row = dict(_obs_row(store, obs_id, "used"), background_template=passed.templates[obs_id])
+    row.update(passed.facts.get(obs_id, {}))
+    row.update(at_max)
+    info = store.obs_info(obs_id)
+    lon, lat = geom.pix_to_world((geom.shape[1] - 1) / 2, (geom.shape[0] - 1) / 2)
+    ra0, dec0 = to_frame(lon, lat, geom.frame, "icrs")
+    if np.isfinite(row["ra_deg"]) and np.isfinite(row["dec_deg"]):
+        row["offset_deg"] = float(angular_separation_deg(row["ra_deg"], row["dec_deg"],
+                                                         float(ra0), float(dec0)))
+    mjd = _tstart_mjd(info)
+    if mjd is not None:
+        row["tstart_mjd"] = mjd
+    return row
+
+
+def _tstart_mjd(info):
+    """Start of an observation (MJD) from its obs-index row (TSTART and the MJDREF of the
+    index, or the H.E.S.S./GADF reference), None when unknown."""
+    tstart = info.get("TSTART")
+    if not isinstance(tstart, (int, float)) or not np.isfinite(tstart):
+        return None
+    ref = info.get("MJDREFI")
+    ref = (float(ref) + float(info.get("MJDREFF", 0.0))) if isinstance(ref, (int, float)) \
+        else 51910.0 + 7.428703703703703e-4
+    return float(ref + tstart / 86400.0)
+
+
 def select_observations(store, config):
     """Observation ids of the config, and the skipped ids with reasons."""
     o = config.observations
@@ -503,6 +538,10 @@ class StackPass:
     band_edisp: list = field(default_factory=list)
     no_edisp: list = field(default_factory=list)
     point_like: list = field(default_factory=list)
+    facts: dict = field(default_factory=dict)
+    #: obs_id -> its on/off images (float32, no exposure) for the per-observation numbers at
+    #: the map maximum; None once they would exceed `KEEP_IMAGES_BYTES`
+    images: dict | None = field(default_factory=dict)
 
 
 def open_datastore(config):
@@ -659,6 +698,8 @@ def stack_observations(plan, exclusion, progress=False):
         out.ring_s += ringed.ring_s
         out.used.append(obs_id)
         out.templates[obs_id] = ringed.template
+        out.facts[obs_id] = ringed.facts
+        _keep_images(out, obs_id, ringed.onoff)
         if ringed.point_like:
             out.point_like.append(obs_id)
     discard_prefetched()
@@ -679,6 +720,44 @@ def _warn_ring_beyond_cutout(config):
         log.warning("%s = %g deg is beyond geom.offset_max = %g deg: each observation's ring "
                     "is clipped to its cutout (2 x offset_max wide); raise geom.offset_max "
                     "or use a smaller ring", key, r_out, config.geom.offset_max)
+
+
+#: at most this much memory for the observations' on/off images of the report's numbers at
+#: the map maximum (beyond, a survey: the report shows dashes there)
+KEEP_IMAGES_BYTES = 256 * 2**20
+
+
+def _keep_images(out, obs_id, onoff):
+    if out.images is None:
+        return
+    planes = tuple(np.asarray(a, np.float32) for a in (
+        onoff.counts, np.nan_to_num(onoff.counts_off), onoff.acceptance,
+        np.nan_to_num(onoff.acceptance_off)))
+    out.images[obs_id] = (onoff.slices, planes, onoff.mask)
+    used = sum(sum(p.nbytes for p in v[1]) + v[2].nbytes for v in out.images.values())
+    if used > KEEP_IMAGES_BYTES:
+        out.images = None
+
+
+def numbers_at(images, pixel, radius_px, correlate_off):
+    """Per observation: counts, excess and Li & Ma significance in the correlation circle
+    around ``pixel`` (j, i) of the full map, from each observation's own on/off images."""
+    j, i = pixel
+    half = int(np.ceil(radius_px)) + 1
+    out = {}
+    for obs_id, (slices, (counts, off, acc, acc_off), mask) in images.items():
+        sy, sx = slices
+        jj, ii = j - sy.start, i - sx.start
+        if not (0 <= jj < counts.shape[0] and 0 <= ii < counts.shape[1]) or not mask[jj, ii]:
+            continue
+        win = (slice(max(jj - half, 0), jj + half + 1), slice(max(ii - half, 0), ii + half + 1))
+        maps = excess_maps(counts[win], off[win], acc[win], acc_off[win], mask[win], radius_px,
+                           correlate_off=correlate_off, errors=False)
+        cj, ci = jj - win[0].start, ii - win[1].start
+        out[obs_id] = {"counts_at_max": float(maps["counts"][cj, ci]),
+                       "excess_at_max": float(maps["excess"][cj, ci]),
+                       "significance_at_max": float(maps["significance"][cj, ci])}
+    return out
 
 
 def _report_pass(config, result, skipped):
@@ -789,8 +868,13 @@ def run(config, jobs=None, progress=False, cache_dir=None):
         summary["flux_note"] = FLUX_NOTE
         log.warning("flux maps not written: %d observation(s) have point-like IRFs",
                     len(passed.point_like))
-    observations = [dict(_obs_row(store, i, "used"), background_template=passed.templates[i])
-                    for i in used]
+    at_max = {}
+    pixel = summary["max_significance"].get("pixel")
+    if passed.images is not None and pixel is not None:
+        at_max = numbers_at(passed.images, (pixel[1], pixel[0]),
+                            config.excess.radii_deg[0] / geom.binsize_deg,
+                            config.excess.correlate_off)
+    observations = [_used_row(store, i, geom, passed, at_max.get(i, {})) for i in used]
     observations += [_obs_row(store, i, "skipped", r) for i, r in skipped]
     return Result(config=config, geom=geom, stack=stack, maps=images_out, exclusion=exclusion,
                   summary=summary, observations=observations,
