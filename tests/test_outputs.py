@@ -665,3 +665,21 @@ def test_ctrl_c_while_the_temporary_is_created_leaves_nothing(tmp_path, msh_resu
     with pytest.raises(KeyboardInterrupt):
         msh_result.write(tmp_path / "out", figures=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_write_leaves_the_result_as_it_is(tmp_path):
+    """Writing twice gives the same summary.json (but the write time), and the Result's
+    summary gains nothing (no checksums, no write time)."""
+    import copy
+
+    cfg = msh_config(tmp_path)
+    cfg["observations"] = {"obs_ids": [20136, 20137]}
+    cfg["excess"]["correlation_radius"] = ["0.1 deg", "0.2 deg"]
+    result = run(cfg)
+    before = copy.deepcopy(result.summary)
+    out = result.write(tmp_path / "a", figures=True)
+    assert result.summary == before
+    written = json.loads((out / "summary.json").read_text())
+    assert written["inputs"] and "write" in written["timings"]
+    # figures of the further radius, filed beside the first's
+    assert (out / "significance_0.2deg.png").is_file() and (out / "significance.png").is_file()

@@ -481,7 +481,7 @@ def test_run_writes_every_figure_and_embeds_it(msh_result, tmp_path):
     from ringbg.figures import FIGURES
     from ringbg.outputs import _write_figures_and_report
 
-    _write_figures_and_report(msh_result, tmp_path)
+    _write_figures_and_report(msh_result, tmp_path, msh_result.summary)
     expected = [n for n, spec in FIGURES.items() if spec.product in msh_result.maps]
     assert [p.stem for p in sorted(tmp_path.glob("*.png"))] == sorted(expected)
     html = (tmp_path / "report.html").read_text(encoding="utf-8")

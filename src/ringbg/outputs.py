@@ -205,9 +205,12 @@ def write_outputs(result, outdir=None, overwrite=None, figures=None, protected=(
     tmp, old = temporary_path(target), None
     try:
         create_temporary(tmp)
-        _write_all(result, tmp, figures)
-        result.summary["timings"]["write"] = round(time.perf_counter() - t0, 4)
-        _write_summary(result, tmp)
+        # the summary written: the run's, with the inputs' checksums and the write time (the
+        # Result itself is left as it is)
+        summary = {**result.summary, "timings": dict(result.summary["timings"])}
+        _write_all(result, tmp, figures, summary)
+        summary["timings"]["write"] = round(time.perf_counter() - t0, 4)
+        _write_summary(summary, tmp)
         finish_temporary(tmp)
         old = move_into_place(tmp, target, overwrite, cfg.datastore, protected)
     except OSError as exc:
@@ -222,8 +225,8 @@ def write_outputs(result, outdir=None, overwrite=None, figures=None, protected=(
     return outdir
 
 
-def _write_summary(result, folder):
-    summary = {"ringbg": __version__, **result.summary}  # tells ringbg's summary.json apart
+def _write_summary(summary, folder):
+    summary = {"ringbg": __version__, **summary}  # tells ringbg's summary.json apart
     text = json.dumps(_clean_json(summary), indent=2, default=_json_default)
     (folder / "summary.json").write_text(text + "\n")
 
@@ -235,7 +238,7 @@ def maps_file_name(config, radius_deg):
     return f"maps_{radius_deg:g}deg.fits"
 
 
-def _write_all(result, folder, figures):
+def _write_all(result, folder, figures, summary):
     geom, stack, cfg = result.geom, result.stack, result.config
     header = geom.image_header()
     e_true = getattr(result, "energy_true_edges_tev", None)
@@ -268,27 +271,30 @@ def _write_all(result, folder, figures):
                         np.nan_to_num(onoff.acceptance_off), onoff.mask,
                         onoff.exposure * onoff.mask[None], sub, geom.energy_edges_tev,
                         onoff.livetime_s, name=str(onoff.obs_id), energy_true_edges_tev=e_true)
-    result.summary["inputs"] = input_checksums(result)
+    summary["inputs"] = input_checksums(result)
     if figures:
-        _write_figures_and_report(result, folder)
+        _write_figures_and_report(result, folder, summary)
 
 
-def _write_figures_and_report(result, folder):
+def _write_figures_and_report(result, folder, summary):
     import yaml
 
     from .figures import make_figures
     from .report import write_report
 
     cfg, geom = result.config, result.geom
-    maps = dict(result.maps, EXCLUSION=result.exclusion, OFF_SIGNIFICANCE=result.off_significance)
-    radius = cfg.excess.correlation_radius
-    radius = radius[0] if isinstance(radius, (list, tuple)) else radius
     adaptive = cfg.ring.adaptive
-    paths = make_figures(folder, maps, geom.wcs, result.summary, cfg.ring.r_in,
-                         cfg.ring.r_in + cfg.ring.width,
-                         energy_range_tev=(geom.energy_edges_tev[0], geom.energy_edges_tev[-1]),
-                         correlation_radius_deg=radius,
-                         r_out_max_deg=adaptive.r_out_max if adaptive is not None else None)
+    common = dict(energy_range_tev=(geom.energy_edges_tev[0], geom.energy_edges_tev[-1]),
+                  r_out_max_deg=adaptive.r_out_max if adaptive is not None else None)
+    paths = {}
+    for k, radius in enumerate(cfg.excess.radii_deg):
+        maps = dict(result.maps_by_radius.get(radius, result.maps), EXCLUSION=result.exclusion,
+                    OFF_SIGNIFICANCE=result.off_by_radius.get(radius, result.off_significance))
+        fit = summary.get("radii", {}).get(f"{radius:g}", {}).get("off_distribution")
+        radius_summary = dict(summary, off_distribution=fit or summary["off_distribution"])
+        extra = {} if k == 0 else {"suffix": f"_{radius:g}deg", "per_radius_only": True}
+        paths.update(make_figures(folder, maps, geom.wcs, radius_summary, cfg.ring.r_in,
+                                  cfg.ring.r_in + cfg.ring.width, correlation_radius_deg=radius,
+                                  **common, **extra))
     config_text = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
-    write_report(folder / "report.html", result.summary, config_text, paths,
-                 result.observations)
+    write_report(folder / "report.html", summary, config_text, paths, result.observations)

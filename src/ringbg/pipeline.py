@@ -881,6 +881,7 @@ def run(config, jobs=None, progress=False, cache_dir=None):
                   off_significance=off_significance, band_maps=band_maps,
                   per_observation=passed.per_observation,
                   maps_by_radius={r: v[0] for r, v in by_radius.items()},
+                  off_by_radius={r: v[1] for r, v in by_radius.items()},
                   energy_true_edges_tev=make_energy_true_edges(config),
                   flux_response=flux_response(config, geom, passed.edisp_stack))
 

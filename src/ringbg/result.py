@@ -58,6 +58,8 @@ class Result:
     per_observation: list = field(default_factory=list)
     #: correlation radius (deg) -> its product maps (``maps`` is the first radius')
     maps_by_radius: dict = field(default_factory=dict)
+    #: correlation radius (deg) -> its off significance (``off_significance`` the first's)
+    off_by_radius: dict = field(default_factory=dict)
     #: true-energy bin edges (TeV) of ``stack.exposure`` (None: the geometry's energy edges)
     energy_true_edges_tev: np.ndarray | None = None
     #: the response folded into the flux maps, per true-energy bin (None: one)
