@@ -787,12 +787,56 @@ def _report_pass(config, result, skipped):
             if config.ring.adaptive is not None else " (ring: widen it or shrink the exclusion)")
 
 
+def _selected(config):
+    """The data store and the selected observations (`RunError` when none)."""
+    store = open_datastore(config)
+    obs_ids, skipped = select_observations(store, config)
+    if not obs_ids:
+        raise RunError(
+            f"no observation selected in {config.datastore} (check observations.obs_ids and "
+            "observations.cone)"
+        )
+    return store, obs_ids, skipped
+
+
+def make_plan(config, store, obs_ids, jobs, cache_dir):
+    """The `Plan` of a run, its starting exclusion mask and the catalogue sources in it;
+    the memory, ring and exclusion checks before any work."""
+    geom = make_geom(config)
+    jobs = config.parallel.jobs if jobs is None else jobs
+    check_memory(config, geom, jobs, len(obs_ids))
+    exclusion, excluded_sources = initial_exclusion(config, geom)
+    RingSpec.from_config(config, geom.binsize_deg)  # a config error before any work
+    _warn_ring_beyond_cutout(config)
+    return Plan(config, store, geom, obs_ids, jobs, cache_dir), exclusion, excluded_sources
+
+
+def _auto_exclusion(plan, passed, exclusion):
+    """``exclusion.auto``: the pass again with the grown mask (`grow_exclusion`)."""
+    config, geom = plan.config, plan.geom
+    if config.exclusion.auto is None:
+        return passed, exclusion, 0
+    return grow_exclusion(
+        config.exclusion.auto, exclusion, passed, geom.binsize_deg,
+        significance=lambda p: _maps(p.stack, geom, config, p.stack.mask,
+                                     edisp_stack=p.edisp_stack)["significance"],
+        restack=lambda mask: stack_observations(plan, mask))
+
+
+def _band_maps(passed, geom, config):
+    band_edisp = passed.band_edisp or [None] * len(passed.band_stacks)
+    return [band_products(_maps(b, geom, config, b.mask, band=k, edisp_stack=be,
+                                flux=not passed.point_like))
+            for k, (b, be) in enumerate(zip(passed.band_stacks, band_edisp))]
+
+
 def run(config, jobs=None, progress=False, cache_dir=None):
     """Run the ring-background workflow of a config (path, YAML text, dict or `Config`).
 
     The stages: select the observations, plan (geometry, memory, exclusion, ring), reduce,
     ring and stack every observation, the automatic exclusion (when configured: the pass
-    again with the grown mask), the correlated maps, the summary.
+    again with the grown mask), the correlated maps (per correlation radius and energy
+    band), the result and its summary.
 
     Parameters
     ----------
@@ -811,72 +855,67 @@ def run(config, jobs=None, progress=False, cache_dir=None):
     """
     config = load_config(config)
     keep_freed_memory()
-    timings = {}
-    t_start = time.perf_counter()
-    store = open_datastore(config)
-    obs_ids, skipped = select_observations(store, config)
-    if not obs_ids:
-        raise RunError(
-            f"no observation selected in {config.datastore} (check observations.obs_ids and "
-            "observations.cone)"
-        )
-    timings["observations"] = time.perf_counter() - t_start
-
-    t0 = time.perf_counter()
-    geom = make_geom(config)
-    jobs = config.parallel.jobs if jobs is None else jobs
-    check_memory(config, geom, jobs, len(obs_ids))
-    exclusion, excluded_sources = initial_exclusion(config, geom)
-    RingSpec.from_config(config, geom.binsize_deg)  # a config error before any work
-    _warn_ring_beyond_cutout(config)
-    plan = Plan(config, store, geom, obs_ids, jobs, cache_dir)
-    timings["setup"] = time.perf_counter() - t0
-
+    clock = _Clock()
+    store, obs_ids, skipped = _selected(config)
+    clock.lap("observations")
+    plan, exclusion, excluded_sources = make_plan(config, store, obs_ids, jobs, cache_dir)
+    clock.lap("setup")
     passed = stack_observations(plan, exclusion, progress)
     _report_pass(config, passed, skipped)
-    timings["reduction"], timings["ring"] = passed.reduction_s, passed.ring_s
-    timings["stack"] = passed.stack_s
+    clock.lap(None)
+    clock.timings.update(reduction=passed.reduction_s, ring=passed.ring_s, stack=passed.stack_s)
+    passed, exclusion, auto_iterations = _auto_exclusion(plan, passed, exclusion)
+    clock.lap("auto_exclusion")
+    by_radius = correlated_products(passed, plan.geom, config, exclusion)
+    band_maps = _band_maps(passed, plan.geom, config)
+    clock.lap("excess")
+    clock.timings["total"] = clock.elapsed()
+    summary = _summary(config, plan.geom, passed.stack, by_radius, passed.used, skipped,
+                       clock.timings, auto_iterations)
+    summary.update(_run_notes(passed, excluded_sources))
+    return _result(plan, passed, exclusion, by_radius, band_maps, summary, skipped)
 
-    t0 = time.perf_counter()
-    auto_iterations = 0
-    if config.exclusion.auto is not None:
-        passed, exclusion, auto_iterations = grow_exclusion(
-            config.exclusion.auto, exclusion, passed, geom.binsize_deg,
-            significance=lambda p: _maps(p.stack, geom, config, p.stack.mask,
-                                         edisp_stack=p.edisp_stack)["significance"],
-            restack=lambda mask: stack_observations(plan, mask))
-    timings["auto_exclusion"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    stack = passed.stack
-    by_radius = correlated_products(passed, geom, config, exclusion)
-    band_edisp = passed.band_edisp or [None] * len(passed.band_stacks)
-    band_maps = [band_products(_maps(b, geom, config, b.mask, band=k, edisp_stack=be,
-                                     flux=not passed.point_like))
-                 for k, (b, be) in enumerate(zip(passed.band_stacks, band_edisp))]
-    timings["excess"] = time.perf_counter() - t0
-    timings["total"] = time.perf_counter() - t_start
+class _Clock:
+    """Stage timings of a run (s): ``lap(name)`` books the time since the previous lap."""
 
-    first = config.excess.radii_deg[0]
-    images_out, off_significance, off_fit = by_radius[first]
-    used = passed.used
-    summary = _summary(config, geom, stack, by_radius, used, skipped, timings,
-                       auto_iterations)
-    summary["excluded_sources"] = excluded_sources
-    summary["background_templates"] = {str(i): passed.templates[i] for i in used}
+    def __init__(self):
+        self.start = self.last = time.perf_counter()
+        self.timings = {}
+
+    def lap(self, name):
+        now = time.perf_counter()
+        if name is not None:
+            self.timings[name] = now - self.last
+        self.last = now
+
+    def elapsed(self):
+        return time.perf_counter() - self.start
+
+
+def _run_notes(passed, excluded_sources):
+    """summary.json entries of a pass: catalogue sources, templates, the flux note."""
+    notes = {"excluded_sources": excluded_sources,
+             "background_templates": {str(i): passed.templates[i] for i in passed.used}}
     if passed.point_like:
-        summary["flux_note"] = FLUX_NOTE
+        notes["flux_note"] = FLUX_NOTE
         log.warning("flux maps not written: %d observation(s) have point-like IRFs",
                     len(passed.point_like))
+    return notes
+
+
+def _result(plan, passed, exclusion, by_radius, band_maps, summary, skipped):
+    config, geom, store = plan.config, plan.geom, plan.store
     at_max = {}
     pixel = summary["max_significance"].get("pixel")
     if passed.images is not None and pixel is not None:
         at_max = numbers_at(passed.images, (pixel[1], pixel[0]),
                             config.excess.radii_deg[0] / geom.binsize_deg,
                             config.excess.correlate_off)
-    observations = [_used_row(store, i, geom, passed, at_max.get(i, {})) for i in used]
+    observations = [_used_row(store, i, geom, passed, at_max.get(i, {})) for i in passed.used]
     observations += [_obs_row(store, i, "skipped", r) for i, r in skipped]
-    return Result(config=config, geom=geom, stack=stack, maps=images_out, exclusion=exclusion,
+    maps, off_significance, _ = by_radius[config.excess.radii_deg[0]]
+    return Result(config=config, geom=geom, stack=passed.stack, maps=maps, exclusion=exclusion,
                   summary=summary, observations=observations,
                   off_significance=off_significance, band_maps=band_maps,
                   per_observation=passed.per_observation,
