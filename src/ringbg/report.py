@@ -670,6 +670,17 @@ def _config_section(config_text):
 # --------------------------------------------------------------------------- public
 
 
+def _nav(summary):
+    """The page's section links (one per correlation radius, excluded sources when any)."""
+    nav = [("figures", "Figures"), ("results", "Results")]
+    nav += [(f"radius-{k}", f"r = {k}&deg;") for k in summary.get("radii") or {}]
+    if summary.get("excluded_sources"):
+        nav.append(("excluded-sources", "Excluded sources"))
+    nav += [("observations", "Observations"), ("files", "Files"), ("config", "Configuration"),
+            ("provenance", "Provenance")]
+    return "<nav>" + "".join(f'<a href="#{_e(a)}">{t}</a>' for a, t in nav) + "</nav>"
+
+
 def write_report(path, summary, config_text, figures, observations, files=None):
     """Write the run report as one self-contained HTML file.
 
@@ -722,13 +733,6 @@ def write_report(path, summary, config_text, figures, observations, files=None):
         and _is_number(o.get("livetime_s")) and math.isfinite(o["livetime_s"])
     )
     files = _run_files(path.parent) if files is None else list(files)
-    radii = summary.get("radii") or {}
-    nav = [("figures", "Figures"), ("results", "Results")]
-    nav += [(f"radius-{k}", f"r = {k}&deg;") for k in radii]
-    if summary.get("excluded_sources"):
-        nav.append(("excluded-sources", "Excluded sources"))
-    nav += [("observations", "Observations"), ("files", "Files"), ("config", "Configuration"),
-            ("provenance", "Provenance")]
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en">',
@@ -742,7 +746,7 @@ def write_report(path, summary, config_text, figures, observations, files=None):
         "<body>",
         _header(summary, run_date, n_skipped),
         "<main>",
-        "<nav>" + "".join(f'<a href="#{_e(a)}">{t}</a>' for a, t in nav) + "</nav>",
+        _nav(summary),
         _cards(summary, livetime_s),
         "<div style=\"height:1.2rem\"></div>",
         _figures_section(figures, summary),

@@ -400,6 +400,40 @@ def simulate_datastore(
     the IRFs).
     """
     outdir = Path(outdir)
+    _check_arguments(bkg_format, bkg_gradient_per_deg, livetime_s, first_obs_id)
+    src_list = _validate_sources(sources)
+    ra_pnt, dec_pnt, ra_obj, dec_obj = _pointings_icrs(n_obs, center, frame, pointings,
+                                                       wobble_deg)
+    obs_index_file = outdir / "obs-index.fits.gz"
+    if obs_index_file.exists() and not overwrite:
+        raise FileExistsError(f"{obs_index_file} exists (use overwrite=True to replace it)")
+    (outdir / "data").mkdir(parents=True, exist_ok=True)
+    observations, rngs = _observations(ra_pnt, dec_pnt, ra_obj, dec_obj, seed, first_obs_id,
+                                       livetime_s, object_name)
+    suffix = ".fits.gz" if gzip else ".fits"
+    make_hdus = _ObservationHDUs(bkg_format, bkg_gradient_per_deg, bkg_irf, point_like)
+    obs_rows, hdu_rows = [], []
+    # compression and disk writes (which release the GIL) overlap with the simulation
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        pending = []
+        for obs, rng in zip(observations, rngs):
+            events = _simulate_events(rng, obs, src_list, bkg_format, bkg_gradient_per_deg)
+            hdus = make_hdus(obs, events)
+            file_name = f"obs_{obs['obs_id']:06d}{suffix}"
+            data = _fits_bytes(hdus)
+            pending.append(pool.submit(_write_bytes, data, outdir / "data" / file_name, gzip))
+            if len(pending) > 8:
+                pending.pop(0).result()
+            hdu_rows += _hdu_index_rows(obs["obs_id"], file_name, hdus, make_hdus.kinds())
+            obs_rows.append(_obs_index_row(obs, int(events["EVENT_ID"].size)))
+        for future in pending:
+            future.result()
+    _write_bytes(_fits_bytes([_hdu_index_hdu(hdu_rows)]), outdir / "hdu-index.fits.gz", True)
+    _write_bytes(_fits_bytes([_obs_index_hdu(obs_rows)]), obs_index_file, True)
+    return outdir
+
+
+def _check_arguments(bkg_format, bkg_gradient_per_deg, livetime_s, first_obs_id):
     if bkg_format not in ("BKG_3D", "BKG_2D"):
         raise ValueError(f"bkg_format must be 'BKG_3D' or 'BKG_2D', got {bkg_format!r}")
     if bkg_format == "BKG_2D" and bkg_gradient_per_deg != 0:
@@ -408,8 +442,10 @@ def simulate_datastore(
         raise ValueError(f"livetime_s must be > 0, got {livetime_s}")
     if not (isinstance(first_obs_id, (int, np.integer)) and first_obs_id >= 0):
         raise ValueError(f"first_obs_id must be a non-negative integer, got {first_obs_id!r}")
-    src_list = _validate_sources(sources)
 
+
+def _pointings_icrs(n_obs, center, frame, pointings, wobble_deg):
+    """ICRS pointings and targets (deg): a wobble pattern around ``center``, or ``pointings``."""
     if pointings is None:
         if n_obs < 1:
             raise ValueError(f"n_obs must be >= 1, got {n_obs}")
@@ -425,20 +461,20 @@ def simulate_datastore(
         if len(pointings) < 1:
             raise ValueError("pointings is empty")
     pnt = np.asarray(pointings, dtype=float).reshape(-1, 2)
-    n_obs = len(pnt)
     ra_pnt, dec_pnt = _to_icrs(pnt[:, 0], pnt[:, 1], pnt_frame)
     if center is None:
-        ra_obj, dec_obj = ra_pnt, dec_pnt
-    else:
-        ra_c, dec_c = _to_icrs(center[0], center[1], center_frame)
-        ra_obj, dec_obj = np.full(n_obs, ra_c[0]), np.full(n_obs, dec_c[0])
+        return ra_pnt, dec_pnt, ra_pnt, dec_pnt
+    ra_c, dec_c = _to_icrs(center[0], center[1], center_frame)
+    n = len(pnt)
+    return ra_pnt, dec_pnt, np.full(n, ra_c[0]), np.full(n, dec_c[0])
+
+
+def _observations(ra_pnt, dec_pnt, ra_obj, dec_obj, seed, first_obs_id, livetime_s,
+                  object_name):
+    """The observations' settings (dicts) and their random generators: ids, schedule, dead
+    time, zenith-dependent IRF tables."""
+    n_obs = len(ra_pnt)
     gal = SkyCoord(ra_pnt * u.deg, dec_pnt * u.deg, frame="icrs").galactic
-
-    obs_index_file = outdir / "obs-index.fits.gz"
-    if obs_index_file.exists() and not overwrite:
-        raise FileExistsError(f"{obs_index_file} exists (use overwrite=True to replace it)")
-    (outdir / "data").mkdir(parents=True, exist_ok=True)
-
     obs_ids = first_obs_id + np.arange(n_obs)
     # per-observation dead time: first draw of the observation's own generator
     rngs = [np.random.default_rng([seed, int(i)]) for i in obs_ids]
@@ -449,51 +485,30 @@ def simulate_datastore(
     tstart = _schedule(ra_pnt, ontime)
     tstop = tstart + ontime
     alt, az = _altaz_deg(ra_pnt, dec_pnt, 0.5 * (tstart + tstop))
-
-    suffix = ".fits.gz" if gzip else ".fits"
-    make_hdus = _ObservationHDUs(bkg_format, bkg_gradient_per_deg, bkg_irf, point_like)
-    obs_rows, hdu_rows = [], []
-    # compression and disk writes (which release the GIL) overlap with the simulation
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        pending = []
-        for k in range(n_obs):
-            zen = 90.0 - float(alt[k])
-            aeff_table = _aeff_table_m2(zen)
-            obs = {
-                "obs_id": int(obs_ids[k]),
-                "ra_pnt": float(ra_pnt[k]),
-                "dec_pnt": float(dec_pnt[k]),
-                "glon_pnt": float(gal.l.deg[k]),
-                "glat_pnt": float(gal.b.deg[k]),
-                "alt_pnt": float(alt[k]),
-                "az_pnt": float(az[k]),
-                "zen_pnt": zen,
-                "ra_obj": float(ra_obj[k]),
-                "dec_obj": float(dec_obj[k]),
-                "object": object_name,
-                "tstart": float(tstart[k]),
-                "tstop": float(tstop[k]),
-                "ontime": float(ontime[k]),
-                "livetime": float(ontime[k] * deadc[k]),
-                "deadc": float(deadc[k]),
-                "muoneff": float(rngs[k].uniform(0.85, 0.95)),
-                "aeff_table": aeff_table,
-                "aeff_max": _aeff_interp_max_m2(aeff_table),
-                "bkg_energy_profile": _bkg_energy_profile(
-                    _log_centers(_BKG_ENERGY_EDGES_TEV), zen
-                ),
-            }
-            events = _simulate_events(rngs[k], obs, src_list, bkg_format, bkg_gradient_per_deg)
-            hdus = make_hdus(obs, events)
-            file_name = f"obs_{obs['obs_id']:06d}{suffix}"
-            data = _fits_bytes(hdus)
-            pending.append(pool.submit(_write_bytes, data, outdir / "data" / file_name, gzip))
-            if len(pending) > 8:
-                pending.pop(0).result()
-            hdu_rows += _hdu_index_rows(obs["obs_id"], file_name, hdus, make_hdus.kinds())
-            obs_rows.append(_obs_index_row(obs, int(events["EVENT_ID"].size)))
-        for future in pending:
-            future.result()
-    _write_bytes(_fits_bytes([_hdu_index_hdu(hdu_rows)]), outdir / "hdu-index.fits.gz", True)
-    _write_bytes(_fits_bytes([_obs_index_hdu(obs_rows)]), obs_index_file, True)
-    return outdir
+    observations = []
+    for k in range(n_obs):
+        zen = 90.0 - float(alt[k])
+        aeff_table = _aeff_table_m2(zen)
+        observations.append({
+            "obs_id": int(obs_ids[k]),
+            "ra_pnt": float(ra_pnt[k]),
+            "dec_pnt": float(dec_pnt[k]),
+            "glon_pnt": float(gal.l.deg[k]),
+            "glat_pnt": float(gal.b.deg[k]),
+            "alt_pnt": float(alt[k]),
+            "az_pnt": float(az[k]),
+            "zen_pnt": zen,
+            "ra_obj": float(ra_obj[k]),
+            "dec_obj": float(dec_obj[k]),
+            "object": object_name,
+            "tstart": float(tstart[k]),
+            "tstop": float(tstop[k]),
+            "ontime": float(ontime[k]),
+            "livetime": float(ontime[k] * deadc[k]),
+            "deadc": float(deadc[k]),
+            "muoneff": float(rngs[k].uniform(0.85, 0.95)),
+            "aeff_table": aeff_table,
+            "aeff_max": _aeff_interp_max_m2(aeff_table),
+            "bkg_energy_profile": _bkg_energy_profile(_log_centers(_BKG_ENERGY_EDGES_TEV), zen),
+        })
+    return observations, rngs
