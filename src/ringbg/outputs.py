@@ -30,6 +30,7 @@ from .outdir import (
     temporary_path,
 )
 from .products import BAND_PRODUCTS, PRODUCTS
+from .progress import stage
 from .version import __version__
 
 __all__ = ["write_outputs", "write_onoff", "write_maps", "OutputError", "prepare_outdir"]
@@ -188,13 +189,15 @@ def _disk_full(folder, min_free_bytes=2**20):
         return False
 
 
-def write_outputs(result, outdir=None, overwrite=None, figures=None, protected=()):
+def write_outputs(result, outdir=None, overwrite=None, figures=None, protected=(),
+                  progress=None):
     """Write every output of ``result`` into ``outdir`` atomically; returns the folder.
 
     ``outdir`` is checked (`ringbg.outdir.check_outdir`: what may be written or replaced)
     before and again at the final rename. ``protected``: further ``(what, path)`` inputs
     that OUTDIR must not hold (the config file, the cache); the data store and the exclusion
     files of the config are always protected. Any `OSError` becomes an `OutputError`.
+    ``progress``: told when each stage starts (`ringbg.progress.stage`).
     """
     cfg = result.config
     outdir = Path(outdir if outdir is not None else cfg.output.dir)
@@ -206,7 +209,7 @@ def write_outputs(result, outdir=None, overwrite=None, figures=None, protected=(
     tmp, old = temporary_path(target), None
     try:
         create_temporary(tmp)
-        _write_all(result, tmp, figures)
+        _write_all(result, tmp, figures, progress)
         result.summary["timings"]["write"] = round(time.perf_counter() - t0, 4)
         _write_summary(result, tmp)
         finish_temporary(tmp)
@@ -236,7 +239,8 @@ def maps_file_name(config, radius_deg):
     return f"maps_{radius_deg:g}deg.fits"
 
 
-def _write_all(result, folder, figures):
+def _write_all(result, folder, figures, progress=None):
+    stage(progress, "writing the FITS files")
     geom, stack, cfg = result.geom, result.stack, result.config
     header = geom.image_header()
     e_true = getattr(result, "energy_true_edges_tev", None)
@@ -271,10 +275,10 @@ def _write_all(result, folder, figures):
                         onoff.livetime_s, name=str(onoff.obs_id), energy_true_edges_tev=e_true)
     result.summary["inputs"] = input_checksums(result)
     if figures:
-        _write_figures_and_report(result, folder)
+        _write_figures_and_report(result, folder, progress)
 
 
-def _write_figures_and_report(result, folder):
+def _write_figures_and_report(result, folder, progress=None):
     import yaml
 
     from .figures import make_figures
@@ -284,7 +288,9 @@ def _write_figures_and_report(result, folder):
     maps = {"SIGNIFICANCE": result.maps["SIGNIFICANCE"], "EXCESS": result.maps["EXCESS"],
             "EXCLUSION": result.exclusion, "OFF_SIGNIFICANCE": result.off_significance}
     r_out = cfg.ring.r_in + cfg.ring.width
+    stage(progress, "figures")
     paths = make_figures(folder, maps, result.geom.wcs, result.summary, cfg.ring.r_in, r_out)
     config_text = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    stage(progress, "report")
     write_report(folder / "report.html", result.summary, config_text, paths,
                  result.observations)

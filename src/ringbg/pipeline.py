@@ -4,6 +4,7 @@
 images, the correlated maps (arrays with their WCS), the summary and a ``write`` method.
 """
 
+import itertools
 import logging
 import os
 import time
@@ -21,6 +22,7 @@ from .exclusion import exclusion_mask, grow_exclusion
 from .excess import excess_maps
 from .geom import Geom, energy_edges_tev, to_frame
 from .parallel import keep_freed_memory, map_ordered
+from .progress import stage
 from .products import assemble, band_products
 from .result import Result
 from .background import template_name
@@ -648,6 +650,8 @@ def stack_observations(plan, exclusion, progress=False):
         out.edisp_stack = EdispStack(irf, n_true)
         out.band_edisp = [EdispStack(irf, n_true, band) for band in range(n_bands)]
     t_start = time.perf_counter()
+    if _needs_shared_shapes(config):
+        stage(progress, "radial background shapes (a first pass over the observations)")
     tasks = _tasks(plan, exclusion, shared_shapes(plan, exclusion))
     results = map_ordered(process_observation, tasks, plan.jobs, config.parallel.address)
     if progress:
@@ -739,8 +743,9 @@ def run(config, jobs=None, progress=False, cache_dir=None):
         The configuration.
     jobs : int, optional
         Overrides ``parallel.jobs``.
-    progress : bool
-        Show a progress bar over observations.
+    progress : bool or object
+        Show a progress bar over observations; an object with a ``stage(name)`` method is
+        also told when each later stage starts (`ringbg.progress.stage`).
     cache_dir : str or path, optional
         Keep per-observation reductions there and reuse them on the next run.
 
@@ -779,14 +784,21 @@ def run(config, jobs=None, progress=False, cache_dir=None):
     t0 = time.perf_counter()
     auto_iterations = 0
     if config.exclusion.auto is not None:
+        passes = itertools.count(2)
+
+        def restack(mask):
+            stage(progress, f"automatic exclusion: pass {next(passes)} over the observations")
+            return stack_observations(plan, mask, progress)
+
         passed, exclusion, auto_iterations = grow_exclusion(
             config.exclusion.auto, exclusion, passed, geom.binsize_deg,
             significance=lambda p: _maps(p.stack, geom, config, p.stack.mask,
                                          edisp_stack=p.edisp_stack)["significance"],
-            restack=lambda mask: stack_observations(plan, mask))
+            restack=restack)
     timings["auto_exclusion"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
+    stage(progress, "correlated maps")
     stack = passed.stack
     by_radius = correlated_products(passed, geom, config, exclusion)
     band_edisp = passed.band_edisp or [None] * len(passed.band_stacks)
