@@ -593,7 +593,7 @@ TEMPLATE = """\
 # Angles and energies take units ("0.5 deg", "10 TeV"); $VARS in paths are expanded, and
 # relative paths (datastore, exclusion files and catalogs, output.dir) are taken from the
 # folder of this file. Any key can be changed on the command line: ringbg run my.yaml
-# --set excess.correlation_radius=0.1deg --set observations.obs_ids=[20136,20137]
+# --set excess.correlation_radius=0.1deg --set 'observations.obs_ids=[20136,20137]'
 # As written, this template reproduces gammapy's "Ring background map" tutorial (MSH 15-52,
 # H.E.S.S. DL3 DR1) when GAMMAPY_DATA points at the folder holding hess-dl3-dr1: the keys
 # marked "tutorial" are its settings; a key left out takes gammapy's Analysis default (the
