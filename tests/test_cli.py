@@ -412,3 +412,346 @@ def test_os_error_outside_run_is_one_line(tmp_path):
     assert result.exit_code == 1, result.output
     lines = _error_lines(result.stderr)
     assert len(lines) == 1 and lines[0].startswith("ringbg: error:") and "file" in lines[0]
+
+
+# --------------------------------------------------------------------------------------------
+# issue 15: --set, --no-figures, info, relative paths, the progress display, -v
+
+
+def _fits_energy_bins(path):
+    """Bins of the true-energy axis of the exposure (geom.energy when energy_true is null)."""
+    from astropy.io import fits
+
+    with fits.open(path) as hdus:
+        return len(hdus["EXPOSURE_BANDS"].data)
+
+
+def test_set_overrides_keys_before_validation(tmp_path, data_dir):
+    cfg = _small(tmp_path)
+    cfg["output"]["figures"] = True
+    path = _write(tmp_path, cfg)
+    out = tmp_path / "res"
+    result = CliRunner().invoke(main, [
+        "run", str(path), "-o", str(out), "-q", "--no-figures",
+        "--set", "excess.correlation_radius=0.1deg", "--set", "geom.energy.nbins=5",
+        "--set", "observations.obs_ids=[20137]", "--set", "exclusion.auto.threshold=6"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["obs_ids"] == [20137]
+    assert summary["correlation_radius_deg"] == pytest.approx(0.1)
+    assert _fits_energy_bins(out / "stacked_onoff.fits") == 5
+    # exclusion.auto was null: --set made the section
+    assert summary["auto_exclusion_iterations"] >= 1
+    # --no-figures beats output.figures: true
+    assert not list(out.glob("*.png")) and not (out / "report.html").exists()
+    assert yaml.safe_load(path.read_text())["geom"]["energy"]["nbins"] == 10  # file untouched
+
+
+def test_without_no_figures_the_config_decides(tmp_path, data_dir):
+    cfg = _small(tmp_path)
+    cfg["observations"] = {"obs_ids": [20136]}
+    path = _write(tmp_path, cfg)
+    out = tmp_path / "res"
+    result = CliRunner().invoke(main, ["run", str(path), "-o", str(out), "-q",
+                                       "--set", "output.figures=true"])
+    assert result.exit_code == 0, result.output
+    assert (out / "report.html").is_file() and list(out.glob("*.png"))
+
+
+@pytest.mark.parametrize("setting, named", [
+    ("excess.corelation_radius=0.1deg", "excess.corelation_radius"),
+    ("geom.energy.nbins=abc", "geom.energy.nbins"),
+    ("excess.correlation_radius=0.1 TeV", "excess.correlation_radius"),
+    ("datastore.folder=x", "datastore"),
+    ("exclusion.regions.3.radius=0.2deg", "exclusion.regions"),
+    ("exclusion.regions.first.radius=0.2deg", "exclusion.regions"),
+    ("observations.obs_ids=[20136,", "observations.obs_ids"),
+])
+def test_set_bad_key_or_value_is_one_line_naming_the_key(setting, named, tmp_path, data_dir):
+    path = _write(tmp_path, _small(tmp_path))
+    result = CliRunner().invoke(main, ["run", str(path), "-q", "--set", setting])
+    assert result.exit_code == 1, result.output
+    lines = _error_lines(result.stderr)
+    assert len(lines) == 1 and lines[0].startswith("ringbg: error:"), lines
+    assert named in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("setting", ["nbins", "=5", "geom..nbins=5", "geom.energy.=5"])
+def test_set_without_key_value_is_a_usage_error(setting, tmp_path, data_dir):
+    path = _write(tmp_path, _small(tmp_path))
+    result = CliRunner().invoke(main, ["run", str(path), "--set", setting])
+    assert result.exit_code == 2 and "KEY=VALUE" in result.output
+
+
+def test_set_keys_values_are_yaml_and_lists_take_indexes():
+    from ringbg.cli import set_keys
+
+    data = {"geom": {"energy": {"nbins": 10}}, "exclusion": {"regions": [{"radius": 1}]},
+            "ring": {"adaptive": None}}
+    set_keys(data, [("geom.energy.nbins", "5"), ("exclusion.regions.0.radius", "0.2 deg"),
+                    ("ring.adaptive.theta", "0.3deg"), ("observations.obs_ids", "[1, 2]"),
+                    ("observations.cone", "null"), ("geom.energy.nbins", "7")])
+    assert data["geom"]["energy"]["nbins"] == 7  # the last one wins
+    assert data["exclusion"]["regions"] == [{"radius": "0.2 deg"}]
+    assert data["ring"]["adaptive"] == {"theta": "0.3deg"}
+    assert data["observations"] == {"obs_ids": [1, 2], "cone": None}
+
+
+def test_relative_paths_in_a_config_file_are_taken_from_its_folder(tmp_path, data_dir,
+                                                                  monkeypatch):
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    (folder / "stores").symlink_to(data_dir / "hess-dl3-dr1")
+    (folder / "mask.reg").write_text('icrs\ncircle(228.0, -59.0, 0.1)\n')
+    cfg = _small(tmp_path)
+    cfg["datastore"] = "stores"
+    cfg["exclusion"]["files"] = ["mask.reg"]
+    cfg["output"]["dir"] = "results"
+    path = _write(folder, cfg)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = CliRunner().invoke(main, ["run", str(path), "-q"])
+    assert result.exit_code == 0, result.output
+    assert (folder / "results" / "summary.json").is_file()
+    assert not (elsewhere / "results").exists()
+    # -o and --set paths: from the current folder
+    result = CliRunner().invoke(main, ["run", str(path), "-q", "--set", "output.dir=here"])
+    assert result.exit_code == 0, result.output
+    assert (elsewhere / "here" / "summary.json").is_file()
+
+
+def test_missing_config_file_names_the_absolute_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["run", "nope.yaml"])
+    assert result.exit_code == 1
+    assert str(tmp_path / "nope.yaml") in result.output and "does not exist" in result.output
+
+
+def test_gammapy_data_unset_is_said_plainly(tmp_path, data_dir, monkeypatch):
+    cfg = _small(tmp_path)
+    cfg["datastore"] = "$GAMMAPY_DATA/hess-dl3-dr1"
+    path = _write(tmp_path, cfg)
+    monkeypatch.delenv("GAMMAPY_DATA")
+    result = CliRunner().invoke(main, ["run", str(path), "-q"])
+    assert result.exit_code == 1
+    lines = _error_lines(result.stderr)
+    assert len(lines) == 1 and "GAMMAPY_DATA is not set" in lines[0], lines
+    assert "datastore" in lines[0]
+
+
+def test_yaml_syntax_error_gives_line_and_column(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("datastore: x\ngeom:\n  skydir: {lon: 1, lat: 2\n  width: 3\n")
+    result = CliRunner().invoke(main, ["run", str(path)])
+    assert result.exit_code == 1
+    lines = _error_lines(result.stderr)
+    assert len(lines) == 1 and str(path) in lines[0], lines
+    assert re.search(r"line 4, column \d+", lines[0]) and "line 3" in lines[0]
+
+
+def _obs_index(data_dir, name="hess-dl3-dr1"):
+    from astropy.table import Table
+
+    return Table.read(data_dir / name / "obs-index.fits.gz")
+
+
+def _info(*args):
+    result = CliRunner().invoke(main, ["info", *[str(a) for a in args]])
+    return result, result.stdout.splitlines()
+
+
+def _table_ids(lines):
+    """The OBS_IDs of the observation table of ``ringbg info`` (before the totals)."""
+    rows = lines[1:lines.index("")] if "" in lines else lines[1:]
+    return {int(line.split()[0]) for line in rows}
+
+
+def test_info_prints_text_not_bytes(data_dir):
+    result, lines = _info(data_dir / "hess-dl3-dr1")
+    assert result.exit_code == 0
+    assert "b'" not in result.output and 'b"' not in result.output
+    assert any(line.split()[:2] == ["20136", "MSH15-52"] for line in lines)
+
+
+def test_info_object_filter_and_totals_per_object(data_dir):
+    t = _obs_index(data_dir)
+    objects = [str(o).strip() for o in t["OBJECT"]]
+    result, lines = _info(data_dir / "hess-dl3-dr1", "--object", "crab NEBULA")
+    assert result.exit_code == 0, result.output
+    ids = _table_ids(lines)
+    assert ids == {int(i) for i, o in zip(t["OBS_ID"], objects) if o == "Crab Nebula"}
+    live_h = sum(float(x) for x, o in zip(t["LIVETIME"], objects) if o == "Crab Nebula") / 3600
+    total = next(line for line in lines if line.startswith("Crab Nebula ") and
+                 len(line.split()) == 4)
+    assert int(total.split()[2]) == len(ids)
+    assert float(total.split()[3]) == pytest.approx(live_h, abs=0.005)
+    assert lines[-1].startswith(f"{len(ids)} observations, live time {live_h:.2f} h")
+
+
+def test_info_totals_of_every_object(data_dir):
+    t = _obs_index(data_dir)
+    objects = [str(o).strip() for o in t["OBJECT"]]
+    result, lines = _info(data_dir / "hess-dl3-dr1")
+    start = lines.index("") + 2
+    totals = lines[start:-1]
+    assert len(totals) == len(set(objects))
+    runs = {o: objects.count(o) for o in objects}
+    for line in totals:
+        *name, n, hours = line.split()
+        assert runs[" ".join(name)] == int(n)
+    assert lines[-1].startswith(f"{len(t)} observations, live time "
+                                f"{float(np.sum(t['LIVETIME'])) / 3600:.2f} h")
+
+
+def test_info_cone_filter_in_icrs_and_galactic(data_dir):
+    from astropy.coordinates import SkyCoord
+
+    t = _obs_index(data_dir)
+    centre = SkyCoord(228.32, -59.08, unit="deg")
+    pointings = SkyCoord(t["RA_PNT"], t["DEC_PNT"], unit="deg")
+    want = {int(i) for i in t["OBS_ID"][pointings.separation(centre).deg < 1.0]}
+
+    ids = _table_ids
+    result, lines = _info(data_dir / "hess-dl3-dr1", "--cone", "228.32,-59.08,1")
+    assert result.exit_code == 0 and ids(lines) == want and len(want) > 0
+    g = centre.galactic
+    result, lines = _info(data_dir / "hess-dl3-dr1", "--cone",
+                          f"{g.l.deg:.6f},{g.b.deg:.6f},1", "--frame", "galactic")
+    assert result.exit_code == 0 and ids(lines) == want
+    result, lines = _info(data_dir / "hess-dl3-dr1", "--cone", "0,89,0.1")
+    assert result.exit_code == 0 and lines[-1].startswith("no observation")
+    result, _ = _info(data_dir / "hess-dl3-dr1", "--cone", "228,-59")
+    assert result.exit_code == 2
+
+
+def test_info_without_livetime_column(data_dir):
+    result, lines = _info(data_dir / "magic-rad-max")
+    assert result.exit_code == 0
+    assert "nan" not in result.output
+    assert lines[-1].startswith("2 observations, live time unknown")
+
+
+def test_info_on_a_folder_above_stores_says_where_they_are(tmp_path, data_dir):
+    top = tmp_path / "top"
+    (top / "a").mkdir(parents=True)
+    (top / "b").mkdir(parents=True)
+    (top / "a" / "hess").symlink_to(data_dir / "hess-dl3-dr1")
+    (top / "b" / "cta").symlink_to(data_dir / "cta-1dc")  # its index is 4 levels below top
+    deep = top / "d1" / "d2" / "d3" / "d4" / "d5"
+    deep.mkdir(parents=True)
+    (deep / "magic").symlink_to(data_dir / "magic-rad-max")  # beyond the bounded search
+    result = CliRunner().invoke(main, ["info", str(top)])
+    assert result.exit_code == 1
+    lines = _error_lines(result.stderr)
+    assert lines[0].startswith("ringbg: error:") and "obs-index" in lines[0]
+    assert lines[1:] == [f"  {top / 'a' / 'hess'}", f"  {top / 'b/cta/index/gps'}"]
+
+
+def test_find_datastores_is_bounded(tmp_path):
+    from ringbg.cli import find_datastores
+
+    for k in range(30):
+        (tmp_path / f"s{k:02d}").mkdir()
+        (tmp_path / f"s{k:02d}" / "obs-index.fits.gz").write_bytes(b"")
+    (tmp_path / "loop").symlink_to(tmp_path)  # followed once, not forever
+    stores, stopped = find_datastores(tmp_path, max_found=5)
+    assert stopped and stores == [tmp_path / f"s{k:02d}" for k in range(5)]
+    stores, stopped = find_datastores(tmp_path)
+    assert not stopped or len(stores) == 20
+    stores, stopped = find_datastores(tmp_path, max_folders=3)
+    assert stopped and len(stores) <= 3
+
+
+def _run_on_a_terminal(args, columns=100):
+    """Run ringbg with stderr on a pseudo-terminal; (stdout, what the terminal showed)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    proc = subprocess.Popen([sys.executable, "-m", "ringbg", *[str(a) for a in args]],
+                            stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    stdout = proc.stdout.read().decode()
+    proc.stdout.close()
+    assert proc.wait(timeout=120) == 0, b"".join(chunks).decode(errors="replace")
+    return stdout, b"".join(chunks).decode(errors="replace").replace("\r\n", "\n")
+
+
+STAGES = ["automatic exclusion: pass 2", "correlated maps", "writing the FITS files",
+          "figures", "report"]
+
+
+def test_progress_covers_the_whole_run_on_a_terminal(tmp_path, data_dir):
+    cfg = _small(tmp_path)
+    cfg["exclusion"]["auto"] = {"threshold": 3.0, "iterations": 2}
+    cfg["output"]["figures"] = True
+    path = _write(tmp_path, cfg)
+    stdout, terminal = _run_on_a_terminal(["run", path, "-o", tmp_path / "res"])
+    assert "ringbg: outputs in" in stdout
+    assert "observations: 100%" in terminal  # the bar
+    stage_lines = re.findall(r"^ringbg: \[ *[0-9.]+ s\] (.*)$", terminal, re.M)
+    found = [next(k for k, line in enumerate(stage_lines) if line.startswith(s))
+             for s in STAGES]
+    assert found == sorted(found), stage_lines
+
+
+def test_no_stage_lines_off_a_terminal(tmp_path, data_dir):
+    cfg = _small(tmp_path)
+    cfg["output"]["figures"] = True
+    proc = subprocess.run([sys.executable, "-m", "ringbg", "run", str(_write(tmp_path, cfg)),
+                           "-o", str(tmp_path / "res")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "ringbg: [" not in proc.stderr and "observations:" not in proc.stderr
+
+
+def test_stage_hooks_of_run_and_write_outputs(tmp_path, data_dir):
+    """The API: an object with ``stage(name)`` is told of each stage, in order."""
+    from ringbg.outputs import write_outputs
+    from ringbg.pipeline import run
+
+    class Recorder:
+        def __init__(self):
+            self.names = []
+
+        def stage(self, name):
+            self.names.append(name)
+
+    cfg = _small(tmp_path)
+    cfg["exclusion"]["auto"] = {"threshold": 3.0, "iterations": 3}
+    cfg["output"]["figures"] = True
+    recorder = Recorder()
+    result = run(cfg, progress=recorder)
+    write_outputs(result, tmp_path / "res", progress=recorder)
+    passes = result.summary["auto_exclusion_iterations"]
+    auto = [n for n in recorder.names if n.startswith("automatic exclusion")]
+    assert len(auto) >= 1 and len(auto) in (passes, passes - 1)
+    assert auto[0].startswith("automatic exclusion: pass 2")
+    assert recorder.names[len(auto):] == ["correlated maps", "writing the FITS files",
+                                          "figures", "report"]
+
+
+def test_verbose_shows_ringbg_debug_lines_not_other_libraries(tmp_path, data_dir):
+    cfg = _small(tmp_path)
+    cfg["output"]["figures"] = True
+    proc = subprocess.run([sys.executable, "-m", "ringbg", "run", str(_write(tmp_path, cfg)),
+                           "-o", str(tmp_path / "res"), "-vv"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    lines = _error_lines(proc.stderr)
+    assert "ringbg: DEBUG: stage: figures" in lines
+    assert "findfont" not in proc.stderr and "matplotlib" not in proc.stderr.lower(), lines[:5]
+    assert "ringbg: INFO: observation 20136: background template irf" in lines

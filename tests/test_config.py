@@ -1,5 +1,7 @@
 """The config contract: every bad value gets one line naming the key."""
 
+from pathlib import Path
+
 import pytest
 import yaml
 from conftest import msh_config
@@ -302,3 +304,125 @@ def test_config_file_not_utf8(tmp_path):
 
 def test_long_yaml_text_is_not_taken_for_a_path(data_dir):
     assert "YAML mapping" in _error("x" * 5000)
+
+
+# --------------------------------------------------------------------------------------------
+# issue 15: relative paths, missing files, $GAMMAPY_DATA, YAML syntax errors
+
+
+@pytest.fixture
+def config_folder(tmp_path, data_dir):
+    """A config file in its own folder naming its data store, exclusion file, catalogue and
+    output folder by relative paths (from that folder)."""
+    folder = tmp_path / "analysis"
+    folder.mkdir()
+    (folder / "store").symlink_to(data_dir / "hess-dl3-dr1")
+    (folder / "masks").mkdir()
+    (folder / "masks" / "x.reg").write_text("icrs\ncircle(228.0, -59.0, 0.1)\n")
+    (folder / "hgps.fits.gz").symlink_to(data_dir / "catalogs" / "hgps_catalog_v1.fits.gz")
+    cfg = msh_config()
+    cfg["datastore"] = "store"
+    cfg["exclusion"]["files"] = ["masks/x.reg"]
+    cfg["exclusion"]["catalogs"] = [{"file": "./hgps.fits.gz"}]
+    cfg["output"]["dir"] = "../results"
+    path = folder / "ringbg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return folder, path, cfg
+
+
+def test_relative_paths_resolve_against_the_config_files_folder(config_folder, tmp_path,
+                                                                monkeypatch):
+    folder, path, _ = config_folder
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    c = load_config("../analysis/ringbg.yaml")  # a relative path to the file, too
+    folder = folder.resolve()
+    assert Path(c.datastore) == folder / "store"
+    assert [Path(f) for f in c.exclusion.files] == [folder / "masks" / "x.reg"]
+    assert Path(c.exclusion.catalogs[0].file) == folder / "hgps.fits.gz"
+    assert Path(c.output.dir) == folder / ".." / "results"
+    assert load_config(path).datastore == c.datastore
+
+
+def test_left_out_output_dir_stays_in_the_current_folder(config_folder, monkeypatch, tmp_path):
+    folder, path, cfg = config_folder
+    del cfg["output"]["dir"]
+    path.write_text(yaml.safe_dump(cfg))
+    monkeypatch.chdir(tmp_path)
+    assert load_config(path).output.dir == "results"
+
+
+def test_dict_and_yaml_text_resolve_against_the_current_folder(config_folder, monkeypatch):
+    folder, path, cfg = config_folder
+    monkeypatch.chdir(folder)
+    c = load_config(cfg)
+    assert c.datastore == "store" and c.exclusion.files == ["masks/x.reg"]
+    assert load_config(yaml.safe_dump(cfg)).datastore == "store"
+    monkeypatch.chdir(folder.parent)
+    cfg["exclusion"] = {}
+    msg = _error(cfg)  # "store" is not in this folder
+    assert "datastore" in msg and str(folder.parent / "store") in msg
+
+
+@pytest.mark.parametrize("key", ["datastore", "files", "catalog"])
+def test_missing_file_message_names_the_absolute_path(key, config_folder, tmp_path,
+                                                      monkeypatch):
+    folder, path, cfg = config_folder
+    if key == "datastore":
+        cfg["datastore"] = "nowhere"
+    elif key == "files":
+        cfg["exclusion"]["files"] = ["masks/none.reg"]
+    else:
+        cfg["exclusion"]["catalogs"] = [{"file": "none.fits"}]
+    path.write_text(yaml.safe_dump(cfg))
+    monkeypatch.chdir(tmp_path)
+    msg = _error(str(path.relative_to(tmp_path)))
+    folder = folder.resolve()
+    looked_at = {"datastore": folder / "nowhere", "files": folder / "masks" / "none.reg",
+                 "catalog": folder / "none.fits"}[key]
+    assert str(looked_at) in msg and "does not exist" in msg
+
+
+def test_missing_config_file_names_the_absolute_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    msg = _error("missing.yaml")
+    assert str(tmp_path / "missing.yaml") in msg
+
+
+@pytest.mark.parametrize("state", ["unset", "empty"])
+@pytest.mark.parametrize("key", ["datastore", "files", "output"])
+def test_gammapy_data_not_set_is_said_plainly(state, key, data_dir, monkeypatch, tmp_path):
+    cfg = msh_config()
+    value = "$GAMMAPY_DATA/x"
+    if key == "datastore":
+        cfg["datastore"] = "${GAMMAPY_DATA}/hess-dl3-dr1"
+    elif key == "files":
+        cfg["exclusion"]["files"] = [value]
+    else:
+        cfg["output"]["dir"] = value
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    if state == "unset":
+        monkeypatch.delenv("GAMMAPY_DATA")
+    else:
+        monkeypatch.setenv("GAMMAPY_DATA", "")
+    msg = _error(str(path))
+    assert f"GAMMAPY_DATA is {'not set' if state == 'unset' else 'empty'}" in msg
+    assert {"datastore": "datastore", "files": "exclusion.files", "output": "output.dir"}[key] \
+        in msg
+    assert str(tmp_path) not in msg  # not joined to the config's folder
+
+
+@pytest.mark.parametrize("text, line, column", [
+    ("geom: [unclosed", 1, 16),
+    ("datastore: x\ngeom:\n  skydir: {lon: 1, lat: 2\n  width: 3\n", 4, 8),
+    ("datastore: x\n ring: 1\n", 2, 6),
+    ("datastore: x\nring:\n\t- 1\n", 3, 1),
+])
+def test_yaml_syntax_errors_give_line_and_column(text, line, column, tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    msg = _error(str(path))
+    assert f"config file {path} is not valid YAML at line {line}, column {column}:" in msg
+    assert f"config is not valid YAML at line {line}, column {column}:" in _error(text)

@@ -63,12 +63,16 @@ def _log_warning(message, category, filename, lineno, file=None, line=None):
 
 
 def _setup_logging(verbose, quiet):
+    """ringbg's own log lines at the level of ``-v`` (INFO) or ``-vv`` (DEBUG); other
+    libraries' (matplotlib, astropy...) stay at WARNING; ``--quiet``: errors only."""
     level = logging.WARNING
     if verbose:
         level = logging.DEBUG if verbose > 1 else logging.INFO
     if quiet:
         level = logging.ERROR
-    logging.basicConfig(level=level, format="ringbg: %(levelname)s: %(message)s", force=True)
+    logging.basicConfig(level=max(level, logging.WARNING),
+                        format="ringbg: %(levelname)s: %(message)s", force=True)
+    log.setLevel(level)
     warnings.showwarning = _log_warning
 
 
@@ -141,19 +145,119 @@ def _interrupt_message(out, before):
     return "ringbg: interrupted; the output folder was left as it was"
 
 
+def set_keys(data, settings):
+    """Apply ``--set KEY=VALUE`` settings to a config mapping (before validation), in place.
+
+    Parameters
+    ----------
+    data : dict
+        The config mapping (`ringbg.config.read_config`).
+    settings : list of (str, str)
+        ``(dotted key, value text)`` pairs, applied in order; each value is parsed as YAML
+        (``5``, ``0.04deg``, ``[20136, 20137]``, ``null``); a list entry is named by its
+        index (``exclusion.regions.0.radius``).
+
+    Raises
+    ------
+    ConfigError
+        A value that is not YAML, or a key whose path crosses a value or a missing list entry.
+    """
+    import yaml
+
+    from .errors import ConfigError
+
+    for key, text in settings:
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+            raise ConfigError(f"--set {key}: the value {text!r} is not valid YAML "
+                              f"({problem})") from None
+        except (ValueError, TypeError, OverflowError) as exc:  # e.g. a date that is not one
+            raise ConfigError(f"--set {key}: the value {text!r} cannot be read ({exc})") from None
+        parts = key.split(".")
+        node = data
+        for depth, part in enumerate(parts):
+            parent = ".".join(parts[:depth])
+            if isinstance(node, list):
+                part = _list_index(part, node, key, parent)
+            elif not isinstance(node, dict):
+                raise ConfigError(f"--set {key}: config key '{parent}' holds a value "
+                                  f"({_short(node)}), not a section of keys")
+            if depth == len(parts) - 1:
+                node[part] = value
+            else:
+                if isinstance(node, dict) and node.get(part) is None:
+                    node[part] = {}  # a section left out or null: set a key of it
+                node = node[part]
+    return data
+
+
+def _short(value, size=60):
+    text = " ".join(repr(value).split())
+    return text if len(text) <= size else text[:size - 3] + "..."
+
+
+def _list_index(part, items, key, where):
+    """The list index ``part`` names in ``--set key``, or a `ConfigError`."""
+    from .errors import ConfigError
+
+    try:
+        index = int(part)
+    except ValueError:
+        raise ConfigError(f"--set {key}: config key '{where}' is a list; name an entry by its "
+                          f"index ({where}.0...)") from None
+    if not 0 <= index < len(items):
+        raise ConfigError(f"--set {key}: config key '{where}' has {len(items)} "
+                          f"entr{'y' if len(items) == 1 else 'ies'}; no index {index}")
+    return index
+
+
+def _parse_set(ctx, param, values):
+    """``--set KEY=VALUE`` options as ``(key, value text)`` pairs; a usage error otherwise."""
+    pairs = []
+    for value in values:
+        key, sep, text = value.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise click.BadParameter(f"{value!r}: expected KEY=VALUE with a dotted KEY, e.g. "
+                                     "--set geom.energy.nbins=5", ctx=ctx, param=param)
+        pairs.append((key, text))
+    return pairs
+
+
+def _load(config_path_or_obj, settings):
+    """The validated config of ``run``: the file (or object), then the ``--set`` settings."""
+    import copy
+
+    from .config import Config, load_config, read_config
+
+    if not settings:
+        return load_config(config_path_or_obj)
+    source = config_path_or_obj
+    if isinstance(source, Config):
+        source = source.model_dump(mode="json")
+    data = copy.deepcopy(read_config(source))
+    return load_config(set_keys(data, settings))
+
+
 def run_config(config_path_or_obj, outdir, jobs, overwrite, quiet, verbose, figures=None,
-               cache_dir=None):
-    """Shared by ``run`` and ``demo``: validate, refuse a bad OUTDIR early, run, write."""
-    from .config import load_config
+               cache_dir=None, settings=()):
+    """Shared by ``run`` and ``demo``: validate, refuse a bad OUTDIR early, run, write.
+
+    ``settings``: ``(key, value text)`` pairs of ``--set``, applied before validation;
+    ``figures``: False for ``--no-figures`` (None: ``output.figures``).
+    """
     from .entry import exit_on_interrupt
     from .outdir import read_marker
     from .outputs import prepare_outdir, write_outputs
     from .pipeline import run
+    from .progress import StageLines
 
     _setup_logging(verbose, quiet)
     out, before = None, _UNKNOWN
     try:
-        config = load_config(config_path_or_obj)
+        config = _load(config_path_or_obj, settings)
         out = Path(outdir) if outdir else Path(config.output.dir)
         overwrite = overwrite or config.output.overwrite
         protected = [("cache folder", cache_dir)]
@@ -161,10 +265,10 @@ def run_config(config_path_or_obj, outdir, jobs, overwrite, quiet, verbose, figu
             protected.append(("config file", config_path_or_obj))
         protected += [("exclusion file", f) for f in config.exclusion.files]
         before = read_marker(prepare_outdir(out, overwrite, config.datastore, protected).path)
-        progress = not quiet and sys.stderr.isatty()
+        progress = StageLines() if not quiet and sys.stderr.isatty() else None
         result = run(config, jobs=jobs, progress=progress, cache_dir=cache_dir)
         folder = write_outputs(result, out, overwrite=overwrite, figures=figures,
-                               protected=protected)
+                               protected=protected, progress=progress)
         if threading.current_thread() is threading.main_thread():
             exit_on_interrupt(f"ringbg: interrupted; the outputs in {folder} are complete")
     except RingbgError as exc:
@@ -188,11 +292,24 @@ def run_config(config_path_or_obj, outdir, jobs, overwrite, quiet, verbose, figu
 @_verbose_option
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False), default=None,
               help="Keep per-observation results here and reuse them on a rerun.")
-def run_command(config, outdir, jobs, overwrite, quiet, verbose, cache_dir):
-    """Run the workflow of CONFIG (YAML) and write maps, figures, summary and report."""
+@click.option("--set", "settings", metavar="KEY=VALUE", multiple=True, callback=_parse_set,
+              help="Set a config key (dotted, e.g. geom.energy.nbins=5, "
+                   "excess.correlation_radius=0.04deg, observations.obs_ids=[20136,20137]); "
+                   "VALUE is YAML; repeatable.")
+@click.option("--no-figures", is_flag=True, help="FITS files and summary.json only (no "
+              "figures, no report).")
+def run_command(config, outdir, jobs, overwrite, quiet, verbose, cache_dir, settings,
+                no_figures):
+    """Run the workflow of CONFIG (YAML) and write maps, figures, summary and report.
+
+    Relative paths in CONFIG are taken from CONFIG's folder; those of --set and -o from the
+    current folder.
+    """
     if not Path(config).is_file():
-        _fail(f"config file {config} does not exist (write one with 'ringbg config > my.yaml')")
-    run_config(config, outdir, jobs, overwrite, quiet, verbose, cache_dir=cache_dir)
+        _fail(f"config file {Path(config).absolute()} does not exist (write one with "
+              "'ringbg config > my.yaml')")
+    run_config(config, outdir, jobs, overwrite, quiet, verbose, cache_dir=cache_dir,
+               figures=False if no_figures else None, settings=settings)
 
 
 @main.command("config")
@@ -203,33 +320,220 @@ def config_command():
     click.echo(TEMPLATE, nl=False)
 
 
+#: how deep and how wide ``ringbg info`` looks for data stores below a folder without one
+FIND_STORES_MAX_DEPTH = 4
+FIND_STORES_MAX_FOLDERS = 5000
+FIND_STORES_MAX_FOUND = 20
+
+
+def find_datastores(folder, max_depth=FIND_STORES_MAX_DEPTH,
+                    max_folders=FIND_STORES_MAX_FOLDERS, max_found=FIND_STORES_MAX_FOUND):
+    """Data stores (folders with an observation index) below ``folder``, breadth first.
+
+    Bounded: at most ``max_depth`` levels below ``folder``, ``max_folders`` folders looked
+    into and ``max_found`` stores; hidden folders and the folders inside a store are skipped,
+    symlinks are followed (each folder is looked into once).
+
+    Returns
+    -------
+    stores : list of `~pathlib.Path`
+    stopped : bool
+        True when ``max_folders`` or ``max_found`` stopped the search early.
+    """
+    import os
+
+    from .datastore import OBS_INDEX_NAMES
+
+    seen, found, level = set(), [], [Path(folder)]
+    for depth in range(max_depth + 1):
+        below = []
+        for path in level:
+            if len(seen) >= max_folders:
+                return found, True
+            try:
+                real = os.path.realpath(path)
+                if real in seen:
+                    continue
+                seen.add(real)
+                with os.scandir(path) as scan:
+                    entries = sorted(scan, key=lambda e: e.name)
+            except OSError:
+                continue
+            if depth > 0 and any(e.name in OBS_INDEX_NAMES for e in entries):
+                found.append(path)
+                if len(found) >= max_found:
+                    return found, True
+                continue
+            for entry in entries:
+                try:
+                    if not entry.name.startswith(".") and entry.is_dir():
+                        below.append(path / entry.name)
+                except OSError:
+                    continue
+        level = below
+    return found, False
+
+
+def _store_error(directory, exc):
+    """The message of a folder that is not a data store, and the stores below it."""
+    import os
+
+    directory = Path(directory)
+    message = str(exc)
+    if not directory.is_dir():
+        top = Path(directory.anchor, *directory.parts[1:2])
+        if not os.environ.get("GAMMAPY_DATA") and not top.exists():
+            message += ("; GAMMAPY_DATA is not set (if you wrote $GAMMAPY_DATA/..., the shell "
+                        "made it /...)")
+        return message, []
+    stores, stopped = find_datastores(directory)
+    if not stores:
+        return (f"{message} and no data store up to {FIND_STORES_MAX_DEPTH} levels below it",
+                [])
+    more = "; the search stopped there" if stopped else ""
+    return (f"{message}; data store{'s' if len(stores) > 1 else ''} found up to "
+            f"{FIND_STORES_MAX_DEPTH} levels below it{more}:", [str(p) for p in stores])
+
+
+def _parse_cone(ctx, param, value):
+    """``--cone LON,LAT,RADIUS`` (deg) as three floats."""
+    import math
+
+    if value is None:
+        return None
+    try:
+        lon, lat, radius = (float(v) for v in value.replace(" ", "").split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected LON,LAT,RADIUS in deg, e.g. "
+                                 "228.32,-59.08,2.5", ctx=ctx, param=param) from None
+    if not all(math.isfinite(v) for v in (lon, lat, radius)) or not -90 <= lat <= 90 \
+            or not 0 < radius <= 180:
+        raise click.BadParameter(f"{value!r}: LAT must be in [-90, 90] and RADIUS in "
+                                 "(0, 180] deg", ctx=ctx, param=param)
+    return lon, lat, radius
+
+
+def _text_column(table, name):
+    """A text column as stripped ``str`` (FITS text columns are bytes); None if absent."""
+    import numpy as np
+
+    if name not in table.colnames:
+        return None
+    return [v.decode(errors="replace").strip() if isinstance(v, bytes) else str(v).strip()
+            for v in np.asarray(table[name]).tolist()]
+
+
+def _number_column(table, name):
+    import numpy as np
+
+    if name not in table.colnames:
+        return np.full(len(table), np.nan)
+    values = np.asarray(table[name])
+    return values.astype(float) if values.dtype.kind in "iuf" else np.full(len(table), np.nan)
+
+
+def _livetime_s(table):
+    """LIVETIME (s) of each row; ONTIME x DEADC where LIVETIME is absent; NaN if unknown."""
+    import numpy as np
+
+    live = _number_column(table, "LIVETIME")
+    fallback = _number_column(table, "ONTIME") * _number_column(table, "DEADC")
+    return np.where(np.isfinite(live), live, fallback)
+
+
+def _normalised(name):
+    return "".join(name.split()).casefold()
+
+
+def _info_rows(store, cone, frame, obj):
+    """Indexes (rows of the observation index) that ``--cone`` and ``--object`` keep."""
+    import numpy as np
+
+    from .errors import DataStoreError
+
+    table = store.obs_table
+    keep = np.ones(len(table), dtype=bool)
+    if cone is not None:
+        wanted = set(store.select(cone=(cone[0], cone[1], frame, cone[2])))
+        keep &= np.isin(np.asarray(table["OBS_ID"], dtype=np.int64), list(wanted))
+    if obj is not None:
+        objects = _text_column(table, "OBJECT")
+        if objects is None:
+            raise DataStoreError(f"--object: the observation index of {store.base_dir} has no "
+                                 "OBJECT column")
+        keep &= np.array([_normalised(obj) in _normalised(o) for o in objects], dtype=bool)
+    return np.flatnonzero(keep)
+
+
+def _hours(seconds):
+    return "-" if not seconds == seconds else f"{seconds / 3600:.2f}"
+
+
+def _number(value, width, decimals):
+    """``value`` right-aligned in ``width`` with ``decimals``; ``-`` for NaN (not given)."""
+    return f"{'-':>{width}}" if not value == value else f"{value:>{width}.{decimals}f}"
+
+
+def _print_info(store, rows):
+    """The observation table, then the totals per object and in all."""
+    import numpy as np
+
+    t = store.obs_table
+    objects = _text_column(t, "OBJECT") or [""] * len(t)
+    width = max([6] + [len(objects[i]) for i in rows])
+    width = min(width, 40)
+    ra, dec = _number_column(t, "RA_PNT"), _number_column(t, "DEC_PNT")
+    live, zen = _livetime_s(t), _number_column(t, "ZEN_PNT")
+    ids = np.asarray(t["OBS_ID"], dtype=np.int64)
+    click.echo(f"{'OBS_ID':>8}  {'OBJECT':<{width}} {'RA_PNT':>9} {'DEC_PNT':>9} "
+               f"{'LIVETIME_S':>10} {'ZEN_PNT':>7}")
+    for i in rows:
+        click.echo(f"{int(ids[i]):>8}  {objects[i][:width]:<{width}} {_number(ra[i], 9, 3)} "
+                   f"{_number(dec[i], 9, 3)} {_number(live[i], 10, 1)} "
+                   f"{_number(zen[i], 7, 1)}")
+    if len(rows) == 0:
+        click.echo(f"no observation of {store.base_dir} matches")
+        return
+    click.echo("")
+    click.echo(f"{'OBJECT':<{width}} {'RUNS':>5} {'LIVETIME_H':>10}")
+    for name in dict.fromkeys(objects[i] for i in rows):
+        these = [i for i in rows if objects[i] == name]
+        hours = live[these]
+        total = np.nansum(hours) if np.isfinite(hours).any() else np.nan
+        click.echo(f"{(name or '-')[:width]:<{width}} {len(these):>5} {_hours(total):>10}")
+    known = np.isfinite(live[rows])
+    total = f"{_hours(np.nansum(live[rows]))} h" if known.any() else "unknown"
+    unknown = "" if known.all() else f" ({int((~known).sum())} without LIVETIME)"
+    click.echo(f"{len(rows)} observations, live time {total}{unknown}, in {store.base_dir}")
+
+
 @main.command("info")
 @click.argument("datastore", type=click.Path())
+@click.option("--cone", callback=_parse_cone, metavar="LON,LAT,RADIUS",
+              help="Only observations pointed within RADIUS of (LON, LAT) (deg, --frame).")
+@click.option("--frame", type=click.Choice(["icrs", "galactic"]), default="icrs",
+              show_default=True, help="Frame of --cone.")
+@click.option("--object", "obj", metavar="NAME", help="Only observations whose OBJECT holds "
+              "NAME (case and spaces ignored: 'msh 15-52' finds MSH15-52).")
 @_verbose_option
-def info_command(datastore, verbose):
-    """List the observations of DATASTORE: id, object, pointing, livetime, zenith."""
-    import numpy as np
+def info_command(datastore, cone, frame, obj, verbose):
+    """List the observations of DATASTORE (id, object, pointing, live time, zenith) and the
+    totals per object; a folder without an index: the data stores below it."""
+    import os
 
     from .datastore import DataStore, DataStoreError
 
     _setup_logging(verbose, False)
+    directory = Path(os.path.expandvars(datastore)).expanduser().absolute()
     try:
-        store = DataStore.from_dir(datastore)
+        store = DataStore.from_dir(directory)
     except DataStoreError as exc:
-        _fail(str(exc))
-    t = store.obs_table
-    click.echo(f"{'OBS_ID':>8}  {'OBJECT':<24} {'RA_PNT':>9} {'DEC_PNT':>9} "
-               f"{'LIVETIME_S':>10} {'ZEN_PNT':>7}")
-
-    def col(name, i):
-        return float(t[name][i]) if name in t.colnames else np.nan
-
-    for i in range(len(t)):
-        obj = str(t["OBJECT"][i]).strip() if "OBJECT" in t.colnames else ""
-        click.echo(f"{int(t['OBS_ID'][i]):>8}  {obj[:24]:<24} {col('RA_PNT', i):>9.3f} "
-                   f"{col('DEC_PNT', i):>9.3f} {col('LIVETIME', i):>10.1f} "
-                   f"{col('ZEN_PNT', i):>7.1f}")
-    click.echo(f"{len(t)} observations in {store.base_dir}")
+        message, stores = _store_error(directory, exc)
+        click.echo(f"ringbg: error: {message}", err=True)
+        for path in stores:
+            click.echo(f"  {path}", err=True)
+        sys.exit(EXIT_ERROR)
+    _print_info(store, _info_rows(store, cone, frame, obj))
 
 
 @main.command("simulate")

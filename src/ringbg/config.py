@@ -1,12 +1,16 @@
 """The YAML configuration contract (``DESIGN.md``), validated before any work starts.
 
 Angles and energies are strings with units (``"0.5 deg"``, ``"10 TeV"``) and are stored as
-plain floats in degrees and TeV. ``$VARS`` in paths are expanded. Every error names the key,
-the bad value and what is allowed, in one line (`ConfigError`).
+plain floats in degrees and TeV. ``$VARS`` in paths are expanded. Relative paths in a config
+*file* (``datastore``, ``exclusion.files``, ``exclusion.catalogs[].file``, ``output.dir``)
+resolve against the file's folder; a config given as a dict or YAML text resolves them
+against the current folder. Every error names the key, the bad value and what is allowed, in
+one line (`ConfigError`).
 """
 
 import math
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -26,7 +30,7 @@ from .errors import ConfigError
 from .background import TEMPLATES
 from .safemask import METHODS as SAFE_MASK_METHODS
 
-__all__ = ["Config", "ConfigError", "load_config", "TEMPLATE"]
+__all__ = ["Config", "ConfigError", "load_config", "read_config", "TEMPLATE"]
 
 
 #: limits of the config (README "Input checks"), generous for real surveys: the H.E.S.S.
@@ -71,8 +75,34 @@ def _energy(value):
     return _quantity(value, "TeV", "an energy")
 
 
-def _path(value):
+_VARIABLE = re.compile(r"\$(\w+)|\$\{(\w+)\}")
+
+
+def _unset_variables(value):
+    """The names of the ``$VARS`` of ``value`` that are not set or empty."""
+    names = (m.group(1) or m.group(2) for m in _VARIABLE.finditer(value))
+    return [name for name in names if not os.environ.get(name)]
+
+
+def _expand(value):
+    """``~`` and ``$VARS`` of a path expanded (unset variables are left as written)."""
     return os.path.expandvars(os.path.expanduser(str(value)))
+
+
+def _path(value):
+    """A path with ``~`` and ``$VARS`` expanded; `ValueError` when a variable it uses is not
+    set (or empty), rather than a path that still holds ``$NAME``."""
+    for name in _unset_variables(str(value)):
+        state = "is empty" if name in os.environ else "is not set"
+        hint = (" to the folder of the gammapy-data sets (README 'Test data')"
+                if name == "GAMMAPY_DATA" else "")
+        raise ValueError(f"{name} {state}; set it{hint} or write the path in full")
+    return _expand(value)
+
+
+def _absolute(path):
+    """The absolute path ``path`` names (relative to the current folder), for messages."""
+    return Path(path).absolute()
 
 
 def _checked_angle(value, low=0.0, high=360.0):
@@ -262,7 +292,7 @@ class Catalog(_Model):
     @model_validator(mode="after")
     def _file_exists(self):
         if not Path(self.file).is_file():
-            raise ValueError(f"file {self.file} does not exist")
+            raise ValueError(f"file {_absolute(self.file)} does not exist")
         if self.format == "columns" and not self.columns:
             raise ValueError("format 'columns' needs columns: {lon: ..., lat: ..., frame: ...}")
         return self
@@ -278,7 +308,7 @@ class Exclusion(_Model):
     def _files_exist(self):
         for path in self.files:
             if not Path(path).is_file():
-                raise ValueError(f"file {path} does not exist")
+                raise ValueError(f"file {_absolute(path)} does not exist")
         return self
 
 
@@ -362,7 +392,7 @@ class Config(_Model):
     def _consistent(self):
         store = Path(self.datastore)
         if not store.is_dir():
-            raise ValueError(f"datastore: folder {self.datastore} does not exist")
+            raise ValueError(f"datastore: folder {_absolute(self.datastore)} does not exist")
         half = min(self.geom.width_deg) / 2
         r_out = self.ring.r_in + self.ring.width
         if self.ring.adaptive is not None:
@@ -434,31 +464,112 @@ def _short_repr(value, size=80):
 
 
 def _read_text(text):
-    """The YAML text of ``text``: the content of the file it names, or itself."""
+    """``(yaml_text, path)``: the content of the file ``text`` names and its path, or ``text``
+    itself (YAML text) and None."""
     if "\n" in text or len(text) > 4096:
-        return text
+        return text, None
     path = Path(text)
     try:
         is_file = path.suffix in (".yaml", ".yml") or path.exists()
     except (OSError, ValueError):  # a name too long, a NUL in it: YAML text
-        return text
+        return text, None
     if not is_file:
-        return text
+        return text, None
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
+        raise ConfigError(f"config file {_absolute(path)} does not exist")
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise ConfigError(f"config file {path} cannot be read ({exc.strerror or exc})") from None
+        raise ConfigError(f"config file {_absolute(path)} cannot be read "
+                          f"({exc.strerror or exc})") from None
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8"), path
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"config file {path} is not UTF-8 text (byte {raw[exc.start]:#04x} "
-                          f"at position {exc.start}); save it as UTF-8") from None
+        raise ConfigError(f"config file {_absolute(path)} is not UTF-8 text (byte "
+                          f"{raw[exc.start]:#04x} at position {exc.start}); save it as "
+                          "UTF-8") from None
+
+
+def _yaml_error(exc, where):
+    """One line for a YAML syntax error: where (line and column, 1-based) and what."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+    if mark is None:
+        return f"{where} is not valid YAML: {_short_repr(problem, 200)}"
+    text = f"{where} is not valid YAML at line {mark.line + 1}, column {mark.column + 1}: " \
+           f"{problem}"
+    context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and context_mark is not None and context_mark.line != mark.line:
+        text += (f" ({' '.join(str(context).split())} that starts at line "
+                 f"{context_mark.line + 1}, column {context_mark.column + 1})")
+    return text
+
+
+def _parse_yaml(text, where):
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(_yaml_error(exc, where)) from None
+    except RecursionError:
+        raise ConfigError(f"{where} is not valid YAML: it is nested too deeply") from None
+    except (ValueError, TypeError, OverflowError) as exc:  # e.g. a date that is not one
+        raise ConfigError(f"{where} is not valid YAML: {_short_repr(str(exc))}") from None
+
+
+def _resolve_path(value, folder):
+    """A relative path (after expanding ``~`` and ``$VARS``) joined to ``folder``; anything
+    else (absolute, unset variables, not text) is returned as given, for validation."""
+    if not isinstance(value, str) or not value.strip() or _unset_variables(value):
+        return value
+    expanded = _expand(value)
+    return expanded if os.path.isabs(expanded) else str(folder / expanded)
+
+
+def _resolve_paths(data, folder):
+    """The relative paths of a config file's mapping (``datastore``, ``exclusion.files``,
+    ``exclusion.catalogs[].file``, ``output.dir``) made absolute against ``folder``, in place.
+    Keys left out keep their defaults (``output.dir``: ``results`` in the current folder)."""
+    if "datastore" in data:
+        data["datastore"] = _resolve_path(data["datastore"], folder)
+    exclusion = data.get("exclusion")
+    if isinstance(exclusion, dict):
+        if isinstance(exclusion.get("files"), list):
+            exclusion["files"] = [_resolve_path(f, folder) for f in exclusion["files"]]
+        for catalog in exclusion.get("catalogs") or []:
+            if isinstance(catalog, dict) and "file" in catalog:
+                catalog["file"] = _resolve_path(catalog["file"], folder)
+    output = data.get("output")
+    if isinstance(output, dict) and "dir" in output:
+        output["dir"] = _resolve_path(output["dir"], folder)
+
+
+def read_config(source):
+    """The mapping of a config before validation: a YAML file (its relative paths made
+    absolute against the file's folder), YAML text, or a dict (returned as given).
+
+    Raises
+    ------
+    ConfigError
+        A file that cannot be read, YAML that cannot be parsed (with line and column), or
+        YAML that is not a mapping.
+    """
+    if isinstance(source, dict):
+        return source
+    text, path = _read_text(str(source))
+    where = "config" if path is None else f"config file {_absolute(path)}"
+    data = _parse_yaml(text, where)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a YAML mapping of keys (see 'ringbg config')")
+    if path is not None:  # the folder the file is in, as the system finds it
+        _resolve_paths(data, Path(os.path.realpath(_absolute(path).parent)))
+    return data
 
 
 def load_config(source):
     """Validated `Config` from a YAML file path, a YAML string or a dict.
+
+    Relative paths in a YAML *file* resolve against the file's folder; in YAML text or a
+    dict, against the current folder.
 
     Raises
     ------
@@ -467,20 +578,7 @@ def load_config(source):
     """
     if isinstance(source, Config):
         return source
-    if isinstance(source, dict):
-        data = source
-    else:
-        text = _read_text(str(source))
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config is not valid YAML: {str(exc).splitlines()[0]}") from None
-        except RecursionError:
-            raise ConfigError("config is not valid YAML: it is nested too deeply") from None
-        except (ValueError, TypeError, OverflowError) as exc:  # e.g. a date that is not one
-            raise ConfigError(f"config is not valid YAML: {_short_repr(str(exc))}") from None
-    if not isinstance(data, dict):
-        raise ConfigError("config must be a YAML mapping of keys (see 'ringbg config')")
+    data = read_config(source)
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
@@ -491,7 +589,10 @@ def load_config(source):
 
 TEMPLATE = """\
 # ringbg configuration: ring-background excess and significance maps.
-# Angles and energies take units ("0.5 deg", "10 TeV"); $VARS in paths are expanded.
+# Angles and energies take units ("0.5 deg", "10 TeV"); $VARS in paths are expanded, and
+# relative paths (datastore, exclusion files and catalogs, output.dir) are taken from the
+# folder of this file. Any key can be changed on the command line: ringbg run my.yaml
+# --set excess.correlation_radius=0.1deg --set 'observations.obs_ids=[20136,20137]'
 # As written, this template reproduces gammapy's "Ring background map" tutorial (MSH 15-52,
 # H.E.S.S. DL3 DR1) when GAMMAPY_DATA points at the folder holding hess-dl3-dr1: the keys
 # marked "tutorial" are its settings; a key left out takes gammapy's Analysis default (the
@@ -568,7 +669,7 @@ parallel:
   address: null                             # a Dask scheduler address -> run on that cluster
 
 output:
-  dir: results
+  dir: results                              # next to this file (relative to its folder)
   per_observation: false                    # also write each observation's on/off dataset
   figures: true                             # false: FITS and summary.json only
   overwrite: false

@@ -31,6 +31,7 @@ from .outdir import (
     temporary_path,
 )
 from .products import BAND_PRODUCTS, PRODUCTS
+from .progress import stage
 from .version import __version__
 
 __all__ = ["write_outputs", "write_onoff", "write_maps", "OutputError", "prepare_outdir"]
@@ -187,13 +188,15 @@ def _disk_full(folder, min_free_bytes=2**20):
         return False
 
 
-def write_outputs(result, outdir=None, overwrite=None, figures=None, protected=()):
+def write_outputs(result, outdir=None, overwrite=None, figures=None, protected=(),
+                  progress=None):
     """Write every output of ``result`` into ``outdir`` atomically; returns the folder.
 
     ``outdir`` is checked (`ringbg.outdir.check_outdir`: what may be written or replaced)
     before and again at the final rename. ``protected``: further ``(what, path)`` inputs
     that OUTDIR must not hold (the config file, the cache); the data store and the exclusion
     files of the config are always protected. Any `OSError` becomes an `OutputError`.
+    ``progress``: told when each stage starts (`ringbg.progress.stage`).
     """
     cfg = result.config
     outdir = Path(outdir if outdir is not None else cfg.output.dir)
@@ -208,7 +211,7 @@ def write_outputs(result, outdir=None, overwrite=None, figures=None, protected=(
         # the summary written: the run's, with the inputs' checksums and the write time (the
         # Result itself is left as it is)
         summary = {**result.summary, "timings": dict(result.summary["timings"])}
-        _write_all(result, tmp, figures, summary)
+        _write_all(result, tmp, figures, summary, progress)
         summary["timings"]["write"] = round(time.perf_counter() - t0, 4)
         _write_summary(summary, tmp)
         finish_temporary(tmp)
@@ -238,7 +241,8 @@ def maps_file_name(config, radius_deg):
     return f"maps_{radius_deg:g}deg.fits"
 
 
-def _write_all(result, folder, figures, summary):
+def _write_all(result, folder, figures, summary, progress=None):
+    stage(progress, "writing the FITS files")
     geom, stack, cfg = result.geom, result.stack, result.config
     header = geom.image_header()
     e_true = getattr(result, "energy_true_edges_tev", None)
@@ -273,10 +277,10 @@ def _write_all(result, folder, figures, summary):
                         onoff.livetime_s, name=str(onoff.obs_id), energy_true_edges_tev=e_true)
     summary["inputs"] = input_checksums(result)
     if figures:
-        _write_figures_and_report(result, folder, summary)
+        _write_figures_and_report(result, folder, summary, progress)
 
 
-def _write_figures_and_report(result, folder, summary):
+def _write_figures_and_report(result, folder, summary, progress=None):
     import yaml
 
     from .figures import make_figures
@@ -287,6 +291,7 @@ def _write_figures_and_report(result, folder, summary):
     common = dict(energy_range_tev=(geom.energy_edges_tev[0], geom.energy_edges_tev[-1]),
                   r_out_max_deg=adaptive.r_out_max if adaptive is not None else None)
     paths = {}
+    stage(progress, "figures")
     for k, radius in enumerate(cfg.excess.radii_deg):
         maps = dict(result.maps_by_radius.get(radius, result.maps), EXCLUSION=result.exclusion,
                     OFF_SIGNIFICANCE=result.off_by_radius.get(radius, result.off_significance))
@@ -297,4 +302,5 @@ def _write_figures_and_report(result, folder, summary):
                                   cfg.ring.r_in + cfg.ring.width, correlation_radius_deg=radius,
                                   **common, **extra))
     config_text = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    stage(progress, "report")
     write_report(folder / "report.html", summary, config_text, paths, result.observations)

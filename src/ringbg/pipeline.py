@@ -4,6 +4,7 @@
 images, the correlated maps (arrays with their WCS), the summary and a ``write`` method.
 """
 
+import itertools
 import logging
 import os
 import time
@@ -20,6 +21,7 @@ from .files import discard_prefetched, prefetch
 from .excess import excess_maps
 from .geom import Geom, angular_separation_deg, energy_edges_tev, to_frame
 from .parallel import keep_freed_memory, map_ordered
+from .progress import stage
 from .products import assemble, band_products
 from .result import Result
 from .background import template_name
@@ -669,6 +671,8 @@ def stack_observations(plan, exclusion, progress=False):
         out.edisp_stack = EdispStack(irf, n_true)
         out.band_edisp = [EdispStack(irf, n_true, band) for band in range(n_bands)]
     t_start = time.perf_counter()
+    if _needs_shared_shapes(config):
+        stage(progress, "radial background shapes (a first pass over the observations)")
     tasks = _tasks(plan, exclusion, shared_shapes(plan, exclusion))
     results = map_ordered(process_observation, tasks, plan.jobs, config.parallel.address)
     if progress:
@@ -811,16 +815,22 @@ def make_plan(config, store, obs_ids, jobs, cache_dir):
     return Plan(config, store, geom, obs_ids, jobs, cache_dir), exclusion, excluded_sources
 
 
-def _auto_exclusion(plan, passed, exclusion):
+def _auto_exclusion(plan, passed, exclusion, progress=False):
     """``exclusion.auto``: the pass again with the grown mask (`grow_exclusion`)."""
     config, geom = plan.config, plan.geom
     if config.exclusion.auto is None:
         return passed, exclusion, 0
+    passes = itertools.count(2)
+
+    def restack(mask):
+        stage(progress, f"automatic exclusion: pass {next(passes)} over the observations")
+        return stack_observations(plan, mask, progress)
+
     return grow_exclusion(
         config.exclusion.auto, exclusion, passed, geom.binsize_deg,
         significance=lambda p: _maps(p.stack, geom, config, p.stack.mask,
                                      edisp_stack=p.edisp_stack)["significance"],
-        restack=lambda mask: stack_observations(plan, mask))
+        restack=restack)
 
 
 def _band_maps(passed, geom, config):
@@ -844,8 +854,9 @@ def run(config, jobs=None, progress=False, cache_dir=None):
         The configuration.
     jobs : int, optional
         Overrides ``parallel.jobs``.
-    progress : bool
-        Show a progress bar over observations.
+    progress : bool or object
+        Show a progress bar over observations; an object with a ``stage(name)`` method is
+        also told when each later stage starts (`ringbg.progress.stage`).
     cache_dir : str or path, optional
         Keep per-observation reductions there and reuse them on the next run.
 
@@ -864,8 +875,9 @@ def run(config, jobs=None, progress=False, cache_dir=None):
     _report_pass(config, passed, skipped)
     clock.lap(None)
     clock.timings.update(reduction=passed.reduction_s, ring=passed.ring_s, stack=passed.stack_s)
-    passed, exclusion, auto_iterations = _auto_exclusion(plan, passed, exclusion)
+    passed, exclusion, auto_iterations = _auto_exclusion(plan, passed, exclusion, progress)
     clock.lap("auto_exclusion")
+    stage(progress, "correlated maps")
     by_radius = correlated_products(passed, plan.geom, config, exclusion)
     band_maps = _band_maps(passed, plan.geom, config)
     clock.lap("excess")
