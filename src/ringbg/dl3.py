@@ -187,7 +187,7 @@ def read_event_times(table, path):
 
 
 def impossible_events(ra_deg, dec_deg, energy_tev):
-    """Events that cannot be on the sky: RA, DEC or ENERGY not finite, |DEC| > 90 deg or
+    """Events that cannot be on the sky: RA, DEC or ENERGY not finite, ``|DEC| > 90`` deg or
     ENERGY <= 0 (boolean array)."""
     with np.errstate(invalid="ignore"):
         return ~(np.isfinite(ra_deg) & np.isfinite(dec_deg) & np.isfinite(energy_tev)
