@@ -160,13 +160,27 @@ def make_task(config, geom, obs_id, exclusion=None, cache_dir=None, prefetch_id=
     """
     if exclusion is not None and not isinstance(exclusion, PackedMask):
         exclusion = PackedMask(exclusion)
-    return ObservationTask(
-        config.datastore, int(obs_id), geom, config.geom.offset_max,
-        tuple(config.safe_mask.methods), safe_mask_parameters(config),
-        config.background.template, template_parameters(config), exclusion,
-        None if cache_dir is None else str(cache_dir), prefetch_id,
-        RingSpec.from_config(config, geom.binsize_deg), config.excess.energy_bands,
-        make_energy_true_edges(config), make_irf_grid(config, geom))
+    return replace(_task_template(config, geom), obs_id=int(obs_id), exclusion=exclusion,
+                   cache_dir=None if cache_dir is None else str(cache_dir),
+                   prefetch_id=prefetch_id)
+
+
+_TEMPLATES = {}
+
+
+def _task_template(config, geom):
+    """What the tasks of a config share (the ring, the IRF grid... made once: building the
+    energy-dispersion grid costs milliseconds); one kept per process."""
+    key = (id(config), geom.key)
+    if key not in _TEMPLATES:
+        _TEMPLATES.clear()
+        _TEMPLATES[key] = (config, ObservationTask(
+            config.datastore, -1, geom, config.geom.offset_max,
+            tuple(config.safe_mask.methods), safe_mask_parameters(config),
+            config.background.template, template_parameters(config), None, None, None,
+            RingSpec.from_config(config, geom.binsize_deg), config.excess.energy_bands,
+            make_energy_true_edges(config), make_irf_grid(config, geom)))
+    return _TEMPLATES[key][1]
 
 
 def _hashable(params):
