@@ -241,6 +241,22 @@ def _load(config_path_or_obj, settings):
     return load_config(set_keys(data, settings))
 
 
+#: maps up to this many pixels get the figure renderer started with the run (it imports
+#: matplotlib meanwhile); bigger maps are faster drawn by workers forked at the end (their
+#: maps are not sent through a pipe)
+WARM_RENDERER_MAX_PIXELS = 10**6
+
+
+def _warm_renderer(config, figures):
+    if not (config.output.figures if figures is None else figures):
+        return
+    width, height = config.geom.width_deg
+    if width * height / config.geom.binsize**2 <= WARM_RENDERER_MAX_PIXELS:
+        from .figures import start_renderer
+
+        start_renderer()
+
+
 def run_config(config_path_or_obj, outdir, jobs, overwrite, quiet, verbose, figures=None,
                cache_dir=None, settings=()):
     """Shared by ``run`` and ``demo``: validate, refuse a bad OUTDIR early, run, write.
@@ -265,6 +281,7 @@ def run_config(config_path_or_obj, outdir, jobs, overwrite, quiet, verbose, figu
             protected.append(("config file", config_path_or_obj))
         protected += [("exclusion file", f) for f in config.exclusion.files]
         before = read_marker(prepare_outdir(out, overwrite, config.datastore, protected).path)
+        _warm_renderer(config, figures)
         progress = StageLines() if not quiet and sys.stderr.isatty() else None
         result = run(config, jobs=jobs, progress=progress, cache_dir=cache_dir)
         folder = write_outputs(result, out, overwrite=overwrite, figures=figures,
