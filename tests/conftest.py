@@ -100,3 +100,13 @@ def pytest_collection_modifyitems(config, items):
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+
+
+@pytest.fixture(autouse=True)
+def _ringbg_logger_reset():
+    """The command line sets the 'ringbg' logger's level (-q, -v) when invoked in-process;
+    each test starts from the default again, so that caplog sees ringbg's warnings."""
+    import logging
+
+    yield
+    logging.getLogger("ringbg").setLevel(logging.NOTSET)

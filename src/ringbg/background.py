@@ -7,8 +7,12 @@ Each source is a function in `TEMPLATES` (name -> function), chosen by the confi
 exclusion mask, so that a template built from the events can leave the excluded regions out.
 """
 
-import numpy as np
+from typing import Literal
 
+import numpy as np
+from pydantic import Field
+
+from .configtypes import PositiveAngle, _Model
 from .errors import DL3Error
 from .geom import offset_frame_lonlat
 from .irf import (
@@ -19,8 +23,8 @@ from .irf import (
     trapezoid,
 )
 
-__all__ = ["TEMPLATES", "template_name", "background_template", "irf_template",
-           "data_template", "flat_template"]
+__all__ = ["TEMPLATES", "template_name", "template_parameters", "background_template",
+           "irf_template", "data_template", "flat_template", "Background", "DataTemplate"]
 
 #: gammapy's ``fov_rotation_step`` for ALTAZ-aligned backgrounds
 FOV_ROTATION_STEP_DEG = 1.0
@@ -206,6 +210,22 @@ MIN_NODES = 3
 TEMPLATES = {"irf": irf_template, "data": data_template, "flat": flat_template}
 
 
+def template_parameters(background, offset_max_deg, shape=None):
+    """The ``parameters`` the template functions get, from the config's ``background``
+    section: the flat template's ``offset_max_deg``; the data template's
+    (`ringbg.acceptance.radial_data_template` keywords), with ``shape`` a radial shape shared
+    by a group of observations."""
+    if background.template not in ("data", "auto"):
+        return {"offset_max_deg": offset_max_deg}
+    d = background.data
+    params = {"fine_width_deg": d.fine_width, "min_counts_node": d.min_counts_node,
+              "min_counts_group": d.min_counts_group, "smoothing": d.smoothing,
+              "interpolation": d.interpolation}
+    if shape is not None:
+        params["shape"] = shape
+    return params
+
+
 def template_name(requested, has_bkg_irf):
     """The template an observation gets: ``auto`` is ``irf`` with a background IRF, else
     ``data``."""
@@ -222,3 +242,28 @@ def background_template(requested, obs, geom, slices, pointing_frame, counts, ex
         raise ValueError(f"unknown background template {name!r} (one of "
                          f"{', '.join(TEMPLATES)})")
     return TEMPLATES[name](obs, geom, slices, pointing_frame, counts, exclusion, parameters)
+
+
+# --------------------------------------------------------------------------------------------
+# the config section
+
+
+class DataTemplate(_Model):
+    """Parameters of the background template built from the data (`ringbg.acceptance`)."""
+
+    #: runs sharing one radial shape: each run alone, runs in zenith-angle bins, or all
+    group: Literal["run", "zenith", "all"] = "run"
+    zenith_bin: PositiveAngle = 10.0
+    #: observations whose events give the shape (not stacked into the maps)
+    off_obs_ids: list[int] = []
+    min_counts_node: float = Field(200.0, gt=0)
+    min_counts_group: float = Field(2000.0, gt=0)
+    fine_width: PositiveAngle = 0.02
+    smoothing: Literal["fit", "nodes"] = "fit"
+    interpolation: Literal["log", "lin"] = "log"
+
+
+class Background(_Model):
+    #: auto: irf where the observation has a background IRF, data where it has none
+    template: Literal[("auto",) + tuple(TEMPLATES)] = "auto"
+    data: DataTemplate = DataTemplate()

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .version import __version__
 from .edisp import EdispResponse
 from .reduce import ReducedObservation
+from .version import __version__
 
 __all__ = ["cache_key", "file_identity", "load", "save"]
 

@@ -10,152 +10,51 @@ one line (`ConfigError`).
 
 import math
 import os
-import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-import astropy.units as u
 import yaml
 from pydantic import (
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     PlainValidator,
     ValidationError,
     model_validator,
 )
 
+from .background import Background
+from .configtypes import (  # noqa: F401 (the contract's types, also for other modules)
+    _VARIABLE,
+    ENERGY_LIMITS_TEV,
+    MAX_ADAPTIVE_RINGS,
+    MAX_MAP_AXIS_PIXELS,
+    MAX_MAP_PIXELS,
+    MAX_N_SIGMA,
+    OBS_ID_LIMITS,
+    SPECTRAL_INDEX_LIMITS,
+    Angle,
+    Circle,
+    Cone,
+    Energy,
+    Frame,
+    NonNegativeAngle,
+    PathStr,
+    PositiveAngle,
+    Radius,
+    SkyDir,
+    Width,
+    _absolute,
+    _angle,
+    _expand,
+    _Model,
+    _unset_variables,
+)
 from .errors import ConfigError
-from .background import TEMPLATES
+from .exclusion import Exclusion
 from .safemask import METHODS as SAFE_MASK_METHODS
+from .safemask import SafeMask
 
 __all__ = ["Config", "ConfigError", "load_config", "read_config", "TEMPLATE"]
-
-
-#: limits of the config (README "Input checks"), generous for real surveys: the H.E.S.S.
-#: Galactic plane survey map is 5500 x 500 pixels of 0.02 deg with 6 energy bins
-MAX_MAP_AXIS_PIXELS = 100_000
-MAX_MAP_PIXELS = 10**9
-#: energies (TeV) of the map axis: 1 MeV to 1 EeV
-ENERGY_LIMITS_TEV = (1e-6, 1e6)
-#: power-law index of the flux maps
-SPECTRAL_INDEX_LIMITS = (-10.0, 10.0)
-#: candidate rings of the adaptive ring, (r_out_max - r_in - width) / stepsize
-MAX_ADAPTIVE_RINGS = 1000
-#: upper limits at most this many sigma
-MAX_N_SIGMA = 100.0
-#: observation ids are 64-bit integers (the FITS column type K)
-OBS_ID_LIMITS = (-(2**63), 2**63 - 1)
-
-
-
-def _quantity(value, unit, what):
-    if isinstance(value, bool):
-        raise ValueError(f"expected {what} such as '1 {unit}'")
-    if isinstance(value, (int, float)):
-        return float(value)  # a bare number is taken in the default unit
-    try:
-        q = u.Quantity(str(value))
-    except (TypeError, ValueError):
-        raise ValueError(f"expected {what} such as '1 {unit}'") from None
-    if q.unit == u.dimensionless_unscaled:
-        return float(q.value)
-    try:
-        return float(q.to_value(unit))
-    except u.UnitConversionError:
-        raise ValueError(f"unit '{q.unit}' is not {what} (use e.g. '1 {unit}')") from None
-
-
-def _angle(value):
-    return _quantity(value, "deg", "an angle")
-
-
-def _energy(value):
-    return _quantity(value, "TeV", "an energy")
-
-
-_VARIABLE = re.compile(r"\$(\w+)|\$\{(\w+)\}")
-
-
-def _unset_variables(value):
-    """The names of the ``$VARS`` of ``value`` that are not set or empty."""
-    names = (m.group(1) or m.group(2) for m in _VARIABLE.finditer(value))
-    return [name for name in names if not os.environ.get(name)]
-
-
-def _expand(value):
-    """``~`` and ``$VARS`` of a path expanded (unset variables are left as written)."""
-    return os.path.expandvars(os.path.expanduser(str(value)))
-
-
-def _path(value):
-    """A path with ``~`` and ``$VARS`` expanded; `ValueError` when a variable it uses is not
-    set (or empty), rather than a path that still holds ``$NAME``."""
-    for name in _unset_variables(str(value)):
-        state = "is empty" if name in os.environ else "is not set"
-        hint = (" to the folder of the gammapy-data sets (README 'Test data')"
-                if name == "GAMMAPY_DATA" else "")
-        raise ValueError(f"{name} {state}; set it{hint} or write the path in full")
-    return _expand(value)
-
-
-def _absolute(path):
-    """The absolute path ``path`` names (relative to the current folder), for messages."""
-    return Path(path).absolute()
-
-
-def _checked_angle(value, low=0.0, high=360.0):
-    """An angle in (low, high] (deg), finite."""
-    angle = _angle(value)
-    if not math.isfinite(angle):
-        raise ValueError("Input should be a finite number")
-    if not low < angle <= high:
-        raise ValueError(f"must be above {low:g} deg and at most {high:g} deg")
-    return angle
-
-
-def _width(value):
-    """geom.width: one angle, or [width, height] (two angles), each in (0, 360] deg."""
-    if isinstance(value, (list, tuple)):
-        if len(value) != 2:
-            raise ValueError(f"expected one angle or two ([width, height]), got {len(value)} "
-                             "values")
-        return (_checked_angle(value[0]), _checked_angle(value[1]))
-    return _checked_angle(value)
-
-
-Angle = Annotated[float, BeforeValidator(_angle)]
-PositiveAngle = Annotated[float, BeforeValidator(_angle), Field(gt=0, le=360)]
-NonNegativeAngle = Annotated[float, BeforeValidator(_angle), Field(ge=0, le=360)]
-Energy = Annotated[float, BeforeValidator(_energy),
-                   Field(ge=ENERGY_LIMITS_TEV[0], le=ENERGY_LIMITS_TEV[1])]
-#: one validator (no union of types): errors name the key, not pydantic's union members
-Width = Annotated[object, PlainValidator(_width)]
-PathStr = Annotated[str, BeforeValidator(_path)]
-Frame = Literal["icrs", "galactic"]
-
-
-class _Model(BaseModel):
-    # no NaN or infinity in any number of the config
-    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
-
-
-class SkyDir(_Model):
-    frame: Frame = "icrs"
-    lon: Annotated[float, BeforeValidator(_angle), Field(ge=-360, le=360)]
-    lat: Annotated[float, BeforeValidator(_angle), Field(ge=-90, le=90)]
-
-
-Radius = Annotated[float, BeforeValidator(_angle), Field(gt=0, le=180)]
-
-
-class Cone(SkyDir):
-    radius: Radius
-
-
-class Circle(SkyDir):
-    radius: Radius
 
 
 class Observations(_Model):
@@ -230,86 +129,6 @@ def _check_wcs(geom):
         raise ValueError(f"geom.projection: astropy's WCS cannot make a {geom.projection} map "
                          "centred on geom.skydir without projection parameters (PVi_m), which "
                          "ringbg does not set; use e.g. CAR, TAN or AIT") from None
-
-
-class SafeMaskParameters(_Model):
-    aeff_percent: float = Field(10.0, gt=0, le=100)
-    #: None: geom.offset_max (the cutout half-width)
-    offset_max: PositiveAngle | None = None
-    #: "DL4": aeff-max and bkg-peak from the reduced cubes (gammapy's default), "DL3": from
-    #: the IRFs on axis
-    irfs: Literal["DL3", "DL4"] = "DL4"
-
-
-class SafeMask(_Model):
-    methods: list[Literal[tuple(SAFE_MASK_METHODS)]] = ["aeff-default"]
-    parameters: SafeMaskParameters = SafeMaskParameters()
-
-
-class DataTemplate(_Model):
-    """Parameters of the background template built from the data (`ringbg.acceptance`)."""
-
-    #: runs sharing one radial shape: each run alone, runs in zenith-angle bins, or all
-    group: Literal["run", "zenith", "all"] = "run"
-    zenith_bin: PositiveAngle = 10.0
-    #: observations whose events give the shape (not stacked into the maps)
-    off_obs_ids: list[int] = []
-    min_counts_node: float = Field(200.0, gt=0)
-    min_counts_group: float = Field(2000.0, gt=0)
-    fine_width: PositiveAngle = 0.02
-    smoothing: Literal["fit", "nodes"] = "fit"
-    interpolation: Literal["log", "lin"] = "log"
-
-
-class Background(_Model):
-    #: auto: irf where the observation has a background IRF, data where it has none
-    template: Literal[("auto",) + tuple(TEMPLATES)] = "auto"
-    data: DataTemplate = DataTemplate()
-
-
-class AutoExclusion(_Model):
-    threshold: float = Field(5.0, gt=0)
-    #: hysteresis: pixels above this, connected to one above ``threshold``, are excluded
-    #: too (None: no hysteresis)
-    grow_threshold: float | None = Field(None, gt=0)
-    iterations: int = Field(3, ge=1, le=50)
-    dilate: NonNegativeAngle = 0.1
-
-
-class Catalog(_Model):
-    """A source catalogue whose sources in the map are excluded."""
-
-    file: PathStr
-    #: hgps, gammacat, auto (recognised by its columns) or columns (named in ``columns``)
-    format: Literal["auto", "hgps", "gammacat", "columns"] = "auto"
-    columns: dict[str, str | list[str]] | None = None
-    hdu: str | int | None = None
-    #: a source's circle: max(min_radius, size_factor * size) + margin
-    min_radius: NonNegativeAngle = 0.3
-    size_factor: float = Field(3.0, ge=0)
-    margin: NonNegativeAngle = 0.1
-
-    @model_validator(mode="after")
-    def _file_exists(self):
-        if not Path(self.file).is_file():
-            raise ValueError(f"file {_absolute(self.file)} does not exist")
-        if self.format == "columns" and not self.columns:
-            raise ValueError("format 'columns' needs columns: {lon: ..., lat: ..., frame: ...}")
-        return self
-
-
-class Exclusion(_Model):
-    regions: list[Circle] = []
-    files: list[PathStr] = []
-    catalogs: list[Catalog] = []
-    auto: AutoExclusion | None = None
-
-    @model_validator(mode="after")
-    def _files_exist(self):
-        for path in self.files:
-            if not Path(path).is_file():
-                raise ValueError(f"file {_absolute(path)} does not exist")
-        return self
 
 
 class Adaptive(_Model):

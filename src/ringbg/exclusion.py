@@ -6,16 +6,21 @@ False inside excluded regions. Sky regions become pixel regions as gammapy's
 written out, DS9 files through ``regions`` itself).
 """
 
+from pathlib import Path
+from typing import Literal
+
 import numpy as np
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.wcs import WCS
+from pydantic import Field, model_validator
 
+from .configtypes import Circle, NonNegativeAngle, PathStr, _absolute, _Model
 from .geom import angular_separation_deg, to_frame
 
 __all__ = ["circles_mask", "region_file_mask", "fits_mask", "exclusion_mask", "dilate",
            "read_catalog", "catalog_circles", "hot_pixels", "grow_exclusion", "SOURCES",
-           "CATALOG_FORMATS"]
+           "CATALOG_FORMATS", "Exclusion", "Catalog", "AutoExclusion"]
 
 
 def _excluded_by_regions(geom, sky_regions):
@@ -320,3 +325,52 @@ def grow_exclusion(auto, exclusion, state, binsize_deg, significance, restack):
         exclusion = new
         state = restack(exclusion)
     return state, exclusion, iterations
+
+
+# --------------------------------------------------------------------------------------------
+# the config section
+
+
+class AutoExclusion(_Model):
+    threshold: float = Field(5.0, gt=0)
+    #: hysteresis: pixels above this, connected to one above ``threshold``, are excluded
+    #: too (None: no hysteresis)
+    grow_threshold: float | None = Field(None, gt=0)
+    iterations: int = Field(3, ge=1, le=50)
+    dilate: NonNegativeAngle = 0.1
+
+
+class Catalog(_Model):
+    """A source catalogue whose sources in the map are excluded."""
+
+    file: PathStr
+    #: hgps, gammacat, auto (recognised by its columns) or columns (named in ``columns``)
+    format: Literal["auto", "hgps", "gammacat", "columns"] = "auto"
+    columns: dict[str, str | list[str]] | None = None
+    hdu: str | int | None = None
+    #: a source's circle: max(min_radius, size_factor * size) + margin
+    min_radius: NonNegativeAngle = 0.3
+    size_factor: float = Field(3.0, ge=0)
+    margin: NonNegativeAngle = 0.1
+
+    @model_validator(mode="after")
+    def _file_exists(self):
+        if not Path(self.file).is_file():
+            raise ValueError(f"file {_absolute(self.file)} does not exist")
+        if self.format == "columns" and not self.columns:
+            raise ValueError("format 'columns' needs columns: {lon: ..., lat: ..., frame: ...}")
+        return self
+
+
+class Exclusion(_Model):
+    regions: list[Circle] = []
+    files: list[PathStr] = []
+    catalogs: list[Catalog] = []
+    auto: AutoExclusion | None = None
+
+    @model_validator(mode="after")
+    def _files_exist(self):
+        for path in self.files:
+            if not Path(path).is_file():
+                raise ValueError(f"file {_absolute(path)} does not exist")
+        return self

@@ -1329,16 +1329,21 @@ def _zygote(conn, workers, parent_end):
     signal.signal(signal.SIGTERM, _stop_workers)
     _die_with_parent()
     warm_up()
-    conn.send(("ready", os.getpid()))
-    while True:
-        try:
-            job = conn.recv()
-        except (EOFError, OSError):
-            return
-        try:
-            conn.send(("done", _render_job(job, workers)))
-        except Exception as exc:  # noqa: BLE001 - sent back and raised by the parent
-            conn.send(("error", exc))
+    try:
+        conn.send(("ready", os.getpid()))
+        while True:
+            try:
+                job = conn.recv()
+            except (EOFError, OSError):
+                return
+            try:
+                conn.send(("done", _render_job(job, workers)))
+            except (BrokenPipeError, EOFError):
+                raise
+            except Exception as exc:  # noqa: BLE001 - sent back and raised by the parent
+                conn.send(("error", exc))
+    except (BrokenPipeError, EOFError, OSError):
+        return  # the parent is gone (interrupted, or done): nothing to say
 
 
 def _stop_workers(signum, frame):

@@ -7,9 +7,9 @@ linear angles), with linear extrapolation up to the axis edges and zero beyond t
 energy bin is integrated as a power law between its edges (gammapy's ``integrate_log_log``).
 """
 
-import numpy as np
-
 from dataclasses import dataclass
+
+import numpy as np
 
 __all__ = [
     "IrfAxis",

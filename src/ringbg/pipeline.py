@@ -12,21 +12,27 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from .background import template_name
+from .background import template_parameters as background_parameters
 from .config import load_config
 from .datastore import DataStore, DataStoreError, cached_datastore
 from .edisp import EdispStack, diagonal_response, irf_grid
 from .errors import DataError, RunError, one_line
+from .excess import excess_maps
 from .exclusion import exclusion_mask, grow_exclusion
 from .files import discard_prefetched, prefetch
-from .excess import excess_maps
 from .geom import Geom, angular_separation_deg, energy_edges_tev, to_frame
 from .parallel import keep_freed_memory, map_ordered
-from .progress import stage
 from .products import assemble, band_products
-from .result import Result
-from .background import template_name
+from .progress import stage
 from .reduce import empty_mask_reason, reduce_observation
-from .ring import adaptive_ring_background, adaptive_ring_radii, ring_background, to_image
+from .result import Result
+from .ring import (
+    adaptive_ring_background,
+    adaptive_ring_radii,
+    ring_background,
+    to_image,
+)
 from .stack import Stack
 from .stats import fit_gaussian
 from .version import __version__
@@ -355,18 +361,9 @@ def memory_estimate_bytes(config, geom, jobs, n_obs=1):
 
 
 def template_parameters(config, shape=None):
-    """The parameters of the background templates built from the data (`ringbg.background`):
-    the flat template's ``offset_max_deg``; the data template's (`ringbg.acceptance`),
-    with ``shape`` a radial shape shared by a group of observations."""
-    d = config.background.data
-    params = {"offset_max_deg": config.geom.offset_max}
-    if config.background.template in ("data", "auto"):
-        params = {"fine_width_deg": d.fine_width, "min_counts_node": d.min_counts_node,
-                  "min_counts_group": d.min_counts_group, "smoothing": d.smoothing,
-                  "interpolation": d.interpolation}
-        if shape is not None:
-            params["shape"] = shape
-    return params
+    """The parameters of the config's background template (`ringbg.background`); ``shape``
+    a radial shape shared by a group of observations."""
+    return background_parameters(config.background, config.geom.offset_max, shape)
 
 
 def safe_mask_parameters(config):

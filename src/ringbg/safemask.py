@@ -7,13 +7,16 @@ method is a function and a row here (and a test in ``tests/test_safemask.py``).
 """
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
+from .configtypes import PositiveAngle, _Model
 from .errors import DL3Error
 from .irf import aeff_values_m2, interp_missing_energy, trapezoid
 
-__all__ = ["Cutout", "METHODS", "safe_mask", "cutout_center_pixel"]
+__all__ = ["Cutout", "METHODS", "safe_mask", "cutout_center_pixel", "SafeMask", "SafeMaskParameters"]
 
 
 @dataclass(frozen=True)
@@ -224,3 +227,21 @@ def safe_mask(obs, cutout, methods, parameters):
         if name in methods:
             mask &= METHODS[name](obs, cutout, parameters)
     return mask
+
+
+# --------------------------------------------------------------------------------------------
+# the config section
+
+
+class SafeMaskParameters(_Model):
+    aeff_percent: float = Field(10.0, gt=0, le=100)
+    #: None: geom.offset_max (the cutout half-width)
+    offset_max: PositiveAngle | None = None
+    #: "DL4": aeff-max and bkg-peak from the reduced cubes (gammapy's default), "DL3": from
+    #: the IRFs on axis
+    irfs: Literal["DL3", "DL4"] = "DL4"
+
+
+class SafeMask(_Model):
+    methods: list[Literal[tuple(METHODS)]] = ["aeff-default"]
+    parameters: SafeMaskParameters = SafeMaskParameters()
