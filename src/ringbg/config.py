@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from .background import Background
+from .background import TEMPLATES, Background
 from .configtypes import (  # noqa: F401 (the contract's types, also for other modules)
     _VARIABLE,
     ENERGY_LIMITS_TEV,
@@ -442,7 +442,7 @@ safe_mask:
 
 background:
   template: auto                            # default: auto (irf where the observation has a
-                                            #  background IRF, else data); irf, data, flat
+                                            #  background IRF, else data); {templates}
   data:                                     # the template built from the events (defaults):
     group: run                              #  run, zenith (bins of zenith_bin) or all
     zenith_bin: 10 deg
@@ -492,4 +492,4 @@ output:
   per_observation: false                    # also write each observation's on/off dataset
   figures: true                             # false: FITS and summary.json only
   overwrite: false
-""".replace("{methods}", ", ".join(SAFE_MASK_METHODS))
+""".replace("{methods}", ", ".join(SAFE_MASK_METHODS)).replace("{templates}", ", ".join(TEMPLATES))
