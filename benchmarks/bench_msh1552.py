@@ -5,7 +5,9 @@ Run: ``GAMMAPY_DATA=... python benchmarks/bench_msh1552.py [--repeats 3]``
 Measures, alternating the two tools, several times, and prints medians and ratios:
 
 - in-process: data store opened -> final maps (gammapy: its leanest path to the same
-  result, counts/exposure/background maps only, then ring, stack and excess map);
+  result, counts/exposure/background/edisp maps (the flux with energy dispersion, as
+  ringbg's), then ring, stack and excess map without the optional errors, upper limits and
+  sensitivity, which ringbg computes too);
 - whole process: interpreter start -> outputs written (figures off);
 - the floor: reading and decompressing the input HDUs ringbg needs.
 """
@@ -59,7 +61,7 @@ def gammapy_in_process(cfg):
     config.datasets.geom.axes.energy.max = "10 TeV"
     config.datasets.geom.axes.energy.nbins = 10
     config.datasets.stack = False
-    config.datasets.map_selection = ["counts", "exposure", "background"]
+    config.datasets.map_selection = ["counts", "exposure", "background", "edisp"]
     analysis = Analysis(config)
     analysis.config.datasets.geom.axes.energy_true = analysis.config.datasets.geom.axes.energy
     analysis.get_observations()
