@@ -14,7 +14,7 @@ from .files import read_fits_tables
 from .fitsfile import Table
 from .geom import angular_separation_deg, to_frame
 
-__all__ = ["DataStore", "DataStoreError", "cached_datastore"]
+__all__ = ["DataStore", "DataStoreError", "cached_datastore", "OBS_INDEX_NAMES", "HDU_INDEX_NAMES"]
 
 log = logging.getLogger(__name__)
 

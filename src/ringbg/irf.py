@@ -17,6 +17,7 @@ __all__ = [
     "EnergyDispersion",
     "Background",
     "interp_missing_energy",
+    "log_values",
     "aeff_values_m2",
     "edisp_kernel",
     "bkg_log_rate_at_edges",

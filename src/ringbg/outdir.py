@@ -42,7 +42,9 @@ from .errors import OutputError
 from .version import __version__
 
 __all__ = ["MARKER", "Target", "check_outdir", "prepare_outdir", "temporary_path",
-           "create_temporary", "finish_temporary", "move_into_place", "remove_stale_temporaries", "is_ringbg_output"]
+           "create_temporary", "finish_temporary", "discard_temporary", "move_into_place",
+           "remove_output", "remove_stale_temporaries", "is_ringbg_output", "read_marker",
+           "deferred_interrupt"]
 
 log = logging.getLogger(__name__)
 

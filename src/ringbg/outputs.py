@@ -119,7 +119,7 @@ def _band_maps(result):
     return {name: np.stack([b[name] for b in result.band_maps]) for name in BAND_PRODUCTS}
 
 
-def _sha256(path, limit=None):
+def _sha256(path):
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

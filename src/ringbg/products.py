@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Product", "PRODUCTS", "BAND_PRODUCTS", "assemble"]
+__all__ = ["Product", "PRODUCTS", "BAND_PRODUCTS", "assemble", "band_products"]
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from .edisp import observation_response
 from .irf import aeff_values_m2
 from .safemask import Cutout, safe_mask
 
-__all__ = ["ReducedObservation", "reduce_observation", "empty_mask_reason"]
+__all__ = ["ReducedObservation", "reduce_observation", "bin_events", "empty_mask_reason"]
 
 @dataclass
 class ReducedObservation:
