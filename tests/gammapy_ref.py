@@ -439,7 +439,7 @@ def _excess_maps(result, quantities=EXCESS_QUANTITIES):
     return maps
 
 
-def run_gammapy(cfg, *, per_obs=True, selection_optional=("errn-errp", "ul")):
+def run_gammapy(cfg, *, per_obs=True, selection_optional=("errn-errp", "ul"), bands=False):
     """Run gammapy 2.1's ring-background workflow for a ringbg config.
 
     Parameters
@@ -586,6 +586,21 @@ def run_gammapy(cfg, *, per_obs=True, selection_optional=("errn-errp", "ul")):
         stacked_off = stacked.copy(name="stacked-off")
         stacked_off.mask_fit = exclusion_mask
         excess["sqrt_ts_off"] = _image(estimator_off.run(stacked_off)["sqrt_ts"])
+        if bands:
+            # per reconstructed-energy bin: the ring on each run's cube, stacked as cubes,
+            # then ExcessMapEstimator with energy_edges (gammapy's per-band workflow)
+            band_mask = exclusion_mask.interp_to_geom(geom)
+            band_ring = _ring_maker(cfg["ring"], band_mask)
+            stacked_bands = MapDatasetOnOff.create(
+                geom=geom, energy_axis_true=energy_axis_true, name="stacked-bands")
+            for dataset in datasets:
+                stacked_bands.stack(band_ring.run(dataset))
+            band_estimator = ExcessMapEstimator(selection_optional=[],
+                                                energy_edges=energy_axis.edges,
+                                                **estimator_kwargs)
+            band_result = band_estimator.run(stacked_bands)
+            excess["bands"] = {name: np.asarray(band_result[name].data, dtype=np.float64)
+                               for name in ("sqrt_ts", "npred_excess", "flux", "flux_err")}
 
     stacked_out = {
         name: _image(getattr(stacked, name))
