@@ -128,17 +128,8 @@ def test_crab_galactic_tan_correlate_off():
 
 def test_pks2155_trimmed_cutouts_aeff_max():
     """Cutouts trimmed by the map edge, aeff-max safe threshold, map off the pointing."""
-    cfg = msh_config()
-    cfg["observations"] = {"obs_ids": [33787, 33788, 33789]}
-    cfg["geom"].update({
-        "skydir": {"frame": "icrs", "lon": "330.2 deg", "lat": "-30.0 deg"},
-        "width": "2.6 deg", "binsize": "0.02 deg", "projection": "CAR",
-        "energy": {"min": "0.3 TeV", "max": "20 TeV", "nbins": 6}, "offset_max": "2 deg"})
+    cfg = _pks2155_config()
     cfg["safe_mask"] = {"methods": ["aeff-max"], "parameters": {"aeff_percent": 10}}
-    cfg["exclusion"] = {"regions": [{"frame": "icrs", "lon": "329.717 deg",
-                                     "lat": "-30.226 deg", "radius": "0.3 deg"}]}
-    cfg["ring"] = {"r_in": "0.4 deg", "width": "0.3 deg"}
-    cfg["excess"] = {"correlation_radius": "0.06 deg", "correlate_off": False}
     result, ref = _check(cfg)
     first = ref["per_obs"][ref["obs_ids"][0]]["cutout_slices"]
     assert (first[1].stop - first[1].start) < 200  # trimmed

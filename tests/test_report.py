@@ -1,6 +1,7 @@
 """Tests of ringbg.report: a self-contained, escaped HTML page that a browser renders."""
 
 import base64
+import contextlib
 import os
 import re
 import shutil
@@ -145,7 +146,7 @@ def test_report_is_self_contained(report, figures):
             value = attrs["href"]
             assert tag == "a", tag
             assert value.startswith("#") or _is_sibling_link(value), value
-    assert not re.search(r"(src|href)\s*=\s*[\"']?\s*(https?:)?//", html, re.I)
+    assert not re.search(r"(src|href)\s*=\s*[\"']?\s*(https?:)?//", html, re.IGNORECASE)
     assert "<script" not in html.lower().replace("&lt;script", "")
     assert "<link" not in html.lower()
     assert "@import" not in html and "url(" not in html
@@ -231,8 +232,10 @@ def png_pixels(data):
     return imread(io.BytesIO(data), format="png")
 
 
-def test_report_renders_in_headless_chromium(report, tmp_path, figures):
-    """A real browser opens the page offline: all images decode, no console errors."""
+@contextlib.contextmanager
+def _chromium_page(path, profile, log_prefs):
+    """Open ``path`` in headless Chromium (fresh profile folder ``profile``, the given
+    ``goog:loggingPrefs``), wait until it has loaded and yield the driver."""
     _chromium_or_skip()
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -241,20 +244,26 @@ def test_report_renders_in_headless_chromium(report, tmp_path, figures):
     options.binary_location = CHROMIUM
     for flag in CHROMIUM_FLAGS:
         options.add_argument(flag)
-    profile = tmp_path / "chromium-profile"
     profile.mkdir()
     options.add_argument(f"--user-data-dir={profile}")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-
+    options.set_capability("goog:loggingPrefs", log_prefs)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
         driver.set_page_load_timeout(60)
-        driver.get(report.resolve().as_uri())
+        driver.get(path.resolve().as_uri())
         deadline = time.monotonic() + 30
         while driver.execute_script("return document.readyState") != "complete":
             assert time.monotonic() < deadline, "page did not finish loading"
             time.sleep(0.1)
+        yield driver
+    finally:
+        driver.quit()
 
+
+def test_report_renders_in_headless_chromium(report, tmp_path, figures):
+    """A real browser opens the page offline: all images decode, no console errors."""
+    with _chromium_page(report, tmp_path / "chromium-profile",
+                        {"browser": "ALL", "performance": "ALL"}) as driver:
         images = driver.execute_script(
             "return Array.from(document.images).map("
             "i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight])"
@@ -294,8 +303,6 @@ def test_report_renders_in_headless_chromium(report, tmp_path, figures):
             for e in driver.get_log("performance")
         ]
         assert not [u for u in urls if u.startswith(("http:", "https:", "ws:", "wss:"))]
-    finally:
-        driver.quit()
 
     data = screenshot.read_bytes()
     width, height = struct.unpack(">II", data[16:24])
@@ -418,31 +425,12 @@ def test_report_without_catalogues_has_no_sources_section(report):
 
 def test_rich_report_renders_in_headless_chromium(rich, tmp_path):
     """The new sections are shown; every file link resolves to a file beside the report."""
-    _chromium_or_skip()
     from pathlib import Path
     from urllib.parse import unquote, urlparse
 
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
     path, figs = rich
     (path.parent / "summary.json").write_text("{}")  # the run writes it after the report
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    profile = tmp_path / "chromium-profile-rich"
-    profile.mkdir()
-    options.add_argument(f"--user-data-dir={profile}")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    try:
-        driver.set_page_load_timeout(60)
-        driver.get(path.resolve().as_uri())
-        deadline = time.monotonic() + 30
-        while driver.execute_script("return document.readyState") != "complete":
-            assert time.monotonic() < deadline, "page did not finish loading"
-            time.sleep(0.1)
+    with _chromium_page(path, tmp_path / "chromium-profile-rich", {"browser": "ALL"}) as driver:
         headings = driver.execute_script(
             "return Array.from(document.querySelectorAll('h2')).map(h => h.textContent)")
         assert headings == ["Figures", "Results", "Correlation radius 0.1\u00b0",
@@ -471,8 +459,6 @@ def test_rich_report_renders_in_headless_chromium(rich, tmp_path):
             ".map(th => th.textContent)")
         assert "Start" in columns and "Sig. at max [\u03c3]" in columns
         assert [e for e in driver.get_log("browser") if e["level"] == "SEVERE"] == []
-    finally:
-        driver.quit()
 
 
 def test_run_writes_every_figure_and_embeds_it(msh_result, tmp_path):
