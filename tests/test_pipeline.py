@@ -289,7 +289,8 @@ def _store_without_edisp(root, obs_ids):
     root.mkdir()
     Table.read(dr1 / "obs-index.fits.gz").write(root / "obs-index.fits.gz")
     hdu = Table.read(dr1 / "hdu-index.fits.gz")
-    drop = np.isin(hdu["OBS_ID"], obs_ids) & (np.char.strip(hdu["HDU_TYPE"]) == "edisp")
+    hdu_type = np.char.strip(hdu["HDU_TYPE"].astype(str))  # bytes with astropy 6.0
+    drop = np.isin(hdu["OBS_ID"], obs_ids) & (hdu_type == "edisp")
     hdu = hdu[~drop]
     hdu.meta["BASE_DIR"] = str(dr1)
     hdu.write(root / "hdu-index.fits.gz")

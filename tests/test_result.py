@@ -40,3 +40,32 @@ def test_public_api():
         assert name in ringbg.__all__ and getattr(ringbg, name) is not None
     assert issubclass(ringbg.ConfigError, ringbg.RingbgError)
     assert "Parameters" in ringbg.run.__doc__  # help(ringbg.run) shows the whole docstring
+
+
+def test_plot_draws_the_map_with_its_unit(msh_result):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from astropy.visualization.wcsaxes import WCSAxes
+
+    fig = plt.figure()
+    try:
+        ax = msh_result.plot("FLUX")
+        assert isinstance(ax, WCSAxes) and ax.figure is fig
+        image = ax.get_images()[0]
+        labels = [a.get_ylabel() for a in ax.child_axes]  # the colour bar is an inset
+        assert any("cm" in label and "s" in label for label in labels), labels
+        # the image is the map in its display unit, scaled: finite where the map is
+        shown = np.asarray(image.get_array(), dtype=float)
+        assert np.isfinite(shown).sum() > 0
+        ax2 = fig.add_subplot(1, 2, 2, projection=msh_result.wcs)
+        msh_result.plot("SIGNIFICANCE", ax=ax2)
+        norm = ax2.get_images()[0].norm
+        assert norm.vmin == pytest.approx(-norm.vmax) and norm.vmax >= 10  # symmetric, max 10.05
+        with pytest.raises(KeyError, match="no map 'NOPE'"):
+            msh_result.plot("NOPE")
+        with pytest.raises(TypeError, match="WCSAxes"):
+            msh_result.plot("EXCESS", ax=fig.add_subplot(2, 2, 1))
+    finally:
+        plt.close(fig)

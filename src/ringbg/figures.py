@@ -41,6 +41,7 @@ __all__ = [
     "draw_map",
     "figure_tasks",
     "make_figures",
+    "plot_product",
     "plot_excess",
     "plot_exclusion",
     "plot_map",
@@ -1074,8 +1075,9 @@ FIGURES = {s.name: s for s in (
 _COST = {"significance": 3, "exclusion": 3, "excess": 2, "map": 2, "distribution": 1}
 
 
-def _plot_map_task(path, data, wcs, *, product, cmap, scale, subtitle=None, exclusion=None):
-    """`plot_map` of a product: its display unit, a readable power of ten, its colour scale."""
+def _scaled(product, data):
+    """``(data, label)`` of a product in its display unit, divided by a readable power of
+    ten (float32)."""
     factor, _ = _display(product)
     data = np.asarray(data, dtype=np.float32)
     if factor != 1:
@@ -1083,10 +1085,59 @@ def _plot_map_task(path, data, wcs, *, product, cmap, scale, subtitle=None, excl
     exponent = _power_of_ten(data)
     if exponent:
         data = data / np.float32(10.0 ** exponent)
+    return data, product_label(product, exponent)
+
+
+def _plot_map_task(path, data, wcs, *, product, cmap, scale, subtitle=None, exclusion=None):
+    """`plot_map` of a product: its display unit, a readable power of ten, its colour scale."""
+    data, label = _scaled(product, data)
     norm = _percentile_norm(data, zero_floor=scale == "zero")
-    return plot_map(path, data, wcs, label=product_label(product, exponent),
+    return plot_map(path, data, wcs, label=label,
                     title=_NAMES.get(product, product), subtitle=subtitle, cmap=cmap, norm=norm,
                     exclusion=exclusion, grid=False)
+
+
+def plot_product(ax, product, data, wcs, *, exclusion=None, cmap=None, norm=None):
+    """Draw the map of a product as the run's figure of it does, on a WCSAxes.
+
+    Its display unit and a readable power of ten on the colour bar, its colour map
+    (`FIGURES`), a symmetric scale for significances; see `draw_map`.
+
+    Parameters
+    ----------
+    ax : `~astropy.visualization.wcsaxes.WCSAxes`
+        Axes made with ``projection=wcs``.
+    product : str
+        Product name (``"SIGNIFICANCE"``, ``"FLUX"``, ... ; `ringbg.products.PRODUCTS`).
+    data : `~numpy.ndarray`
+        2D map of the product in its unit (``BUNIT``).
+    wcs : `~astropy.wcs.WCS`
+        Celestial WCS of the map.
+    exclusion : `~numpy.ndarray` of bool, optional
+        True where the pixel is used for the background (outlined where not).
+    cmap, norm : optional
+        Colour map name and `~matplotlib.colors.Normalize`; default: those of the figure.
+
+    Returns
+    -------
+    image : `~matplotlib.image.AxesImage`
+    """
+    from matplotlib.colors import Normalize
+
+    data, label = _scaled(product, data)
+    spec = next((f for f in FIGURES.values() if f.product == product and f.kind == "map"),
+                None)
+    significance = product in ("SIGNIFICANCE", "OFF_SIGNIFICANCE")
+    if cmap is None:
+        cmap = ("RdBu_r" if significance else "inferno" if product == "EXCESS"
+                else spec.cmap if spec else "viridis")
+    if norm is None:
+        if significance:
+            limit = _significance_limit(data)
+            norm = Normalize(-limit, limit)
+        else:
+            norm = _percentile_norm(data, zero_floor=spec is not None and spec.scale == "zero")
+    return draw_map(ax, data, wcs, label=label, cmap=cmap, norm=norm, exclusion=exclusion)
 
 
 def _as32(values):

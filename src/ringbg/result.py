@@ -86,6 +86,38 @@ class Result:
         unit = PRODUCTS[name].unit if name in PRODUCTS else ""
         return u.Quantity(self.maps[name], unit or u.dimensionless_unscaled, copy=False)
 
+    def plot(self, name="SIGNIFICANCE", ax=None, **kwargs):
+        """Draw the map ``name`` on WCSAxes, with its unit on the colour bar and the
+        exclusion contour, as the run's figure of it.
+
+        Parameters
+        ----------
+        name : str
+            A key of ``maps`` (``"SIGNIFICANCE"``, ``"FLUX"``, ``"EXCESS"``, ...).
+        ax : `~astropy.visualization.wcsaxes.WCSAxes`, optional
+            Axes made with ``projection=result.wcs``; default: new axes on the current
+            pyplot figure.
+        **kwargs
+            ``cmap``, ``norm``: see `ringbg.figures.plot_product`.
+
+        Returns
+        -------
+        ax : `~astropy.visualization.wcsaxes.WCSAxes`
+        """
+        from .figures import plot_product
+
+        if name not in self.maps:
+            raise KeyError(f"no map {name!r}; the maps are {', '.join(self.maps)}")
+        if ax is None:
+            import matplotlib.pyplot as plt
+
+            ax = plt.gcf().add_subplot(projection=self.wcs)
+        elif not hasattr(ax, "coords"):
+            raise TypeError("Result.plot needs WCSAxes: make them with "
+                            "fig.add_subplot(projection=result.wcs)")
+        plot_product(ax, name, self.maps[name], self.wcs, exclusion=self.exclusion, **kwargs)
+        return ax
+
     def _headline(self):
         s = self.summary
         edges = self.geom.energy_edges_tev
