@@ -408,6 +408,18 @@ def _livetime_s(dataset):
     return 0.0 if livetime is None else float(u.Quantity(livetime).to_value("s"))
 
 
+def _gti_tt_s(gti):
+    """A gammapy GTI as (n, 2) TT seconds since MJD 51910 + 7.4287e-4 (ringbg's reference),
+    or None."""
+    from astropy.time import Time
+
+    if gti is None or len(gti.table) == 0:
+        return None
+    ref = Time(51910, 7.428703703703703e-4, format="mjd", scale="tt")
+    return np.column_stack([(gti.time_start.tt - ref).to_value("s"),
+                            (gti.time_stop.tt - ref).to_value("s")])
+
+
 def _image(map_):
     """A gammapy image map (one energy bin) as a 2D float64 array."""
     data = np.asarray(map_.data, dtype=np.float64)
@@ -609,6 +621,7 @@ def run_gammapy(cfg, *, per_obs=True, selection_optional=("errn-errp", "ul"), ba
     stacked_out["mask_safe"] = np.asarray(stacked.mask_safe.data[0], dtype=bool)
     stacked_out["exposure"] = np.asarray(stacked.exposure.data, dtype=np.float64)
     stacked_out["livetime_s"] = _livetime_s(stacked)
+    stacked_out["gti_tt_s"] = _gti_tt_s(stacked.gti)
     # the stacked energy-dispersion kernel on the IRF grid (E_true, y, x), and the one
     # ExcessMapEstimator folds the power law through (at the grid's centre)
     stacked_out["edisp_kernel_map"] = np.asarray(stacked.edisp.edisp_map.data[:, 0], float)

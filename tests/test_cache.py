@@ -46,6 +46,8 @@ def test_cache_reused_and_invalidated(tmp_path):
     no_cache = run(cfg)
     for name in second.maps:
         np.testing.assert_array_equal(second.maps[name], no_cache.maps[name])
+    np.testing.assert_array_equal(second.stack.gti_tt_s, no_cache.stack.gti_tt_s)
+    assert len(second.stack.gti_tt_s) == 3
 
     # a cached entry is really used: corrupting its counts changes the result
     entry = next(p for p in cache.iterdir() if p.name.startswith("obs20136"))

@@ -354,6 +354,17 @@ def test_observation_times():
     )
     assert obs.ontime_s == 100.0
     assert obs.livetime_s == pytest.approx(80.0, rel=1e-15)
+    # GTIs in TT seconds since MJD 51910.00074287 (2001-01-01 UTC): TT reference 51910.0
+    # is 64.184 s before it; a UTC reference differs from TT by 32.184 s + leap seconds
+    gti = obs.gti_tt_s()
+    np.testing.assert_allclose(gti[:, 0] + 64.184, [0.0, 100.0, 1000.0], atol=1e-6)
+    np.testing.assert_allclose(gti[:, 1] - gti[:, 0], [60.0, 30.0, 10.0], atol=1e-9)
+    obs.time_scale, obs.time_ref_mjd = "utc", 51910.0 + 7.428703703703703e-4 - 64.184 / 86400
+    np.testing.assert_allclose(obs.gti_tt_s()[:, 0], [0.0, 100.0, 1000.0], atol=1e-6)
+    obs.time_scale = "local"  # no TT: unknown
+    assert obs.gti_tt_s() is None
+    obs.time_scale, obs.time_ref_mjd = "tt", float("nan")
+    assert obs.gti_tt_s() is None
 
 
 def test_header_number():

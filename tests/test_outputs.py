@@ -48,6 +48,9 @@ def test_gammapy_reads_stacked_onoff(written, msh_result):
     ds = MapDatasetOnOff.read(written / "stacked_onoff.fits")
     assert ds.counts.data.sum() == 41803
     assert ds.counts_off.data.sum() == pytest.approx(87621192, rel=1e-6)
+    np.testing.assert_allclose(ds.gti.time_sum.to_value("s"),
+                               np.sum(np.diff(msh_result.stack.gti_tt_s, axis=1)), rtol=1e-12)
+    assert ds.gti.time_start[0].scale == "tt"
     assert ds.acceptance_off.data.sum() == pytest.approx(96374323, rel=1e-5)
     assert ds.exposure.geom.axes["energy_true"].nbin == 10
     est = ExcessMapEstimator("0.04 deg", correlate_off=False, selection_optional=[])
@@ -109,6 +112,8 @@ def test_per_observation_files(tmp_path):
     ds = MapDatasetOnOff.read(out / "observations" / "20136_onoff.fits")
     assert ds.counts.data.sum() == 2558
     assert ds.counts_off.data.sum() == pytest.approx(5444473)
+    # the run's own GTI (DR1 runs are one interval of about 28 min)
+    assert len(ds.gti.table) == 1 and 1500 < ds.gti.time_sum.to_value("s") < 1800
 
 
 def test_stale_temporaries_of_killed_runs_are_removed(tmp_path, msh_result):

@@ -56,6 +56,9 @@ def _compare_stacked(result, ref):
                              np.where(m, np.nan_to_num(rs["acceptance_off"]), 0),
                              "acceptance_off")
     assert st.livetime_s == pytest.approx(rs["livetime_s"], rel=1e-9)
+    # the stacked GTI: gammapy's union of the runs' GTIs, to a microsecond
+    assert rs["gti_tt_s"] is not None and st.gti_tt_s.shape == rs["gti_tt_s"].shape
+    np.testing.assert_allclose(st.gti_tt_s, rs["gti_tt_s"], rtol=0, atol=1e-6)
 
 
 def _compare_maps(result, ref):

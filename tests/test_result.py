@@ -28,7 +28,13 @@ def test_quantity_has_the_product_unit(msh_result):
 def test_to_gammapy(msh_result):
     dataset, maps = msh_result.to_gammapy()
     np.testing.assert_allclose(dataset.counts.data[0], msh_result.stack.counts)
-    assert dataset.gti is not None or dataset.exposure.meta.get("livetime") is not None
+    # the GTI: the 20 runs' union; the DR1 runs do not overlap, so its sum is their on time
+    assert dataset.gti is not None and len(dataset.gti.table) >= 20
+    ontime_s = sum(float(np.sum(t[:, 1] - t[:, 0])) for t in msh_result.stack._gtis)
+    assert dataset.gti.time_sum.to_value("s") == pytest.approx(ontime_s, rel=1e-9)
+    assert ontime_s == pytest.approx(msh_result.stack.livetime_s, rel=0.2)  # dead time < 20%
+    start = dataset.gti.time_start[0]
+    assert start.scale == "tt" and 53000 < start.mjd < 53400  # 2004 (MSH 15-52 in DR1)
     assert maps["FLUX"].unit == u.Unit("cm-2 s-1")
     np.testing.assert_array_equal(maps["SIGNIFICANCE"].data, msh_result.maps["SIGNIFICANCE"])
     assert maps["SIGNIFICANCE"].geom.wcs.wcs.compare(msh_result.wcs.wcs)

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ringbg.ring import OnOffImage
-from ringbg.stack import Stack
+from ringbg.stack import Stack, gti_union
 
 
 def _onoff(rng, shape, slices, obs_id):
@@ -94,3 +94,21 @@ def test_non_finite_and_masked_pixels_add_nothing():
     s.add(o)
     assert np.all(np.isfinite(s.counts_off)) and s.counts_off[0, 0] == 0
     assert s.counts[1, 1] == 0 and not s.mask[1, 1]
+
+
+def test_gti_union_merges_overlapping_and_touching_intervals():
+    union = gti_union([np.array([[5.0, 6.0], [1.0, 2.0]]),
+                       np.array([[2.0, 3.0], [1.5, 1.7], [10.0, 11.0], [4.0, 4.5], [0.5, 1.2]])])
+    np.testing.assert_array_equal(union, [[0.5, 3.0], [4.0, 4.5], [5.0, 6.0], [10.0, 11.0]])
+    assert gti_union([]) is None
+
+
+def test_stack_gti_is_the_union_of_the_observations():
+    onoffs = _random_onoffs(3, 3)
+    onoffs[0].gti_tt_s = np.array([[0.0, 10.0]])
+    onoffs[1].gti_tt_s = np.array([[5.0, 20.0], [30.0, 40.0]])  # overlaps the first
+    stack = Stack((20, 30), 2)
+    for onoff in onoffs:  # the third has no known time: left out
+        stack.add(onoff)
+    np.testing.assert_array_equal(stack.gti_tt_s, [[0.0, 20.0], [30.0, 40.0]])
+    assert Stack((20, 30), 2).gti_tt_s is None

@@ -127,7 +127,8 @@ def load(cache_dir, obs_id, key):
                 exposure=f["exposure"], background=f["background"],
                 mask_safe=f["mask_safe"], livetime_s=float(f["livetime_s"]),
                 ontime_s=float(f["ontime_s"]), edisp=edisp, template=str(f["template"]),
-                point_like=bool(f["point_like"]))
+                point_like=bool(f["point_like"]),
+                gti_tt_s=f["gti_tt_s"] if "gti_tt_s" in f else None)
     except Exception:  # any unreadable entry (truncated zip, bad arrays) is a cache miss
         return None
 
@@ -145,6 +146,8 @@ def save(cache_dir, reduced, key):
         edisp = {"edisp_slices": np.array([[s.start, s.stop] for s in r.slices]),
                  "edisp_kernel": r.kernel, "edisp_exposure": r.exposure, "edisp_x": r.x,
                  "edisp_y": r.y, "edisp_diagonal": r.diagonal}
+    if reduced.gti_tt_s is not None:
+        edisp["gti_tt_s"] = reduced.gti_tt_s
     try:
         with open(tmp, "wb") as f:
             np.savez(f, obs_id=reduced.obs_id, slices=slices, counts=reduced.counts,

@@ -34,6 +34,7 @@ __all__ = [
     "read_bkg",
     "read_rad_max",
     "read_observation",
+    "GTI_REF_MJD_TT",
 ]
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,10 @@ log = logging.getLogger(__name__)
 #: events written by the H.E.S.S. DR1 exporter have their BKG_3D longitude reversed
 #: (gammapy's REVERSE_LON_RADEC quirk).
 _SASH_CREATOR = "SASH FITS::EventListWriter"
+
+#: reference of ringbg's GTI times: MJDREFI = 51910, MJDREFF = 7.428703703703703e-4 in TT
+#: (2001-01-01 00:00:00 UTC; gammapy's and the GADF default)
+GTI_REF_MJD_TT = (51910, 7.428703703703703e-4)
 
 
 @dataclass
@@ -76,6 +81,26 @@ class Observation:
     def livetime_s(self):
         """Dead-time corrected observation time (s): GTI sum times DEADC."""
         return self.ontime_s * self.deadc
+
+    def gti_tt_s(self):
+        """The GTIs as an (n, 2) array of start and stop in TT seconds since
+        `GTI_REF_MJD_TT`, or None when the events' time reference is unknown or its scale
+        (``local``) has no TT."""
+        times = np.column_stack([self.gti_start_s, self.gti_stop_s]).astype(float)
+        if not np.isfinite(self.time_ref_mjd):
+            return None
+        ref_day, ref_frac = GTI_REF_MJD_TT
+        if self.time_scale == "tt":
+            return times + ((self.time_ref_mjd - ref_day) - ref_frac) * 86400.0
+        from astropy.time import Time, TimeDelta
+        from astropy.time.core import ScaleValueError
+
+        try:
+            ref = Time(self.time_ref_mjd, format="mjd", scale=self.time_scale)
+            tt = (ref + TimeDelta(times, format="sec")).tt
+        except (ScaleValueError, ValueError):  # "local" time has no TT
+            return None
+        return (tt - Time(ref_day, ref_frac, format="mjd", scale="tt")).to_value("s")
 
 
 def _column(table, names, path, unit=None):

@@ -38,6 +38,7 @@ __all__ = ["write_outputs", "write_onoff", "write_maps", "OutputError", "prepare
 
 log = logging.getLogger(__name__)
 
+
 def _bands_hdu(name, edges_tev, true_energy=False):
     """The ``<NAME>_BANDS`` table of the energy axis, as gammapy writes it."""
     edges = np.asarray(edges_tev, float)
@@ -72,11 +73,14 @@ def _cube_hdus(name, data, wcs_header, edges_tev, unit="", meta=None, true_energ
 
 
 def write_onoff(path, counts, counts_off, acceptance, acceptance_off, mask, exposure, wcs_header,
-                energy_edges_tev, livetime_s, name="stacked", energy_true_edges_tev=None):
+                energy_edges_tev, livetime_s, name="stacked", energy_true_edges_tev=None,
+                gti_tt_s=None):
     """An on/off dataset that gammapy's ``MapDatasetOnOff.read`` loads.
 
     Images carry one reconstructed-energy bin spanning the whole range; the exposure keeps its
     true-energy bins (``energy_true_edges_tev``, by default the reconstructed-energy edges).
+    ``gti_tt_s``, (n, 2) TT seconds since `ringbg.dl3.GTI_REF_MJD_TT`, is written as the
+    ``GTI`` table (gammapy's ``dataset.gti``).
     """
     edges = np.asarray(energy_edges_tev, float)
     squashed = np.array([edges[0], edges[-1]])
@@ -94,7 +98,26 @@ def write_onoff(path, counts, counts_off, acceptance, acceptance_off, mask, expo
     hdus += _cube_hdus("ACCEPTANCE", np.asarray(acceptance, np.float32), wcs_header, squashed)
     hdus += _cube_hdus("ACCEPTANCE_OFF", np.asarray(acceptance_off, np.float32), wcs_header,
                        squashed)
+    if gti_tt_s is not None:
+        hdus.append(_gti_hdu(gti_tt_s))
     fits.HDUList(hdus).writeto(path, overwrite=True)
+
+
+def _gti_hdu(gti_tt_s):
+    """The GADF ``GTI`` table of (n, 2) TT seconds since `ringbg.dl3.GTI_REF_MJD_TT`."""
+    from .dl3 import GTI_REF_MJD_TT
+
+    gti = np.asarray(gti_tt_s, dtype=float).reshape(-1, 2)
+    hdu = fits.BinTableHDU.from_columns(
+        [fits.Column("START", "D", unit="s", array=gti[:, 0]),
+         fits.Column("STOP", "D", unit="s", array=gti[:, 1])], name="GTI")
+    header = hdu.header
+    header["MJDREFI"] = (GTI_REF_MJD_TT[0], "integer part of the reference MJD")
+    header["MJDREFF"] = (GTI_REF_MJD_TT[1], "fraction of the reference MJD")
+    header["TIMESYS"] = ("TT", "time scale")
+    header["TIMEUNIT"] = ("s", "unit of START and STOP")
+    header["TIMEREF"] = ("LOCAL", "reference position")
+    return hdu
 
 
 def write_maps(path, maps, wcs_header, extra_header=None):
@@ -248,7 +271,7 @@ def _write_all(result, folder, figures, summary, progress=None):
     e_true = getattr(result, "energy_true_edges_tev", None)
     write_onoff(folder / "stacked_onoff.fits", stack.counts, stack.counts_off, stack.acceptance,
                 stack.acceptance_off, stack.mask, stack.exposure, header, geom.energy_edges_tev,
-                stack.livetime_s, energy_true_edges_tev=e_true)
+                stack.livetime_s, energy_true_edges_tev=e_true, gti_tt_s=stack.gti_tt_s)
     for k, radius in enumerate(cfg.excess.radii_deg):
         extra = {"EMIN_TEV": float(geom.energy_edges_tev[0]),
                  "EMAX_TEV": float(geom.energy_edges_tev[-1]),
@@ -274,7 +297,8 @@ def _write_all(result, folder, figures, summary, progress=None):
                         np.nan_to_num(onoff.counts_off), onoff.acceptance,
                         np.nan_to_num(onoff.acceptance_off), onoff.mask,
                         onoff.exposure * onoff.mask[None], sub, geom.energy_edges_tev,
-                        onoff.livetime_s, name=str(onoff.obs_id), energy_true_edges_tev=e_true)
+                        onoff.livetime_s, name=str(onoff.obs_id), energy_true_edges_tev=e_true,
+                        gti_tt_s=onoff.gti_tt_s)
     summary["inputs"] = input_checksums(result)
     if figures:
         _write_figures_and_report(result, folder, summary, progress)

@@ -37,6 +37,9 @@ class ReducedObservation:
         The energy-dispersion kernel on the IRF grid, when asked for.
     point_like : bool
         The effective area is point-like (no flux maps from it).
+    gti_tt_s : `~numpy.ndarray` or None
+        (n, 2) good time intervals, TT seconds since `ringbg.dl3.GTI_REF_MJD_TT` (None:
+        the time reference is unknown).
     """
 
     obs_id: int
@@ -50,6 +53,7 @@ class ReducedObservation:
     template: str = "irf"
     edisp: object = None
     point_like: bool = False
+    gti_tt_s: object = None
 
 
 def bin_events(geom, slices, ra_deg, dec_deg, energy_tev):
@@ -163,4 +167,5 @@ def reduce_observation(obs, geom, offset_max_deg, methods=("aeff-default",), par
         template=template_name(template, obs.bkg is not None),
         edisp=response,
         point_like=obs.aeff.point_like,
+        gti_tt_s=obs.gti_tt_s(),
     )

@@ -179,7 +179,8 @@ class Result:
             path = Path(tmp) / "stacked_onoff.fits"
             write_onoff(path, st.counts, st.counts_off, st.acceptance, st.acceptance_off,
                         st.mask, st.exposure, g.image_header(), g.energy_edges_tev,
-                        st.livetime_s, energy_true_edges_tev=self.energy_true_edges_tev)
+                        st.livetime_s, energy_true_edges_tev=self.energy_true_edges_tev,
+                        gti_tt_s=st.gti_tt_s)
             dataset = MapDatasetOnOff.read(path, name="stacked")
         geom = WcsGeom(wcs=g.wcs, npix=(g.shape[1], g.shape[0]))
         maps = {name: WcsNDMap(geom, data=np.asarray(data, dtype=float),

@@ -24,7 +24,8 @@ __all__ = [
 @dataclass
 class ObsImage:
     """One observation's images on its cutout ``slices``: counts and background template
-    summed over the safe energy bins, the safe pixels, and the exposure cube (m2 s)."""
+    summed over the safe energy bins, the safe pixels, and the exposure cube (m2 s); its
+    GTIs (`ringbg.reduce.ReducedObservation`)."""
 
     obs_id: int
     slices: tuple
@@ -33,6 +34,7 @@ class ObsImage:
     mask: np.ndarray
     exposure: np.ndarray
     livetime_s: float
+    gti_tt_s: object = None
 
 
 @dataclass
@@ -53,6 +55,7 @@ class OnOffImage:
     mask: np.ndarray
     exposure: np.ndarray
     livetime_s: float
+    gti_tt_s: object = None
 
     @property
     def alpha(self):
@@ -75,7 +78,7 @@ def to_image(reduced, band=None):
         np.add(counts, reduced.counts[k], out=counts, where=mask[k])
         np.add(background, reduced.background[k], out=background, where=mask[k])
     return ObsImage(reduced.obs_id, reduced.slices, counts, background, mask.any(axis=0),
-                    reduced.exposure, reduced.livetime_s)
+                    reduced.exposure, reduced.livetime_s, reduced.gti_tt_s)
 
 
 def ring_background(image, exclusion, r_in_px, width_px):
@@ -95,7 +98,7 @@ def ring_background(image, exclusion, r_in_px, width_px):
     counts_off, acceptance_off = ring_sums(counts * exclusion, background * exclusion, kernel)
     mask = mask & (acceptance_off > 0)
     return OnOffImage(image.obs_id, image.slices, counts, counts_off, background,
-                      acceptance_off, mask, image.exposure, image.livetime_s)
+                      acceptance_off, mask, image.exposure, image.livetime_s, image.gti_tt_s)
 
 
 def adaptive_ring_radii(r_in_px, width_px, r_out_max_px, stepsize_px, method):
@@ -138,4 +141,4 @@ def adaptive_ring_background(image, exclusion, rings, theta_px, threshold_alpha)
             break
     mask = mask & np.isfinite(acceptance_off) & (np.nan_to_num(acceptance_off) > 0)
     return OnOffImage(image.obs_id, image.slices, counts, counts_off, background,
-                      acceptance_off, mask, image.exposure, image.livetime_s)
+                      acceptance_off, mask, image.exposure, image.livetime_s, image.gti_tt_s)

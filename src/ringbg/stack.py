@@ -7,7 +7,34 @@ off-counts-weighted mean of the observations' alphas, ``sum(alpha_i off_i) / sum
 
 import numpy as np
 
-__all__ = ["Stack"]
+__all__ = ["Stack", "gti_union"]
+
+
+def gti_union(intervals):
+    """Union of time intervals.
+
+    Parameters
+    ----------
+    intervals : sequence of `~numpy.ndarray`
+        (n_i, 2) start and stop times.
+
+    Returns
+    -------
+    union : `~numpy.ndarray` or None
+        (n, 2) sorted disjoint intervals; overlapping and touching ones are merged. None when
+        ``intervals`` is empty.
+    """
+    if not len(intervals):
+        return None
+    times = np.concatenate([np.asarray(t, dtype=float).reshape(-1, 2) for t in intervals])
+    times = times[np.argsort(times[:, 0], kind="stable")]
+    # an interval starts a new run when it starts after every earlier one has stopped
+    reach = np.maximum.accumulate(times[:, 1])
+    new = np.ones(len(times), dtype=bool)
+    new[1:] = times[1:, 0] > reach[:-1]
+    starts = np.flatnonzero(new)
+    stops = np.append(starts[1:], len(times)) - 1
+    return np.column_stack([times[starts, 0], reach[stops]])
 
 
 class Stack:
@@ -25,6 +52,7 @@ class Stack:
         self.n_obs_map = np.zeros(shape, dtype=np.int32)
         self.livetime_s = 0.0
         self.obs_ids = []
+        self._gtis = []
 
     def add(self, onoff):
         """Add one observation's `~ringbg.ring.OnOffImage` (pixels outside its mask add nothing)."""
@@ -46,6 +74,15 @@ class Stack:
         np.add(self.n_obs_map[sl], 1, out=self.n_obs_map[sl], where=m)
         self.livetime_s += onoff.livetime_s
         self.obs_ids.append(onoff.obs_id)
+        if onoff.gti_tt_s is not None:
+            self._gtis.append(np.asarray(onoff.gti_tt_s, dtype=float).reshape(-1, 2))
+
+    @property
+    def gti_tt_s(self):
+        """Union of the observations' GTIs, (n, 2) TT seconds since
+        `ringbg.dl3.GTI_REF_MJD_TT`: sorted, overlapping and touching intervals merged (as
+        gammapy's stacked ``GTI.union``); None when no observation has a known time."""
+        return gti_union(self._gtis)
 
     @property
     def alpha(self):
