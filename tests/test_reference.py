@@ -191,8 +191,25 @@ def test_adaptive_ring_against_corrected_gammapy():
     cfg["excess"] = {"correlation_radius": "0.06 deg", "correlate_off": False}
     result, ref = _check(cfg, per_obs=False)
     # the ring had to grow in the exclusion region: the fixed ring gives other numbers
-    fixed = dict(cfg, ring={"r_in": "0.3 deg", "width": "0.2 deg"})
-    assert not np.allclose(run(fixed).stack.counts_off, result.stack.counts_off)
+    fixed = run(dict(cfg, ring={"r_in": "0.3 deg", "width": "0.2 deg"}))
+    assert not np.allclose(fixed.stack.counts_off, result.stack.counts_off)
+    # the ring taken per pixel (RING_R_IN, RING_R_OUT, deg) and its excluded fraction: by
+    # their definition, only with the adaptive ring
+    m = result.maps
+    safe = result.stack.mask
+    r_in, r_out, excluded = (m[k][safe] for k in ("RING_R_IN", "RING_R_OUT", "RING_EXCLUDED"))
+    assert np.isfinite(r_in).all() and np.isnan(m["RING_R_IN"][~safe]).all()
+    np.testing.assert_allclose(r_out - r_in, 0.2, atol=1e-9)  # fixed_width
+    assert r_in.min() == pytest.approx(0.3) and r_in.max() <= 1.2 - 0.2 + 1e-9
+    assert 0 <= excluded.min() and excluded.max() < 1
+    # at the excluded source the ring grows out of the 0.6 deg circle; far off it stays
+    j, i = (n // 2 for n in result.geom.shape)
+    assert m["RING_R_OUT"][j, i] > 0.6 and m["RING_R_IN"][j, i] > 0.3
+    assert m["RING_EXCLUDED"][j, i] > 0
+    # (rings also grow where the template falls off towards the edge of the field of view)
+    far = safe & (m["RING_EXCLUDED"] == 0)
+    assert far.sum() > 1000 and np.median(m["RING_R_IN"][far]) == pytest.approx(0.3)
+    assert not set(fixed.maps) & {"RING_R_IN", "RING_R_OUT", "RING_EXCLUDED"}
 
 
 def _pks_config(methods, parameters, energy):

@@ -80,6 +80,19 @@ def test_adaptive_ring_grows_where_exclusion_eats_the_ring():
     assert np.array_equal(onoff.acceptance, bkg)
     # far from the exclusion the first ring qualifies, same as the fixed ring
     assert onoff.counts_off[60, 110] == fixed.counts_off[60, 110]
+    # the ring taken: (5, 8) and nothing excluded far away; at the centre a ring reaching out
+    # of the exclusion, the excluded fraction of its template by its definition
+    np.testing.assert_allclose(onoff.ring_choice[:, 60, 110], [5, 8, 0], atol=1e-9)
+    r_in, r_out, excluded = onoff.ring_choice[:, 60, 60]
+    assert r_out - r_in == 3 and r_out > 14 and (r_in, 3) in rings
+    kernel = ring_kernel(r_in, 3)
+    assert 0 < excluded < 1
+    inside = (x - 60) ** 2 + (y - 60) ** 2 < 14**2
+    ky, kx = np.nonzero(kernel)
+    c = kernel.shape[0] // 2
+    in_ring = inside[ky - c + 60, kx - c + 60]
+    assert excluded == pytest.approx(kernel[ky, kx][in_ring].sum() / kernel.sum(), rel=1e-9)
+    assert fixed.ring_choice is None
 
 
 def test_adaptive_ring_without_qualifying_ring_leaves_mask():
@@ -87,3 +100,4 @@ def test_adaptive_ring_without_qualifying_ring_leaves_mask():
     onoff = adaptive_ring_background(_image(np.ones(shape), np.ones(shape)), np.ones(shape, bool),
                                      [(3, 1)], 3.0, 1e-6)
     assert not onoff.mask.any() and np.isnan(onoff.counts_off).all()
+    assert np.isnan(onoff.ring_choice).all()

@@ -448,7 +448,8 @@ def correlated_products(passed, geom, config, exclusion):
         maps = _maps(stack, geom, config, stack.mask, radius_deg=radius,
                      edisp_stack=passed.edisp_stack, flux=not passed.point_like)
         off = _off_significance(stack, geom, config, exclusion, radius)
-        out[radius] = (assemble(maps, stack, exclusion, n_true), off, fit_off_distribution(off))
+        out[radius] = (assemble(maps, stack, exclusion, n_true, geom.binsize_deg), off,
+                       fit_off_distribution(off))
     return out
 
 

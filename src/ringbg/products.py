@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Product", "PRODUCTS", "BAND_PRODUCTS", "assemble", "band_products"]
+__all__ = ["Product", "PRODUCTS", "BAND_PRODUCTS", "ADAPTIVE_RING_PRODUCTS", "assemble",
+           "band_products"]
 
 
 @dataclass(frozen=True)
@@ -57,13 +58,21 @@ PRODUCTS = {p.name: p for p in (
     Product("COUNTS_OFF", "count", "stacked counts in the ring outside the exclusion"),
     Product("LIVETIME", "s", "live time of the observations whose safe region covers the pixel"),
     Product("N_OBS", "", "number of observations whose safe region covers the pixel"),
+    Product("RING_R_IN", "deg", "inner radius of the adaptive ring taken (mean over the "
+            "observations weighted by their off acceptance; adaptive ring only)"),
+    Product("RING_R_OUT", "deg", "outer radius of the adaptive ring taken (as RING_R_IN)"),
+    Product("RING_EXCLUDED", "", "fraction of the ring's background template in the "
+            "exclusion mask (as RING_R_IN)"),
 )}
+
+#: the products only made with the adaptive ring
+ADAPTIVE_RING_PRODUCTS = ("RING_R_IN", "RING_R_OUT", "RING_EXCLUDED")
 
 #: the products written per energy bin
 BAND_PRODUCTS = [p.name for p in PRODUCTS.values() if p.band]
 
 
-def assemble(maps, stack, exclusion, n_energy_true):
+def assemble(maps, stack, exclusion, n_energy_true, binsize_deg):
     """The product maps (HDU name -> 2D array) of a run's correlated maps and stack.
 
     Parameters
@@ -76,7 +85,10 @@ def assemble(maps, stack, exclusion, n_energy_true):
         The final exclusion mask (True = usable).
     n_energy_true : int
         Bins of the exposure cube (EXPOSURE is their mean).
+    binsize_deg : float
+        Pixel size (the adaptive ring's radii are in pixels in the stack).
     """
+    choice = stack.ring_choice
     from_stack = {
         "EXPOSURE": lambda: stack.exposure.sum(axis=0) / n_energy_true,
         "EXCLUSION": lambda: exclusion.astype(np.uint8),
@@ -85,11 +97,16 @@ def assemble(maps, stack, exclusion, n_energy_true):
         "COUNTS_OFF": lambda: np.where(stack.mask, stack.counts_off, np.nan),
         "LIVETIME": lambda: stack.livetime_map_s,
         "N_OBS": lambda: stack.n_obs_map,
+        "RING_R_IN": lambda: None if choice is None else choice[0] * binsize_deg,
+        "RING_R_OUT": lambda: None if choice is None else choice[1] * binsize_deg,
+        "RING_EXCLUDED": lambda: None if choice is None else choice[2],
     }
     out = {}
     for name, product in PRODUCTS.items():
         if product.source == "stack":
-            out[name] = from_stack[name]()
+            data = from_stack[name]()
+            if data is not None:
+                out[name] = data
         elif product.source in maps:
             out[name] = maps[product.source]
     return out

@@ -43,7 +43,9 @@ class OnOffImage:
 
     ``counts_off`` and ``acceptance_off`` are the ring sums; ``acceptance`` the per-pixel
     background template; ``mask`` the safe pixels; ``exposure`` (n_energy, ny, nx) in m2 s;
-    ``background_cube`` and ``counts_cube`` keep the energy bins for per-band maps.
+    ``gti_tt_s`` the GTIs. With the adaptive ring, ``ring_choice`` (3, ny, nx) holds the ring
+    taken in each pixel: inner and outer radius (pixels) and the fraction of its background
+    template that the exclusion removed (NaN where no ring qualified).
     """
 
     obs_id: int
@@ -56,6 +58,7 @@ class OnOffImage:
     exposure: np.ndarray
     livetime_s: float
     gti_tt_s: object = None
+    ring_choice: object = None
 
     @property
     def alpha(self):
@@ -116,13 +119,15 @@ def adaptive_ring_background(image, exclusion, rings, theta_px, threshold_alpha)
     For each pixel the smallest candidate ring is taken whose approximate alpha, the template
     summed in a disk of radius ``theta_px`` over the template summed in the ring, is at most
     ``threshold_alpha``. The acceptance stays the per-pixel template, as for the fixed ring.
-    Pixels where no ring qualifies get no off estimate and leave the mask.
+    Pixels where no ring qualifies get no off estimate and leave the mask. The ring taken in
+    each pixel is in ``ring_choice`` (see `OnOffImage`).
     """
     counts, background, mask = image.counts, image.background, image.mask
     acceptance_theta = convolve(background, tophat_kernel(theta_px))
     shape = counts.shape
     counts_off = np.full(shape, np.nan)
     acceptance_off = np.full(shape, np.nan)
+    choice = np.full((3,) + shape, np.nan)
     todo = np.ones(shape, dtype=bool)
     counts_excl = counts * exclusion
     background_excl = background * exclusion
@@ -136,9 +141,14 @@ def adaptive_ring_background(image, exclusion, rings, theta_px, threshold_alpha)
             off = convolve(counts_excl, kernel, integer=True)
             counts_off[take] = off[take]
             acceptance_off[take] = acc_off[take]
+            acc_all = convolve(background, kernel)[take]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                choice[2][take] = np.where(acc_all > 0, 1 - acc_off[take] / acc_all, np.nan)
+            choice[0][take], choice[1][take] = r_in, r_in + width
             todo &= ~take
         if not todo.any():
             break
     mask = mask & np.isfinite(acceptance_off) & (np.nan_to_num(acceptance_off) > 0)
     return OnOffImage(image.obs_id, image.slices, counts, counts_off, background,
-                      acceptance_off, mask, image.exposure, image.livetime_s, image.gti_tt_s)
+                      acceptance_off, mask, image.exposure, image.livetime_s, image.gti_tt_s,
+                      np.clip(choice, 0, None, out=choice))

@@ -53,6 +53,7 @@ class Stack:
         self.livetime_s = 0.0
         self.obs_ids = []
         self._gtis = []
+        self._ring_choice = None  # sum of acceptance_off_i * ring_choice_i, and the weights
 
     def add(self, onoff):
         """Add one observation's `~ringbg.ring.OnOffImage` (pixels outside its mask add nothing)."""
@@ -76,6 +77,30 @@ class Stack:
         self.obs_ids.append(onoff.obs_id)
         if onoff.gti_tt_s is not None:
             self._gtis.append(np.asarray(onoff.gti_tt_s, dtype=float).reshape(-1, 2))
+        if onoff.ring_choice is not None:
+            self._add_ring_choice(sl, m, onoff)
+
+    def _add_ring_choice(self, sl, m, onoff):
+        if self._ring_choice is None:
+            self._ring_choice = np.zeros((4,) + self.shape)
+        total = self._ring_choice[(slice(None),) + tuple(sl)]
+        weight = np.nan_to_num(onoff.acceptance_off)
+        ok = m & np.isfinite(onoff.ring_choice).all(axis=0) & (weight > 0)
+        for k in range(3):
+            np.add(total[k], weight * onoff.ring_choice[k], out=total[k], where=ok)
+        np.add(total[3], weight, out=total[3], where=ok)
+
+    @property
+    def ring_choice(self):
+        """With the adaptive ring: (3, ny, nx) inner and outer radius (pixels) of the ring
+        taken and the fraction of its background template that the exclusion removed,
+        each the mean over the observations weighted by their off acceptance (NaN where no
+        observation has a ring); None for the fixed ring."""
+        if self._ring_choice is None:
+            return None
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(self._ring_choice[3] > 0,
+                            self._ring_choice[:3] / self._ring_choice[3], np.nan)
 
     @property
     def gti_tt_s(self):
