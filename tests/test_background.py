@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from astropy.io import fits
 from test_reduce import geom, observation, random_events
 
 from ringbg.background import (
@@ -217,7 +218,7 @@ def _magic_config(data_dir, **excess):
 CRAB = (83.633, 22.014)
 
 
-def test_magic_crab_without_background_irf(data_dir):
+def test_magic_crab_without_background_irf(data_dir, tmp_path):
     """The two MAGIC Crab runs (no BKG HDU, point-like IRFs) with the default template
     (auto -> data): the Crab detected at its position, an off distribution N(0, 1) within
     0.1; no flux maps (point-like), and summary.json says why."""
@@ -235,6 +236,13 @@ def test_magic_crab_without_background_irf(data_dir):
     assert abs(off["mean"]) < 0.1 and abs(off["sigma"] - 1) < 0.1
     assert "point-like" in s["flux_note"]
     assert not {"FLUX", "FLUX_ERR", "FLUX_UL", "SENSITIVITY"} & set(result.maps)
+    # per band too: maps_bands.fits without flux HDUs
+    bands = run(_magic_config(data_dir, energy_bands=True))
+    out = bands.write(tmp_path / "bands", figures=False)
+    with fits.open(out / "maps_bands.fits") as hdul:
+        names = {h.name for h in hdul}
+        assert {"SIGNIFICANCE", "N_OBS"} <= names and "FLUX" not in names
+        assert hdul["SIGNIFICANCE"].data.shape[0] == 10
     # the IRF template cannot be asked for: each run is skipped with the reason, so the run
     # stops with it
     from ringbg.errors import RunError

@@ -221,6 +221,18 @@ def test_band_exposure_from_the_runs_where_the_band_is_safe(tmp_path):
     everyone = sum(np.pad(r.exposure[0], [(s.start, geom.shape[k] - s.stop)
                                           for k, s in enumerate(r.slices)]) for r in reduced)
     assert np.all(everyone[mask] >= expected[mask]) and np.any(everyone > 1.2 * expected)
+    # the band's N_OBS and LIVETIME count the runs safe in that band, at the map centre
+    j, i = (n // 2 for n in geom.shape)
+    covering = [r for r in safe_in_band0
+                if r.mask_safe[0][j - r.slices[0].start, i - r.slices[1].start]]
+    assert band0["N_OBS"][j, i] == len(covering) < result.band_maps[-1]["N_OBS"][j, i] == 5
+    assert band0["LIVETIME"][j, i] == pytest.approx(sum(r.livetime_s for r in covering))
+    out = result.write(tmp_path / "out", figures=False)
+    from astropy.io import fits
+
+    with fits.open(out / "maps_bands.fits") as hdul:
+        np.testing.assert_array_equal(hdul["N_OBS"].data[0], band0["N_OBS"])
+        assert hdul["COUNTS_OFF"].header["BUNIT"] == "count"
 
 
 def test_catalog_exclusion_in_a_run(tmp_path, data_dir):

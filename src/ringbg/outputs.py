@@ -139,7 +139,9 @@ def write_maps(path, maps, wcs_header, extra_header=None):
 
 def _band_maps(result):
     """``maps_bands.fits`` content: per-band images stacked along a leading energy axis."""
-    return {name: np.stack([b[name] for b in result.band_maps]) for name in BAND_PRODUCTS}
+    first = result.band_maps[0]  # point-like IRFs: no flux maps
+    return {name: np.stack([b[name] for b in result.band_maps]) for name in BAND_PRODUCTS
+            if name in first}
 
 
 def _sha256(path):

@@ -848,7 +848,7 @@ def _auto_exclusion(plan, passed, exclusion, progress=False):
 def _band_maps(passed, geom, config):
     band_edisp = passed.band_edisp or [None] * len(passed.band_stacks)
     return [band_products(_maps(b, geom, config, b.mask, band=k, edisp_stack=be,
-                                flux=not passed.point_like))
+                                flux=not passed.point_like), b)
             for k, (b, be) in enumerate(zip(passed.band_stacks, band_edisp))]
 
 

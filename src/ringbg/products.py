@@ -53,11 +53,16 @@ PRODUCTS = {p.name: p for p in (
             "excess_errp"),
     Product("EXCESS_UL", "count", "upper limit of the signal counts at n_sigma_ul", "excess_ul"),
     Product("TS", "", "test statistic of the correlated excess", "ts"),
-    Product("ACCEPTANCE", "count", "stacked background template (acceptance) of each pixel"),
-    Product("ACCEPTANCE_OFF", "count", "stacked background template summed over the ring"),
-    Product("COUNTS_OFF", "count", "stacked counts in the ring outside the exclusion"),
-    Product("LIVETIME", "s", "live time of the observations whose safe region covers the pixel"),
-    Product("N_OBS", "", "number of observations whose safe region covers the pixel"),
+    Product("ACCEPTANCE", "count", "stacked background template (acceptance) of each pixel",
+            band=True),
+    Product("ACCEPTANCE_OFF", "count", "stacked background template summed over the ring",
+            band=True),
+    Product("COUNTS_OFF", "count", "stacked counts in the ring outside the exclusion",
+            band=True),
+    Product("LIVETIME", "s", "live time of the observations whose safe region covers the pixel",
+            band=True),
+    Product("N_OBS", "", "number of observations whose safe region covers the pixel",
+            band=True),
     Product("RING_R_IN", "deg", "inner radius of the adaptive ring taken (mean over the "
             "observations weighted by their off acceptance; adaptive ring only)"),
     Product("RING_R_OUT", "deg", "outer radius of the adaptive ring taken (as RING_R_IN)"),
@@ -92,18 +97,15 @@ def assemble(maps, stack, exclusion, n_energy_true, binsize_deg):
     from_stack = {
         "EXPOSURE": lambda: stack.exposure.sum(axis=0) / n_energy_true,
         "EXCLUSION": lambda: exclusion.astype(np.uint8),
-        "ACCEPTANCE": lambda: np.where(stack.mask, stack.acceptance, np.nan),
-        "ACCEPTANCE_OFF": lambda: np.where(stack.mask, stack.acceptance_off, np.nan),
-        "COUNTS_OFF": lambda: np.where(stack.mask, stack.counts_off, np.nan),
-        "LIVETIME": lambda: stack.livetime_map_s,
-        "N_OBS": lambda: stack.n_obs_map,
         "RING_R_IN": lambda: None if choice is None else choice[0] * binsize_deg,
         "RING_R_OUT": lambda: None if choice is None else choice[1] * binsize_deg,
         "RING_EXCLUDED": lambda: None if choice is None else choice[2],
     }
     out = {}
     for name, product in PRODUCTS.items():
-        if product.source == "stack":
+        if name in _STACK_IMAGES:
+            out[name] = _STACK_IMAGES[name](stack)
+        elif product.source == "stack":
             data = from_stack[name]()
             if data is not None:
                 out[name] = data
@@ -112,7 +114,23 @@ def assemble(maps, stack, exclusion, n_energy_true, binsize_deg):
     return out
 
 
-def band_products(maps):
-    """The per-band products (HDU name -> 2D array) of one band's correlated maps."""
-    return {name: maps[PRODUCTS[name].source] for name in BAND_PRODUCTS
-            if PRODUCTS[name].source in maps}
+#: the diagnostic maps that are images of a stack (the whole range's or a band's)
+_STACK_IMAGES = {
+    "ACCEPTANCE": lambda stack: np.where(stack.mask, stack.acceptance, np.nan),
+    "ACCEPTANCE_OFF": lambda stack: np.where(stack.mask, stack.acceptance_off, np.nan),
+    "COUNTS_OFF": lambda stack: np.where(stack.mask, stack.counts_off, np.nan),
+    "LIVETIME": lambda stack: stack.livetime_map_s,
+    "N_OBS": lambda stack: stack.n_obs_map,
+}
+
+
+def band_products(maps, stack):
+    """The per-band products (HDU name -> 2D array) of one band's correlated maps and its
+    stack (the observations for which the band is safe)."""
+    out = {}
+    for name in BAND_PRODUCTS:
+        if name in _STACK_IMAGES:
+            out[name] = _STACK_IMAGES[name](stack)
+        elif PRODUCTS[name].source in maps:
+            out[name] = maps[PRODUCTS[name].source]
+    return out
