@@ -77,3 +77,30 @@ def test_pointing_frame_matches_offset_frame_and_separation(frame):
     off = SkyCoord(ra.ravel(), dec.ravel(), unit="deg").transform_to(centre.skyoffset_frame())
     assert np.allclose(lon.ravel(), off.lon.wrap_at("180d").deg, atol=1e-9)
     assert np.allclose(lat.ravel(), off.lat.deg, atol=1e-9)
+
+
+@pytest.mark.parametrize("frames", [("icrs", "galactic"), ("galactic", "icrs")])
+def test_to_frame_is_astropys_transform(frames):
+    """The fixed rotation gives astropy's coordinates to 1e-12 deg (float64), float32 input
+    goes through astropy as gammapy's event lists do (bit for bit), scalars stay scalars."""
+    from astropy.coordinates import SkyCoord
+
+    from ringbg.geom import to_frame
+
+    rng = np.random.default_rng(5)
+    lon = rng.uniform(0, 360, 10000)
+    lat = np.degrees(np.arcsin(rng.uniform(-1, 1, 10000)))
+    lon[:3], lat[:3] = [0.0, 359.9999999, 120.0], [90.0, -89.99999, 0.0]
+    ours = to_frame(lon, lat, *frames)
+    theirs = SkyCoord(lon, lat, unit="deg", frame=frames[0]).transform_to(frames[1]).spherical
+    dlon = (ours[0] - theirs.lon.deg + 180) % 360 - 180
+    assert np.all(np.abs(dlon * np.cos(np.radians(theirs.lat.deg))) < 1e-12)
+    assert np.all(np.abs(ours[1] - theirs.lat.deg) < 1e-12)
+    assert np.all((ours[0] >= 0) & (ours[0] < 360))
+    f32 = (lon.astype(np.float32), lat.astype(np.float32))
+    theirs32 = SkyCoord(*f32, unit="deg", frame=frames[0]).transform_to(frames[1]).spherical
+    ours32 = to_frame(*f32, *frames)
+    np.testing.assert_array_equal(ours32[0], theirs32.lon.deg)
+    np.testing.assert_array_equal(ours32[1], theirs32.lat.deg)
+    scalar = to_frame(83.633, 22.014, *frames)
+    assert all(np.ndim(v) == 0 for v in scalar)
