@@ -110,3 +110,14 @@ def _ringbg_logger_reset():
 
     yield
     logging.getLogger("ringbg").setLevel(logging.NOTSET)
+
+
+@pytest.fixture
+def sigint_default():
+    """Python's own Ctrl-C handler during the test, whatever pytest was started with (a
+    background job of a non-interactive shell starts with SIGINT ignored)."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)

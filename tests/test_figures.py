@@ -545,7 +545,8 @@ def test_failing_workers_fall_back_to_this_process(tmp_path, caplog, monkeypatch
     assert "drawing the figures in this process" in caplog.text
 
 
-def test_interrupted_workers_are_gone_when_render_returns(tmp_path, monkeypatch):
+def test_interrupted_workers_are_gone_when_render_returns(tmp_path, monkeypatch,
+                                                         sigint_default):
     """Ctrl-C while the workers draw: they are stopped before the interrupt goes on (the
     run then removes its temporary folder: nothing may write into it afterwards)."""
     import multiprocessing

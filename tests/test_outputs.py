@@ -592,7 +592,7 @@ def test_rename_noreplace_never_replaces(native, tmp_path, monkeypatch):
     assert (tmp_path / "fresh" / "a").read_text() == "new" and not src.exists()
 
 
-def test_ctrl_c_during_the_renames_is_delivered_after_them(tmp_path):
+def test_ctrl_c_during_the_renames_is_delivered_after_them(tmp_path, sigint_default):
     done = []
     with pytest.raises(KeyboardInterrupt):
         with outdir_mod.deferred_interrupt():
