@@ -58,6 +58,11 @@ def test_ring_beyond_map(data_dir):
     cfg["ring"]["width"] = "1.2 deg"
     msg = _error(cfg)
     assert "ring" in msg and "does not fit" in msg
+    # a ring that reaches the map's edge (r_in + width = half the width) is allowed
+    from ringbg.config import load_config
+
+    cfg["ring"] = {"r_in": "1.0 deg", "width": "0.5 deg"}
+    assert load_config(cfg).ring.width == pytest.approx(0.5)
 
 
 def test_missing_datastore(data_dir, tmp_path):

@@ -190,6 +190,26 @@ def test_flux_with_uniform_exposure():
     assert np.all(np.isnan(maps["flux"][~m]))
 
 
+def test_no_flux_where_there_is_no_exposure():
+    """Safe pixels with no exposure within the correlation radius (beyond the IRF's offsets)
+    get NaN flux maps, not infinities; the counts-based maps stay."""
+    counts, off, acc, acc_off, mask = _random_field(seed=4)
+    edges = np.geomspace(0.5, 10, 5)
+    exposure = np.full((4,) + counts.shape, 3e9)
+    exposure[:, :, :10] = 0.0  # a strip with no effective area
+    maps = excess_maps(counts, off, acc, acc_off, mask, 2.0, exposure=exposure,
+                       energy_edges_tev=edges, sensitivity={})
+    dark = np.zeros(counts.shape, bool)
+    dark[:, :8] = True  # farther than the radius (2 px) from any exposure
+    assert (mask & dark).any()
+    for name in ("flux", "flux_err", "flux_ul", "flux_sensitivity"):
+        assert np.all(np.isnan(maps[name][dark])), name
+        lit = maps[name][:, 13:][mask[:, 13:]]  # exposure all around
+        assert np.all(np.isfinite(lit)), name
+    counts_only = excess_maps(counts, off, acc, acc_off, mask, 2.0)
+    np.testing.assert_array_equal(maps["significance"], counts_only["significance"])
+
+
 def test_flux_weights_the_exposure_by_the_spectrum():
     """Expected counts per unit integral flux: the exposure of each energy bin weighted by the
     fraction of a power-law flux in that bin; averaged over the top-hat's unmasked pixels."""

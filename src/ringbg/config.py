@@ -216,7 +216,7 @@ class Config(_Model):
         r_out = self.ring.r_in + self.ring.width
         if self.ring.adaptive is not None:
             r_out = max(r_out, self.ring.adaptive.r_out_max)
-        if r_out >= half:
+        if r_out > half * (1 + 1e-9):  # reaching the map's edge is allowed, as in gammapy
             raise ValueError(
                 f"ring: r_in + width (or r_out_max) = {r_out:g} deg does not fit in the map "
                 f"(half width {half:g} deg); use a smaller ring or a wider map"

@@ -169,6 +169,9 @@ def _excess_maps(counts, counts_off, acceptance, acceptance_off, mask, radius_px
         npred_unit = np.tensordot(weights, np.nan_to_num(exposure), axes=1) * 1e4
         with np.errstate(divide="ignore", invalid="ignore"):
             reco = convolve(npred_unit * m, kernel) / convolve(m.astype(float), kernel)
+            # no exposure around the pixel (beyond the IRF's offsets): no flux, NaN (gammapy
+            # divides by its FFT's round-off there)
+            reco = np.where(reco > 0, reco, np.nan)
             out["flux"] = out["excess"] / reco
             out["flux_err"] = out["excess_err"] / reco
             if errors:
