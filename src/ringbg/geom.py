@@ -46,22 +46,24 @@ def energy_edges_tev(energy_min_tev, energy_max_tev, nbins):
 def to_frame(lon_deg, lat_deg, frame_in, frame_out):
     """Transform sky coordinates between ``icrs`` and ``galactic`` (plain arrays in degrees).
 
-    Between those two, float64 values are rotated by astropy's matrix (taken once; the same
-    values to 1e-13 deg, without SkyCoord's ~4 ms per call). float32 values (event lists) and
-    other frames go through astropy's ``SkyCoord``, which keeps float32 precision as gammapy
-    does (events on pixel borders then land where gammapy puts them). Longitudes are in
-    [0, 360).
+    Between those two the values are rotated by astropy's matrix (taken once): astropy's
+    values to 1e-12 deg, without SkyCoord's ~4 ms per call. The angles are taken to radians
+    by astropy's ``Longitude`` and ``Latitude``, as in ``SkyCoord``: float32 values (event
+    lists, as gammapy transforms them) are wrapped and converted in float32, so that events on
+    pixel borders land where gammapy puts them. Other frames go through ``SkyCoord``.
+    Longitudes are in [0, 360).
     """
     if frame_in == frame_out:
         return np.asarray(lon_deg, dtype=float), np.asarray(lat_deg, dtype=float)
-    float32 = np.asarray(lon_deg).dtype == np.float32 or np.asarray(lat_deg).dtype == np.float32
-    if float32 or {frame_in, frame_out} != set(FRAMES):
+    if {frame_in, frame_out} != set(FRAMES):
         coord = SkyCoord(lon_deg, lat_deg, unit="deg", frame=frame_in).transform_to(frame_out)
         sph = coord.spherical
         return sph.lon.deg, sph.lat.deg
+    from astropy.coordinates import Latitude, Longitude
+
     matrix = _rotation(frame_in, frame_out)
-    lon = np.radians(np.asarray(lon_deg, dtype=float))
-    lat = np.radians(np.asarray(lat_deg, dtype=float))
+    lon = np.asarray(Longitude(lon_deg, unit="deg").to_value("rad"), dtype=float)
+    lat = np.asarray(Latitude(lat_deg, unit="deg").to_value("rad"), dtype=float)
     cos_lat = np.cos(lat)
     v = (cos_lat * np.cos(lon), cos_lat * np.sin(lon), np.sin(lat))
     x, y, z = (matrix[k, 0] * v[0] + matrix[k, 1] * v[1] + matrix[k, 2] * v[2] for k in range(3))
