@@ -262,3 +262,19 @@ def test_flux_through_a_response_on_a_true_energy_axis():
     np.testing.assert_array_equal(flux_weights(true, index),
                                   flux_weights(true, index, None, (0.2, 40.0)))
     np.testing.assert_array_equal(flux_weights(true, index, np.ones(5)), flux_weights(true, index))
+
+
+def test_per_pixel_searches_by_chunks_give_the_same_bits(monkeypatch):
+    """The errors, upper limits and sensitivity are searched a chunk of pixels at a time
+    (bounded memory on survey maps): the same values as all at once."""
+    import ringbg.excess as excess_module
+
+    counts, off, acc, acc_off, mask = _random_field(seed=6)
+    kwargs = dict(exposure=np.full((2,) + counts.shape, 1e9),
+                  energy_edges_tev=np.geomspace(1, 10, 3), sensitivity={})
+    whole = excess_maps(counts, off, acc, acc_off, mask, 2.0, **kwargs)
+    monkeypatch.setattr(excess_module, "CHUNK_PIXELS", 37)
+    chunked = excess_maps(counts, off, acc, acc_off, mask, 2.0, **kwargs)
+    assert mask.sum() > 10 * 37
+    for name in ("excess_errn", "excess_errp", "excess_ul", "flux_sensitivity"):
+        np.testing.assert_array_equal(chunked[name], whole[name])

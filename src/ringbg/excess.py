@@ -113,6 +113,22 @@ def flux_weights(energy_edges_tev, spectral_index, response=None, energy_range_t
     return weights
 
 
+#: pixels per call of the per-pixel root searches: their temporaries stay ~100 MB
+CHUNK_PIXELS = 1 << 18
+
+
+def _by_chunks(fn, *arrays):
+    """``fn(*arrays)`` of 1D arrays, element-wise, `CHUNK_PIXELS` elements at a time."""
+    chunk = CHUNK_PIXELS
+    n = arrays[0].size
+    if n <= chunk:
+        return fn(*arrays)
+    out = np.empty(n)
+    for start in range(0, n, chunk):
+        out[start:start + chunk] = fn(*(a[start:start + chunk] for a in arrays))
+    return out
+
+
 def _sensitivity_counts(n_off, alpha, pixel_background, options):
     """Excess counts of the sensitivity (see `excess_maps`), NaN where alpha is not finite."""
     o = {**SENSITIVITY_DEFAULTS, **(options or {})}
@@ -161,7 +177,8 @@ def _excess_maps(counts, counts_off, acceptance, acceptance_off, mask, radius_px
             ("excess_ul", stats.excess_upper_limit, n_sigma_ul),
         ):
             values = np.full(m.shape, np.nan)
-            values[valid] = fn(n_on[valid], n_off[valid], alpha[valid], ns)
+            values[valid] = _by_chunks(lambda *a, fn=fn, ns=ns: fn(*a, ns),
+                                       n_on[valid], n_off[valid], alpha[valid])
             out[name] = values
     if exposure is not None:
         weights = flux_weights(energy_edges_tev, spectral_index, response, energy_range_tev)
@@ -181,8 +198,9 @@ def _excess_maps(counts, counts_off, acceptance, acceptance_off, mask, radius_px
                 pixel_background = np.where(acceptance_off > 0, acceptance / acceptance_off,
                                             0.0) * off
                 n_sig = np.full(m.shape, np.nan)
-                n_sig[valid] = _sensitivity_counts(n_off[valid], alpha[valid],
-                                                   pixel_background[valid], sensitivity)
+                n_sig[valid] = _by_chunks(
+                    lambda *a: _sensitivity_counts(*a, sensitivity),
+                    n_off[valid], alpha[valid], pixel_background[valid])
                 out["flux_sensitivity"] = n_sig / reco
     for name, values in out.items():
         out[name] = np.where(m, values, np.nan)
