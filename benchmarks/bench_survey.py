@@ -11,7 +11,8 @@ Run: ``python benchmarks/bench_survey.py [--preset survey|hgps] [--n-obs N] [--j
   figures and report on.
 
 The data are simulated once (kept in the work folder). ``ringbg run`` runs in a subprocess;
-the summed resident memory of its whole process tree is sampled every 0.1 s.
+the summed resident memory (RSS) and proportional set size (PSS) of its whole process tree
+are sampled every 0.1 s.
 ``--gammapy 100,200`` also runs gammapy 2.1's equivalent workflow (the reference tests'
 ``tests/gammapy_ref.py``: Analysis with stack=False, ring per observation, stack, estimator)
 on that many observations of the survey geometry, ringbg on the same ones, and prints both.
@@ -40,8 +41,13 @@ PRESETS = {
 }
 
 
-def tree_rss_bytes(root_pid):
-    """Summed VmRSS of a process and its descendants (Linux /proc)."""
+def tree_memory_bytes(root_pid):
+    """Summed VmRSS and PSS of a process and its descendants (Linux /proc).
+
+    RSS counts the pages that forked processes share (the renderers inherit the figure
+    maps) once per process; PSS divides each shared page among its sharers, so it sums to
+    the memory the tree really holds (0 where the kernel has no ``smaps_rollup``).
+    """
     children = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -52,31 +58,38 @@ def tree_rss_bytes(root_pid):
         except (OSError, IndexError, ValueError):
             continue
         children.setdefault(ppid, []).append(int(entry))
-    total, todo = 0, [root_pid]
+    rss = pss = 0
+    todo = [root_pid]
     while todo:
         pid = todo.pop()
         todo.extend(children.get(pid, []))
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1]) * 1024
-        except OSError:
-            pass
-    return total
+        rss += _proc_kb(f"/proc/{pid}/status", "VmRSS:") * 1024
+        pss += _proc_kb(f"/proc/{pid}/smaps_rollup", "Pss:") * 1024
+    return rss, pss
+
+
+def _proc_kb(path, key):
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(key):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def measured(cmd, env=None):
-    """Run a command; its wall time and the peak memory of its process tree."""
+    """Run a command; its wall time and the peak memory of its process tree: (rss, pss)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env)
-    peak = 0
+    peak = [0, 0]
     stop = threading.Event()
 
     def sample():
-        nonlocal peak
         while not stop.is_set():
-            peak = max(peak, tree_rss_bytes(proc.pid))
+            for k, value in enumerate(tree_memory_bytes(proc.pid)):
+                peak[k] = max(peak[k], value)
             time.sleep(0.1)
 
     sampler = threading.Thread(target=sample)
@@ -86,7 +99,7 @@ def measured(cmd, env=None):
     sampler.join()
     if proc.returncode != 0:
         sys.exit(f"{cmd[0]} failed with exit code {proc.returncode}")
-    return time.perf_counter() - t0, peak
+    return time.perf_counter() - t0, tuple(peak)
 
 
 def pointings(preset, n_obs):
@@ -169,9 +182,9 @@ def compare_gammapy(work, preset, store, sizes, jobs):
                                ids[:n])
         r_wall, r_peak, summary = run_ringbg(config, work, f"ringbg{n}")
         g_wall, g_peak = run_gammapy(config, work, f"gammapy{n}")
-        print(f"  {n:5d} runs  ringbg {r_wall:7.1f} s {r_peak / 1e9:5.2f} GB   gammapy "
-              f"{g_wall:7.1f} s {g_peak / 1e9:5.2f} GB   ratio {g_wall / r_wall:5.1f}x time, "
-              f"{g_peak / r_peak:4.1f}x memory")
+        print(f"  {n:5d} runs  ringbg {r_wall:7.1f} s {r_peak[0] / 1e9:5.2f} GB   gammapy "
+              f"{g_wall:7.1f} s {g_peak[0] / 1e9:5.2f} GB   ratio {g_wall / r_wall:5.1f}x "
+              f"time, {g_peak[0] / r_peak[0]:4.1f}x memory (peak RSS of the process trees)")
 
 
 def compare_dask(work, preset, store, jobs, n_obs):
@@ -221,7 +234,8 @@ def main():
           f"{args.jobs} jobs, figures {'on' if preset['figures'] else 'off'}")
     print(f"  whole process {wall:.1f} s, in-process total {summary['timings']['total']:.1f} s, "
           f"{n / summary['timings']['total']:.1f} observations/s")
-    print(f"  peak memory (process tree) {peak / 1e9:.2f} GB")
+    print(f"  peak memory (process tree) {peak[0] / 1e9:.2f} GB (summed RSS; PSS, shared "
+          f"pages of forked processes counted once: {peak[1] / 1e9:.2f} GB)")
     print(f"  stages: " + ", ".join(f"{k} {v:.2f} s" for k, v in summary["timings"].items()))
     if args.gammapy:
         compare_gammapy(work, preset, store, [int(s) for s in args.gammapy.split(",")],
