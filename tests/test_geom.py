@@ -112,3 +112,23 @@ def test_to_frame_is_astropys_transform(frames):
                                   theirs_neg.lat.deg).max() < 1e-11
     scalar = to_frame(83.633, 22.014, *frames)
     assert all(np.ndim(v) == 0 for v in scalar)
+
+
+def test_unpickled_geometry_is_shared_by_key():
+    """A worker unpickles each task's geometry: it gets one object per geometry, with the
+    same WCS, shape, energy edges and frame (its cached pixel coordinates are reused)."""
+    import pickle
+
+    import ringbg.geom as geom_module
+
+    geom = Geom.create(266.4, -28.9, "galactic", (3.0, 2.0), 0.05, "TAN", [1.0, 3.0, 10.0])
+    geom_module._UNPICKLED.clear()
+    first = pickle.loads(pickle.dumps(geom))
+    second = pickle.loads(pickle.dumps(geom))
+    assert first is second and first is not geom
+    assert first.key == geom.key and first.shape == geom.shape and first.frame == "galactic"
+    assert first.wcs.to_header() == geom.wcs.to_header()
+    np.testing.assert_array_equal(first.energy_edges_tev, geom.energy_edges_tev)
+    np.testing.assert_array_equal(first.lonlat_deg[0], geom.lonlat_deg[0])
+    other = Geom.create(266.4, -28.9, "galactic", (3.0, 2.0), 0.05, "CAR", [1.0, 3.0, 10.0])
+    assert pickle.loads(pickle.dumps(other)) is not first

@@ -64,19 +64,6 @@ def make_irf_grid(config, geom):
     return irf_grid(geom, energy.min, energy.max) if config.excess.edisp else None
 
 
-_GEOMS = {}
-
-
-def _shared_geom(geom):
-    """One `Geom` per distinct geometry in this process, so its cached pixel coordinates
-    and solid angles are computed once per worker, not once per observation."""
-    key = geom.key
-    if key not in _GEOMS:
-        _GEOMS.clear()
-        _GEOMS[key] = geom
-    return _GEOMS[key]
-
-
 @dataclass(frozen=True)
 class RingSpec:
     """The ring of a config, in pixels; calling it gives an observation's on/off image
@@ -214,7 +201,7 @@ def reduce_task(task):
     from . import cache
 
     keep_freed_memory()
-    geom = _shared_geom(task.geom)
+    geom = task.geom  # one per process and geometry (see `ringbg.geom.Geom.__reduce__`)
     obs_id = task.obs_id
     try:
         store = cached_datastore(task.datastore)
