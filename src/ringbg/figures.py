@@ -718,7 +718,8 @@ def significance_figure(significance, wcs, exclusion=None, r_in_deg=None, r_out_
     panel_deg = 2.16 * max(float(r_out_deg), float(r_out_max_deg or 0)) if ring else None
     if title is None:
         title = _significance_title(significance)
-    m = map_figure(significance, wcs, label=product_label("SIGNIFICANCE"), cmap="RdBu_r",
+    m = map_figure(significance, wcs, label=product_label("SIGNIFICANCE"),
+                   cmap=FIGURES["significance"].cmap,
                    norm=Normalize(-limit, limit), exclusion=exclusion, title=title,
                    subtitle=subtitle, panel_deg=panel_deg)
     _legend(m.axes[0], _exclusion_handle(exclusion))
@@ -809,7 +810,8 @@ def plot_excess(path, excess, wcs, exclusion=None, *, title=None, subtitle=None)
         if span is not None:
             title += f" \u2014 peak {span[1]:.1f} counts"
     return plot_map(path, excess, wcs, label=product_label("EXCESS"), title=title,
-                    subtitle=subtitle, cmap="inferno", norm=Normalize(vmin, vmax),
+                    subtitle=subtitle, cmap=FIGURES["excess"].cmap,
+                    norm=Normalize(vmin, vmax),
                     exclusion=exclusion, exclusion_color="#7fd7ff", dark_legend=True)
 
 
@@ -1041,7 +1043,7 @@ class FigureSpec:
     ``kind``: ``"map"`` (the product with ``cmap`` and ``scale``: ``"zero"`` from 0 (or
     the minimum when negative) to the 99.9 percentile, ``"percentile"`` from the 0.5 to
     the 99.9 percentile), or one of the special figures ``"significance"``, ``"excess"``,
-    ``"exclusion"``, ``"distribution"``.
+    ``"exclusion"``, ``"distribution"`` (the first two drawn with ``cmap`` too).
     """
 
     name: str
@@ -1059,8 +1061,8 @@ class FigureSpec:
 
 #: The figures of a run, in the report's order (each when its product is in the maps).
 FIGURES = {s.name: s for s in (
-    FigureSpec("significance", "SIGNIFICANCE", "significance"),
-    FigureSpec("excess", "EXCESS", "excess"),
+    FigureSpec("significance", "SIGNIFICANCE", "significance", cmap="RdBu_r"),
+    FigureSpec("excess", "EXCESS", "excess", cmap="inferno"),
     FigureSpec("significance_distribution", "SIGNIFICANCE", "distribution"),
     FigureSpec("exclusion", "EXCLUSION", "exclusion"),
     FigureSpec("counts", "COUNTS", cmap="magma"),
@@ -1125,18 +1127,19 @@ def plot_product(ax, product, data, wcs, *, exclusion=None, cmap=None, norm=None
     from matplotlib.colors import Normalize
 
     data, label = _scaled(product, data)
-    spec = next((f for f in FIGURES.values() if f.product == product and f.kind == "map"),
-                None)
     significance = product in ("SIGNIFICANCE", "OFF_SIGNIFICANCE")
+    spec = FIGURES["significance"] if significance else next(
+        (f for f in FIGURES.values() if f.product == product and f.kind in ("map", "excess")),
+        None)
     if cmap is None:
-        cmap = ("RdBu_r" if significance else "inferno" if product == "EXCESS"
-                else spec.cmap if spec else "viridis")
+        cmap = spec.cmap if spec else "viridis"
     if norm is None:
         if significance:
             limit = _significance_limit(data)
             norm = Normalize(-limit, limit)
         else:
-            norm = _percentile_norm(data, zero_floor=spec is not None and spec.scale == "zero")
+            zero = spec is not None and spec.kind == "map" and spec.scale == "zero"
+            norm = _percentile_norm(data, zero_floor=zero)
     return draw_map(ax, data, wcs, label=label, cmap=cmap, norm=norm, exclusion=exclusion)
 
 
