@@ -86,9 +86,9 @@ class Observation:
         """The GTIs as an (n, 2) array of start and stop in TT seconds since
         `GTI_REF_MJD_TT`, or None when the events' time reference is unknown or its scale
         (``local``) has no TT."""
-        times = np.column_stack([self.gti_start_s, self.gti_stop_s]).astype(float)
         if not np.isfinite(self.time_ref_mjd):
             return None
+        times = np.column_stack([self.gti_start_s, self.gti_stop_s]).astype(float)
         ref_day, ref_frac = GTI_REF_MJD_TT
         if self.time_scale == "tt":
             return times + ((self.time_ref_mjd - ref_day) - ref_frac) * 86400.0

@@ -7,7 +7,7 @@ sub-grids of the full geometry (no resampling), given as a pair of slices.
 """
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import numpy as np
 from astropy.coordinates import SkyCoord
@@ -72,19 +72,14 @@ def to_frame(lon_deg, lat_deg, frame_in, frame_out):
     return lon_out, np.degrees(np.arctan2(z, np.hypot(x, y)))
 
 
-_ROTATIONS = {}
-
-
+@lru_cache(maxsize=None)
 def _rotation(frame_in, frame_out):
     """The 3x3 matrix taking unit vectors of ``frame_in`` to ``frame_out`` (astropy's)."""
-    key = (frame_in, frame_out)
-    if key not in _ROTATIONS:
-        from astropy.coordinates import CartesianRepresentation
+    from astropy.coordinates import CartesianRepresentation
 
-        axes = CartesianRepresentation(np.eye(3), unit="")  # the three unit vectors
-        coord = SkyCoord(axes, frame=frame_in, representation_type="cartesian")
-        _ROTATIONS[key] = coord.transform_to(frame_out).cartesian.xyz.value  # columns
-    return _ROTATIONS[key]
+    axes = CartesianRepresentation(np.eye(3), unit="")  # the three unit vectors
+    coord = SkyCoord(axes, frame=frame_in, representation_type="cartesian")
+    return coord.transform_to(frame_out).cartesian.xyz.value  # columns
 
 
 def offset_frame_lonlat(lon_deg, lat_deg, lon0_deg, lat0_deg):

@@ -6,6 +6,7 @@ The writers, the figures, the report and `Result` all take names, units and comm
 stack image, a line in `assemble`).
 """
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,18 +95,17 @@ def assemble(maps, stack, exclusion, n_energy_true, binsize_deg):
         Pixel size (the adaptive ring's radii are in pixels in the stack).
     """
     choice = stack.ring_choice
-    from_stack = {
+    from_stack = {name: functools.partial(image, stack) for name, image in _STACK_IMAGES.items()}
+    from_stack.update({
         "EXPOSURE": lambda: stack.exposure.sum(axis=0) / n_energy_true,
         "EXCLUSION": lambda: exclusion.astype(np.uint8),
         "RING_R_IN": lambda: None if choice is None else choice[0] * binsize_deg,
         "RING_R_OUT": lambda: None if choice is None else choice[1] * binsize_deg,
         "RING_EXCLUDED": lambda: None if choice is None else choice[2],
-    }
+    })
     out = {}
     for name, product in PRODUCTS.items():
-        if name in _STACK_IMAGES:
-            out[name] = _STACK_IMAGES[name](stack)
-        elif product.source == "stack":
+        if product.source == "stack":
             data = from_stack[name]()
             if data is not None:
                 out[name] = data
