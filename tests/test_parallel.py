@@ -33,6 +33,43 @@ def test_bounded_window_still_complete():
     assert out == [i * i for i in range(50)]
 
 
+def arrays(i, n):
+    """A result with arrays of several dtypes and layouts, and Python objects."""
+    import numpy as np
+
+    return {"i": i, "a": np.arange(n, dtype=float) * i, "mask": np.arange(n) % 3 == i % 3,
+            "f": np.asfortranarray(np.ones((4, n // 4), np.float32) * i),
+            "strided": np.arange(2 * n, dtype=np.int32)[::2], "rows": [np.full(5, i)]}
+
+
+@pytest.mark.parametrize("result_bytes", [10_000_000, 1000])
+def test_results_through_shared_memory(result_bytes):
+    """The arrays of results that fit a slot come back as read-only views into shared
+    memory, the others pickled; both equal what the function returned, in order, and a
+    result stays valid while the next one is taken."""
+    import numpy as np
+
+    from ringbg.parallel import ResultSlots
+
+    probe = ResultSlots.create(1, 4096)
+    if probe is None:
+        pytest.skip("no memfd_create here (not Linux)")
+    probe.close()
+    n = 40_000
+    previous = None
+    for k, out in enumerate(map_ordered(arrays, [(i, n) for i in range(30)], jobs=2,
+                                        window=3, result_bytes=result_bytes)):
+        expected = arrays(k, n)
+        assert out["i"] == k and out["rows"][0].tolist() == [k] * 5
+        for name in ("a", "mask", "f", "strided"):
+            assert out[name].dtype == expected[name].dtype
+            np.testing.assert_array_equal(out[name], expected[name])
+        assert out["a"].flags.writeable == (result_bytes < n * 8)
+        if previous is not None:
+            np.testing.assert_array_equal(previous["a"], arrays(k - 1, n)["a"])
+        previous = out
+
+
 def test_dask_worker_death_is_retried(tmp_path):
     from distributed import LocalCluster
 

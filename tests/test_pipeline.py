@@ -41,14 +41,31 @@ def test_maps_are_consistent(msh_result):
     assert m["EXCLUSION"].sum() == 21236
 
 
-def test_parallel_processes_identical(tmp_path):
+@pytest.mark.parametrize("per_observation", [False, True])
+def test_parallel_processes_identical(tmp_path, per_observation):
+    """Worker processes (their results through shared memory) give the bits of one
+    process: the maps, the per-band maps, the per-observation images and the report's
+    numbers per observation."""
     cfg = msh_config(tmp_path)
-    cfg["observations"] = {"obs_ids": [20136, 20137, 20151, 20282]}
+    cfg["observations"] = {"obs_ids": [20136, 20137, 20151, 20282, 20283]}
+    cfg["excess"]["energy_bands"] = per_observation
+    cfg["output"]["per_observation"] = per_observation
     one = run(cfg, jobs=1)
     two = run(cfg, jobs=2)
     for name in one.maps:
         np.testing.assert_array_equal(one.maps[name], two.maps[name])
+    assert len(one.band_maps) == len(two.band_maps) == (10 if per_observation else 0)
+    for a, b in zip(one.band_maps, two.band_maps):
+        for name in a:
+            np.testing.assert_array_equal(a[name], b[name])
     assert one.summary["obs_ids"] == two.summary["obs_ids"]
+    assert one.observations == two.observations
+    assert len(two.per_observation) == (5 if per_observation else 0)
+    for a, b in zip(one.per_observation, two.per_observation):
+        assert a.obs_id == b.obs_id and a.slices == b.slices
+        for name in ("counts", "counts_off", "acceptance", "acceptance_off", "exposure"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+        assert b.counts.flags.writeable  # a copy, not a view into the workers' memory
 
 
 def test_dask_local_cluster_identical(tmp_path):

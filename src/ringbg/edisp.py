@@ -29,6 +29,7 @@ __all__ = [
     "IrfGrid",
     "diagonal_kernel",
     "diagonal_response",
+    "stack_terms",
     "gammapy_bin_pix",
     "irf_grid",
     "mask_at",
@@ -245,6 +246,21 @@ def observation_response(obs, geom, fine_slices, mask_safe, grid, energy_true_ed
     return EdispResponse(slices, kernel, exposure, x, y, diagonal=obs.edisp is None)
 
 
+def stack_terms(response, mask, band=None):
+    """What an observation's `EdispResponse` adds to an `EdispStack` (of reconstructed-energy
+    bin ``band``, or all bins): ``(slices, weighted kernel, exposure)`` on the IRF grid, the
+    weight being its on/off safe ``mask`` (fine cutout) looked up on the grid."""
+    w = mask_at(mask, response.x, response.y)[None]
+    if band is None:
+        # bin by bin, in order: the same bits whatever the memory layout
+        kernel = np.zeros(response.exposure.shape)
+        for j in range(response.kernel.shape[1]):
+            kernel += response.kernel[:, j]
+    else:
+        kernel = response.kernel[:, band]
+    return response.slices, kernel * response.exposure * w, response.exposure * w
+
+
 class EdispStack:
     """Running exposure-weighted sums of observation kernels on the IRF grid.
 
@@ -261,19 +277,15 @@ class EdispStack:
 
     def add(self, response, mask):
         """Add an observation's `EdispResponse`; ``mask``: its on/off safe mask (fine cutout)."""
-        if response is None:
-            return
-        w = mask_at(mask, response.x, response.y)[None]
-        if self.band is None:
-            # bin by bin, in order: the same bits whatever the memory layout
-            kernel = np.zeros(response.exposure.shape)
-            for j in range(response.kernel.shape[1]):
-                kernel += response.kernel[:, j]
-        else:
-            kernel = response.kernel[:, self.band]
-        sl = (slice(None),) + tuple(response.slices)
-        self.weighted[sl] += kernel * response.exposure * w
-        self.exposure[sl] += response.exposure * w
+        if response is not None:
+            self.add_terms(stack_terms(response, mask, self.band))
+
+    def add_terms(self, terms):
+        """Add what `stack_terms` made of an observation's response."""
+        slices, weighted, exposure = terms
+        sl = (slice(None),) + tuple(slices)
+        self.weighted[sl] += weighted
+        self.exposure[sl] += exposure
 
     def kernel_map(self):
         """The stacked kernel (n_true, ny, nx) on the IRF grid (0 where nothing was stacked)."""

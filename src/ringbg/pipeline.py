@@ -4,6 +4,7 @@
 images, the correlated maps (arrays with their WCS), the summary and a ``write`` method.
 """
 
+import copy
 import itertools
 import logging
 import os
@@ -17,6 +18,7 @@ from .background import template_parameters as background_parameters
 from .config import load_config
 from .datastore import DataStore, DataStoreError, cached_datastore
 from .edisp import EdispStack, diagonal_response, irf_grid
+from .edisp import stack_terms as edisp_terms
 from .errors import DataError, RunError, one_line
 from .excess import excess_maps
 from .exclusion import exclusion_mask, grow_exclusion
@@ -33,7 +35,7 @@ from .ring import (
     ring_background,
     to_image,
 )
-from .stack import Stack
+from .stack import Stack, StackTerms, stack_terms
 from .stats import fit_gaussian
 from .version import __version__
 
@@ -143,6 +145,7 @@ class ObservationTask:
     bands: bool = False
     energy_true_edges_tev: np.ndarray | None = None
     irf: object = None  # the energy-dispersion IRF grid (`ringbg.edisp.IrfGrid`) or None
+    per_observation: bool = False  # send the on/off image back (``output.per_observation``)
 
 
 def make_task(config, geom, obs_id, exclusion=None, cache_dir=None, prefetch_id=None):
@@ -172,7 +175,8 @@ def _task_template(config, geom):
             tuple(config.safe_mask.methods), safe_mask_parameters(config),
             config.background.template, template_parameters(config), None, None, None,
             RingSpec.from_config(config, geom.binsize_deg), config.excess.energy_bands,
-            make_energy_true_edges(config), make_irf_grid(config, geom)))
+            make_energy_true_edges(config), make_irf_grid(config, geom),
+            config.output.per_observation))
     return _TEMPLATES[key][1]
 
 
@@ -258,23 +262,29 @@ def _save_to_cache(cache, cache_dir, reduced, key):
 
 @dataclass
 class RingedObservation:
-    """One observation after its ring: what the stack takes (and the pixel counts of the
-    warning about pixels without an off estimate)."""
+    """One observation after its ring, ready to stack: what it adds to the stacks (made in
+    the worker, so the process that stacks only sums), its float32 images for the report's
+    numbers at the map maximum, and the pixel counts of the warning about pixels without
+    an off estimate."""
 
-    onoff: object
-    band_onoffs: list
+    terms: StackTerms
+    band_terms: list
+    edisp_terms: object  # `ringbg.edisp.stack_terms` of the integrated response, or None
+    band_edisp_terms: list
+    images: tuple  # (slices, (counts, counts_off, acceptance, acceptance_off) float32, mask)
     safe_pixels: int
     no_ring_pixels: int
     ring_s: float
     template: str = "irf"
-    edisp: object = None  # the observation's `ringbg.edisp.EdispResponse`
+    diagonal_edisp: bool = False  # no energy dispersion IRF: a diagonal response
     point_like: bool = False
     facts: dict = field(default_factory=dict)  # for the report: counts, safe threshold...
+    onoff: object = None  # the `OnOffImage`, with ``output.per_observation``
 
 
 def process_observation(task):
     """Reduce one observation (`reduce_task`) and make its on/off image(s) with the task's
-    ring and exclusion, in the worker: only images travel back, not the cubes.
+    ring and exclusion, in the worker: only what the stacks add travels back, not the cubes.
 
     Returns ``(obs_id, RingedObservation or None, error or None)``.
     """
@@ -290,14 +300,23 @@ def process_observation(task):
         for band in range(reduced.counts.shape[0]):
             band_image = to_image(reduced, band)
             bands.append(task.ring(band_image, exclusion[band_image.slices]))
+    edisp, band_edisp = reduced.edisp, []
+    if edisp is not None:
+        band_edisp = [edisp_terms(edisp, b.mask, k) for k, b in enumerate(bands)]
+        edisp = edisp_terms(edisp, onoff.mask)
     safe_bins = np.flatnonzero(reduced.mask_safe.any(axis=(1, 2)))
     facts = {"counts": float(image.counts[onoff.mask].sum()),
              "safe_energy_min_tev": float(task.geom.energy_edges_tev[safe_bins[0]]),
              "livetime_s": float(reduced.livetime_s)}
-    return obs_id, RingedObservation(onoff, bands, int(image.mask.sum()),
-                                     int(np.sum(image.mask & ~onoff.mask)),
-                                     time.perf_counter() - t0, reduced.template,
-                                     reduced.edisp, reduced.point_like, facts), None
+    images = (onoff.slices, tuple(np.asarray(a, np.float32) for a in (
+        onoff.counts, np.nan_to_num(onoff.counts_off), onoff.acceptance,
+        np.nan_to_num(onoff.acceptance_off))), onoff.mask)
+    return obs_id, RingedObservation(
+        stack_terms(onoff), [stack_terms(b) for b in bands], edisp, band_edisp, images,
+        int(image.mask.sum()), int(np.sum(image.mask & ~onoff.mask)),
+        time.perf_counter() - t0, reduced.template,
+        reduced.edisp is not None and reduced.edisp.diagonal, reduced.point_like, facts,
+        onoff if task.per_observation else None), None
 
 
 def fit_off_distribution(values):
@@ -345,6 +364,21 @@ def memory_estimate_bytes(config, geom, jobs, n_obs=1):
     if config.output.per_observation:
         kept = n_obs * cut * (6 + n_true) * 8
     return int(full + per_obs * in_flight + kept + 300e6)
+
+
+def result_bytes_estimate(config, geom):
+    """The array bytes of one observation's `RingedObservation` (its cutout's planes), with
+    a margin: the size of the shared-memory slots they come back in from workers."""
+    side = int(np.round(2 * config.geom.offset_max / geom.binsize_deg)) + 2
+    npix = min(side, geom.shape[0]) * min(side, geom.shape[1])
+    n_true = len(make_energy_true_edges(config)) - 1
+    terms = 4 * 8 + 1 + n_true * 8  # `StackTerms` planes
+    per_px = terms + 4 * 4 + 1  # and the report's float32 images
+    if config.excess.energy_bands:
+        per_px += geom.n_energy * terms
+    if config.output.per_observation:
+        per_px += 4 * 8 + 1 + n_true * 8
+    return int(1.25 * npix * per_px) + 2**20
 
 
 def template_parameters(config, shape=None):
@@ -543,6 +577,7 @@ class StackPass:
     #: obs_id -> its on/off images (float32, no exposure) for the per-observation numbers at
     #: the map maximum; None once they would exceed `KEEP_IMAGES_BYTES`
     images: dict | None = field(default_factory=dict)
+    images_bytes: int = 0
 
 
 def open_datastore(config):
@@ -673,7 +708,9 @@ def stack_observations(plan, exclusion, progress=False):
     if _needs_shared_shapes(config):
         stage(progress, "radial background shapes (a first pass over the observations)")
     tasks = _tasks(plan, exclusion, shared_shapes(plan, exclusion))
-    results = map_ordered(process_observation, tasks, plan.jobs, config.parallel.address)
+    # the arrays of the results are views into shared memory: what is kept is copied
+    results = map_ordered(process_observation, tasks, plan.jobs, config.parallel.address,
+                          result_bytes=result_bytes_estimate(config, geom))
     if progress:
         from tqdm import tqdm
 
@@ -686,23 +723,24 @@ def stack_observations(plan, exclusion, progress=False):
         t1 = time.perf_counter()
         out.safe_pixels += ringed.safe_pixels
         out.no_ring_pixels += ringed.no_ring_pixels
-        out.stack.add(ringed.onoff)
+        out.stack.add(ringed.terms)
         if out.edisp_stack is not None:
-            if ringed.edisp is not None and ringed.edisp.diagonal:
+            if ringed.diagonal_edisp:
                 out.no_edisp.append(obs_id)
-            out.edisp_stack.add(ringed.edisp, ringed.onoff.mask)
+            if ringed.edisp_terms is not None:
+                out.edisp_stack.add_terms(ringed.edisp_terms)
         if config.output.per_observation:
-            out.per_observation.append(ringed.onoff)
-        for band_stack, band_onoff in zip(out.band_stacks, ringed.band_onoffs):
-            band_stack.add(band_onoff)
-        for band_edisp, band_onoff in zip(out.band_edisp, ringed.band_onoffs):
-            band_edisp.add(ringed.edisp, band_onoff.mask)
+            out.per_observation.append(copy.deepcopy(ringed.onoff))
+        for band_stack, terms in zip(out.band_stacks, ringed.band_terms):
+            band_stack.add(terms)
+        for band_edisp, terms in zip(out.band_edisp, ringed.band_edisp_terms):
+            band_edisp.add_terms(terms)
         stack_s += time.perf_counter() - t1
         out.ring_s += ringed.ring_s
         out.used.append(obs_id)
         out.templates[obs_id] = ringed.template
         out.facts[obs_id] = ringed.facts
-        _keep_images(out, obs_id, ringed.onoff)
+        _keep_images(out, obs_id, ringed.images)
         if ringed.point_like:
             out.point_like.append(obs_id)
     discard_prefetched()
@@ -730,15 +768,13 @@ def _warn_ring_beyond_cutout(config):
 KEEP_IMAGES_BYTES = 256 * 2**20
 
 
-def _keep_images(out, obs_id, onoff):
+def _keep_images(out, obs_id, images):
     if out.images is None:
         return
-    planes = tuple(np.asarray(a, np.float32) for a in (
-        onoff.counts, np.nan_to_num(onoff.counts_off), onoff.acceptance,
-        np.nan_to_num(onoff.acceptance_off)))
-    out.images[obs_id] = (onoff.slices, planes, onoff.mask)
-    used = sum(sum(p.nbytes for p in v[1]) + v[2].nbytes for v in out.images.values())
-    if used > KEEP_IMAGES_BYTES:
+    slices, planes, mask = images
+    out.images[obs_id] = (slices, tuple(np.array(p) for p in planes), np.array(mask))
+    out.images_bytes += sum(p.nbytes for p in images[1]) + images[2].nbytes
+    if out.images_bytes > KEEP_IMAGES_BYTES:
         out.images = None
 
 

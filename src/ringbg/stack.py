@@ -5,9 +5,11 @@ stacked off acceptance follows gammapy's ``MapDatasetOnOff.stack``: the stacked 
 off-counts-weighted mean of the observations' alphas, ``sum(alpha_i off_i) / sum(off_i)``.
 """
 
+from dataclasses import dataclass
+
 import numpy as np
 
-__all__ = ["Stack", "gti_union"]
+__all__ = ["Stack", "StackTerms", "stack_terms", "gti_union"]
 
 
 def gti_union(intervals):
@@ -37,6 +39,50 @@ def gti_union(intervals):
     return np.column_stack([times[starts, 0], reach[stops]])
 
 
+@dataclass
+class StackTerms:
+    """What one observation adds to a `Stack`, on its cutout ``slices``: every plane is zero
+    where the observation adds nothing (outside its mask, or not finite), so stacking is a
+    plain sum. Made by `stack_terms` where the observation was ringed (a worker), which
+    leaves the process that stacks little to do per observation."""
+
+    obs_id: int
+    slices: tuple
+    counts: np.ndarray
+    counts_off: np.ndarray
+    acceptance: np.ndarray
+    alpha_off: np.ndarray  # alpha * counts_off
+    exposure: np.ndarray  # (n_energy, ny, nx), m2 s
+    mask: np.ndarray
+    livetime_s: float
+    gti_tt_s: object = None
+    ring_choice: object = None  # (4, ny, nx): off acceptance x (r_in, r_out, excluded), weight
+
+
+def stack_terms(onoff):
+    """The `StackTerms` of an `~ringbg.ring.OnOffImage`."""
+    m = onoff.mask
+
+    def masked(values, where=m):
+        return np.where(where & np.isfinite(values), values, 0.0)
+
+    gti = None
+    if onoff.gti_tt_s is not None:
+        gti = np.asarray(onoff.gti_tt_s, dtype=float).reshape(-1, 2)
+    choice = None
+    if onoff.ring_choice is not None:
+        weight = np.nan_to_num(onoff.acceptance_off)
+        ok = m & np.isfinite(onoff.ring_choice).all(axis=0) & (weight > 0)
+        choice = np.zeros((4,) + m.shape)
+        for k in range(3):
+            np.multiply(weight, onoff.ring_choice[k], out=choice[k], where=ok)
+        np.copyto(choice[3], weight, where=ok)
+    return StackTerms(
+        onoff.obs_id, onoff.slices, masked(onoff.counts), masked(onoff.counts_off),
+        masked(onoff.acceptance), masked(onoff.alpha * np.nan_to_num(onoff.counts_off)),
+        masked(onoff.exposure, m[None]), m.copy(), float(onoff.livetime_s), gti, choice)
+
+
 class Stack:
     """Running sums of on/off images on an image of ``shape`` with ``n_energy`` exposure bins."""
 
@@ -56,39 +102,28 @@ class Stack:
         self._ring_choice = None  # sum of acceptance_off_i * ring_choice_i, and the weights
 
     def add(self, onoff):
-        """Add one observation's `~ringbg.ring.OnOffImage` (pixels outside its mask add nothing)."""
-        sl = onoff.slices
-        m = onoff.mask
-
-        def add(total, values):
-            np.add(total, values, out=total, where=m & np.isfinite(values))
-
-        add(self.counts[sl], onoff.counts)
-        add(self.counts_off[sl], onoff.counts_off)
-        add(self.acceptance[sl], onoff.acceptance)
-        add(self.alpha_off[sl], onoff.alpha * np.nan_to_num(onoff.counts_off))
-        exposure = self.exposure[(slice(None),) + tuple(sl)]
-        np.add(exposure, onoff.exposure, out=exposure,
-               where=m[None] & np.isfinite(onoff.exposure))
-        self.mask[sl] |= m
-        np.add(self.livetime_map_s[sl], onoff.livetime_s, out=self.livetime_map_s[sl], where=m)
-        np.add(self.n_obs_map[sl], 1, out=self.n_obs_map[sl], where=m)
-        self.livetime_s += onoff.livetime_s
-        self.obs_ids.append(onoff.obs_id)
-        if onoff.gti_tt_s is not None:
-            self._gtis.append(np.asarray(onoff.gti_tt_s, dtype=float).reshape(-1, 2))
-        if onoff.ring_choice is not None:
-            self._add_ring_choice(sl, m, onoff)
-
-    def _add_ring_choice(self, sl, m, onoff):
-        if self._ring_choice is None:
-            self._ring_choice = np.zeros((4,) + self.shape)
-        total = self._ring_choice[(slice(None),) + tuple(sl)]
-        weight = np.nan_to_num(onoff.acceptance_off)
-        ok = m & np.isfinite(onoff.ring_choice).all(axis=0) & (weight > 0)
-        for k in range(3):
-            np.add(total[k], weight * onoff.ring_choice[k], out=total[k], where=ok)
-        np.add(total[3], weight, out=total[3], where=ok)
+        """Add one observation: its `~ringbg.ring.OnOffImage` or its `StackTerms`
+        (pixels outside its mask add nothing)."""
+        terms = onoff if isinstance(onoff, StackTerms) else stack_terms(onoff)
+        sl = terms.slices
+        # the terms are zero where the observation adds nothing: x + 0.0 is x
+        self.counts[sl] += terms.counts
+        self.counts_off[sl] += terms.counts_off
+        self.acceptance[sl] += terms.acceptance
+        self.alpha_off[sl] += terms.alpha_off
+        self.exposure[(slice(None),) + tuple(sl)] += terms.exposure
+        self.mask[sl] |= terms.mask
+        lt_map = self.livetime_map_s[sl]
+        np.add(lt_map, terms.livetime_s, out=lt_map, where=terms.mask)
+        self.n_obs_map[sl] += terms.mask
+        self.livetime_s += terms.livetime_s
+        self.obs_ids.append(terms.obs_id)
+        if terms.gti_tt_s is not None:
+            self._gtis.append(terms.gti_tt_s)
+        if terms.ring_choice is not None:
+            if self._ring_choice is None:
+                self._ring_choice = np.zeros((4,) + self.shape)
+            self._ring_choice[(slice(None),) + tuple(sl)] += terms.ring_choice
 
     @property
     def ring_choice(self):
