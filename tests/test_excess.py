@@ -266,7 +266,8 @@ def test_flux_through_a_response_on_a_true_energy_axis():
 
 def test_per_pixel_searches_by_chunks_give_the_same_bits(monkeypatch):
     """The errors, upper limits and sensitivity are searched a chunk of pixels at a time
-    (bounded memory on survey maps): the same values as all at once."""
+    (bounded memory on survey maps), on local processes with ``jobs``: the same values as
+    all at once."""
     import ringbg.excess as excess_module
 
     counts, off, acc, acc_off, mask = _random_field(seed=6)
@@ -278,3 +279,8 @@ def test_per_pixel_searches_by_chunks_give_the_same_bits(monkeypatch):
     assert mask.sum() > 10 * 37
     for name in ("excess_errn", "excess_errp", "excess_ul", "flux_sensitivity"):
         np.testing.assert_array_equal(chunked[name], whole[name])
+    on_processes = excess_maps(counts, off, acc, acc_off, mask, 2.0, jobs=2, **kwargs)
+    assert list(on_processes) == list(whole)
+    for name in whole:
+        np.testing.assert_array_equal(on_processes[name], whole[name])
+    assert np.isfinite(whole["flux_sensitivity"][mask]).any()

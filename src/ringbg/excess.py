@@ -7,6 +7,8 @@ whose off counts are already ring sums) ``n_off`` is the pixel's own off count a
 are summed too and ``alpha = sum_tophat(alpha * off) / sum_tophat(off)``.
 """
 
+import functools
+
 import numpy as np
 
 from . import stats
@@ -47,6 +49,7 @@ def excess_maps(
     response=None,
     energy_range_tev=None,
     sensitivity=None,
+    jobs=1,
 ):
     """Correlated maps of a stacked on/off image.
 
@@ -81,6 +84,8 @@ def excess_maps(
         pixel's background and alpha (gammapy's ``selection_optional=["sensitivity"]``);
         with ``apply_threshold``, at least ``gamma_min`` counts and ``bkg_syst_fraction``
         of the pixel's background (`SENSITIVITY_DEFAULTS`).
+    jobs : int
+        Local processes for the per-pixel root searches of a large map (same bits).
 
     Returns
     -------
@@ -93,7 +98,7 @@ def excess_maps(
     with np.errstate(all="ignore"):
         return _excess_maps(counts, counts_off, acceptance, acceptance_off, mask, radius_px,
                             correlate_off, exposure, energy_edges_tev, spectral_index, n_sigma,
-                            n_sigma_ul, errors, response, energy_range_tev, sensitivity)
+                            n_sigma_ul, errors, response, energy_range_tev, sensitivity, jobs)
 
 
 def flux_weights(energy_edges_tev, spectral_index, response=None, energy_range_tev=None):
@@ -115,18 +120,42 @@ def flux_weights(energy_edges_tev, spectral_index, response=None, energy_range_t
 
 #: pixels per call of the per-pixel root searches: their temporaries stay ~100 MB
 CHUNK_PIXELS = 1 << 18
+#: fewer pixels are not worth starting processes for (~0.15 s of searches)
+MIN_PROCESS_PIXELS = 1 << 16
 
 
-def _by_chunks(fn, *arrays):
-    """``fn(*arrays)`` of 1D arrays, element-wise, `CHUNK_PIXELS` elements at a time."""
-    chunk = CHUNK_PIXELS
+def _by_chunks(fn, *arrays, jobs=1):
+    """``fn(*arrays)`` of 1D arrays, element-wise along the last axis of its result,
+    `CHUNK_PIXELS` elements at a time; with ``jobs`` > 1 the chunks run on that many local
+    processes (``fn`` picklable), with the same bits."""
+    from .parallel import map_ordered
+
     n = arrays[0].size
+    # the values do not depend on the chunks: a chunk per process when that is smaller
+    chunk = CHUNK_PIXELS if jobs <= 1 else min(CHUNK_PIXELS, max(-(-n // jobs),
+                                                                 MIN_PROCESS_PIXELS))
     if n <= chunk:
         return fn(*arrays)
-    out = np.empty(n)
-    for start in range(0, n, chunk):
-        out[start:start + chunk] = fn(*(a[start:start + chunk] for a in arrays))
-    return out
+    starts = range(0, n, chunk)
+    parts = map_ordered(fn, [tuple(a[s:s + chunk] for a in arrays) for s in starts],
+                        jobs=jobs, result_bytes=None)
+    return np.concatenate(list(parts), axis=-1)
+
+
+def _root_searches(n_on, n_off, alpha, pixel_background, n_sigma, n_sigma_ul, errors,
+                   sensitivity):
+    """The maps that need a root search per pixel, (k, n): ``excess_errn``, ``excess_errp``,
+    ``excess_ul`` (with ``errors``) and the sensitivity's excess counts (with
+    ``sensitivity``), in that order."""
+    out = []
+    with np.errstate(all="ignore"):
+        if errors:
+            out += [stats.excess_errn(n_on, n_off, alpha, n_sigma),
+                    stats.excess_errp(n_on, n_off, alpha, n_sigma),
+                    stats.excess_upper_limit(n_on, n_off, alpha, n_sigma_ul)]
+        if sensitivity is not None:
+            out.append(_sensitivity_counts(n_off, alpha, pixel_background, sensitivity))
+    return np.array(out).reshape(len(out), -1)
 
 
 def _sensitivity_counts(n_off, alpha, pixel_background, options):
@@ -141,7 +170,7 @@ def _sensitivity_counts(n_off, alpha, pixel_background, options):
 
 def _excess_maps(counts, counts_off, acceptance, acceptance_off, mask, radius_px, correlate_off,
                  exposure, energy_edges_tev, spectral_index, n_sigma, n_sigma_ul, errors,
-                 response, energy_range_tev, sensitivity):
+                 response, energy_range_tev, sensitivity, jobs):
     kernel = tophat_kernel(radius_px)
     m = np.asarray(mask, dtype=bool)
     counts = np.nan_to_num(counts)
@@ -170,16 +199,22 @@ def _excess_maps(counts, counts_off, acceptance, acceptance_off, mask, radius_px
         "excess_err": n_sigma * stats.excess_error(n_on, n_off, alpha),
     }
     valid = m & np.isfinite(alpha)
-    if errors:
-        for name, fn, ns in (
-            ("excess_errn", stats.excess_errn, n_sigma),
-            ("excess_errp", stats.excess_errp, n_sigma),
-            ("excess_ul", stats.excess_upper_limit, n_sigma_ul),
-        ):
-            values = np.full(m.shape, np.nan)
-            values[valid] = _by_chunks(lambda *a, fn=fn, ns=ns: fn(*a, ns),
-                                       n_on[valid], n_off[valid], alpha[valid])
-            out[name] = values
+    with_sensitivity = exposure is not None and sensitivity is not None
+    names = (["excess_errn", "excess_errp", "excess_ul"] if errors else []) + (
+        ["sensitivity_counts"] if with_sensitivity else [])
+    if names:
+        # gammapy's sensitivity threshold takes the background of the pixel, not the
+        # correlated one
+        pixel_background = alpha_stack * off if with_sensitivity else off
+        searched = _by_chunks(
+            functools.partial(_root_searches, n_sigma=n_sigma, n_sigma_ul=n_sigma_ul,
+                              errors=errors,
+                              sensitivity=sensitivity if with_sensitivity else None),
+            n_on[valid], n_off[valid], alpha[valid], pixel_background[valid], jobs=jobs)
+        for name, values in zip(names, searched):
+            out[name] = np.full(m.shape, np.nan)
+            out[name][valid] = values
+    n_sig = out.pop("sensitivity_counts", None)
     if exposure is not None:
         weights = flux_weights(energy_edges_tev, spectral_index, response, energy_range_tev)
         # expected counts per unit integral flux (cm-2 s-1) in each pixel
@@ -193,14 +228,7 @@ def _excess_maps(counts, counts_off, acceptance, acceptance_off, mask, radius_px
             out["flux_err"] = out["excess_err"] / reco
             if errors:
                 out["flux_ul"] = out["excess_ul"] / reco
-            if sensitivity is not None:
-                # gammapy's threshold takes the background of the pixel, not the correlated
-                pixel_background = np.where(acceptance_off > 0, acceptance / acceptance_off,
-                                            0.0) * off
-                n_sig = np.full(m.shape, np.nan)
-                n_sig[valid] = _by_chunks(
-                    lambda *a: _sensitivity_counts(*a, sensitivity),
-                    n_off[valid], alpha[valid], pixel_background[valid])
+            if n_sig is not None:
                 out["flux_sensitivity"] = n_sig / reco
     for name, values in out.items():
         out[name] = np.where(m, values, np.nan)

@@ -409,13 +409,15 @@ def flux_response(config, geom, edisp_stack, band=None):
     return diagonal_response(e_true, lo, hi)
 
 
-def _maps(stack, geom, config, mask, band=None, radius_deg=None, edisp_stack=None, flux=True):
+def _maps(stack, geom, config, mask, band=None, radius_deg=None, edisp_stack=None, flux=True,
+          jobs=1):
     """Correlated maps of a stack at ``radius_deg`` (default: the first correlation radius).
 
     ``band``: the maps of that energy bin alone; its flux is the integral flux in that bin,
     from the exposure of the runs where the bin is safe (the band's stack holds only theirs)
     and the response into that bin. ``edisp_stack``: the stacked energy dispersion.
-    ``flux``: False leaves the flux maps out (point-like IRFs, `FLUX_NOTE`).
+    ``flux``: False leaves the flux maps out (point-like IRFs, `FLUX_NOTE`). ``jobs``: local
+    processes for the per-pixel root searches.
     """
     e = config.excess
     radius_deg = e.radii_deg[0] if radius_deg is None else radius_deg
@@ -427,17 +429,18 @@ def _maps(stack, geom, config, mask, band=None, radius_deg=None, edisp_stack=Non
         exposure=stack.exposure if flux else None,
         energy_edges_tev=make_energy_true_edges(config), spectral_index=e.spectral_index,
         n_sigma_ul=e.n_sigma_ul, response=flux_response(config, geom, edisp_stack, band),
-        energy_range_tev=(lo, hi), sensitivity=e.sensitivity.model_dump(),
+        energy_range_tev=(lo, hi), sensitivity=e.sensitivity.model_dump(), jobs=jobs,
     )
 
 
-def _off_significance(stack, geom, config, exclusion, radius_deg):
-    """The significance of the run with the exclusion as fit mask (the off distribution's,
-    as the tutorial's second estimator run)."""
+def _significance(stack, geom, config, mask, radius_deg=None):
+    """The significance map alone (no root searches), with ``mask`` as fit mask: with the
+    exclusion, the off distribution's (as the tutorial's second estimator run)."""
+    radius_deg = config.excess.radii_deg[0] if radius_deg is None else radius_deg
     return excess_maps(
-        stack.counts, stack.counts_off, stack.acceptance, stack.acceptance_off,
-        stack.mask & exclusion, radius_deg / geom.binsize_deg,
-        correlate_off=config.excess.correlate_off, errors=False)["significance"]
+        stack.counts, stack.counts_off, stack.acceptance, stack.acceptance_off, mask,
+        radius_deg / geom.binsize_deg, correlate_off=config.excess.correlate_off,
+        errors=False)["significance"]
 
 
 def _max_significance(sig, geom):
@@ -457,18 +460,19 @@ def radius_key(radius_deg):
     return f"{radius_deg:g}"
 
 
-def correlated_products(passed, geom, config, exclusion):
+def correlated_products(passed, geom, config, exclusion, jobs=1):
     """Per correlation radius (deg): the product maps, the off significance and its fit.
 
-    The ring and the stack are done once; only the correlation is repeated.
+    The ring and the stack are done once; only the correlation is repeated. ``jobs``: local
+    processes for the per-pixel root searches.
     """
     out = {}
     stack = passed.stack
     n_true = stack.exposure.shape[0]
     for radius in config.excess.radii_deg:
         maps = _maps(stack, geom, config, stack.mask, radius_deg=radius,
-                     edisp_stack=passed.edisp_stack, flux=not passed.point_like)
-        off = _off_significance(stack, geom, config, exclusion, radius)
+                     edisp_stack=passed.edisp_stack, flux=not passed.point_like, jobs=jobs)
+        off = _significance(stack, geom, config, stack.mask & exclusion, radius)
         out[radius] = (assemble(maps, stack, exclusion, n_true, geom.binsize_deg), off,
                        fit_off_distribution(off))
     return out
@@ -863,15 +867,14 @@ def _auto_exclusion(plan, passed, exclusion, progress=False):
 
     return grow_exclusion(
         config.exclusion.auto, exclusion, passed, geom.binsize_deg,
-        significance=lambda p: _maps(p.stack, geom, config, p.stack.mask,
-                                     edisp_stack=p.edisp_stack)["significance"],
+        significance=lambda p: _significance(p.stack, geom, config, p.stack.mask),
         restack=restack)
 
 
-def _band_maps(passed, geom, config):
+def _band_maps(passed, geom, config, jobs=1):
     band_edisp = passed.band_edisp or [None] * len(passed.band_stacks)
     return [band_products(_maps(b, geom, config, b.mask, band=k, edisp_stack=be,
-                                flux=not passed.point_like), b)
+                                flux=not passed.point_like, jobs=jobs), b)
             for k, (b, be) in enumerate(zip(passed.band_stacks, band_edisp))]
 
 
@@ -913,8 +916,10 @@ def run(config, jobs=None, progress=False, cache_dir=None):
     passed, exclusion, auto_iterations = _auto_exclusion(plan, passed, exclusion, progress)
     clock.lap("auto_exclusion")
     stage(progress, "correlated maps")
-    by_radius = correlated_products(passed, plan.geom, config, exclusion)
-    band_maps = _band_maps(passed, plan.geom, config)
+    # local processes for the root searches of big maps (not a Dask cluster's workers)
+    jobs = plan.jobs if config.parallel.address is None else 1
+    by_radius = correlated_products(passed, plan.geom, config, exclusion, jobs)
+    band_maps = _band_maps(passed, plan.geom, config, jobs)
     clock.lap("excess")
     clock.timings["total"] = clock.elapsed()
     summary = _summary(config, plan.geom, passed.stack, by_radius, passed.used, skipped,
