@@ -115,8 +115,15 @@ def _value(text):
         return value
 
 
-def _header(raw, offset):
-    """Parse the header starting at ``offset``; returns (dict, offset after the header)."""
+#: the keywords `_data_size` (and its messages) read
+_SIZE_KEYS = frozenset(["SIMPLE", "XTENSION", "EXTNAME", "BITPIX", "NAXIS", "PCOUNT", "GCOUNT"])
+
+
+def _header(raw, offset, size_only=False):
+    """Parse the header starting at ``offset``; returns (dict, offset after the header).
+
+    ``size_only``: only the keywords that give the size of the HDU's data (`_data_size`).
+    """
     header = {}
     last = None  # keyword whose string value may go on in CONTINUE cards
     while True:
@@ -129,6 +136,8 @@ def _header(raw, offset):
             key = card[:8].strip()
             if key == "END":
                 return header, offset
+            if size_only and key not in _SIZE_KEYS and not key.startswith("NAXIS"):
+                continue
             if card[8:10] == "= " and key:
                 header[key] = _value(card[10:])
                 last = key
@@ -314,7 +323,7 @@ def fits_extent(buffer, need, limit):
             if pos - offset > limit:
                 raise ValueError(f"a header of more than {limit} bytes")
         try:
-            header, data_start = _header(buffer, offset)
+            header, data_start = _header(buffer, offset, size_only=True)
             size = _data_size(header)
         except ValueError:
             break  # read_tables says what is wrong

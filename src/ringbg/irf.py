@@ -317,17 +317,21 @@ def interp_missing_energy(values):
     flat = values.reshape(values.shape[0], -1)
     valid = np.isfinite(flat) & (flat != 0)
     n = flat.shape[0]
-    idx = np.arange(n)[:, None]
-    has = valid.any(axis=0)
-    # for each entry: the nearest valid index below and above (-1 / n when none)
-    below = np.maximum.accumulate(np.where(valid, idx, -1), axis=0)
-    above = np.flip(np.minimum.accumulate(np.flip(np.where(valid, idx, n), axis=0), axis=0),
-                    axis=0)
-    fill = ~valid & (below >= 0) & (above < n) & has[None, :]
+    # missing entries with a valid one below and above them
+    fill = (~valid & np.logical_or.accumulate(valid, axis=0)
+            & np.flip(np.logical_or.accumulate(np.flip(valid, axis=0), axis=0), axis=0))
     if not fill.any():
         return values
-    rows, cols = np.nonzero(fill)
-    lo, hi = below[rows, cols], above[rows, cols]
+    # in the spatial bins that have one: the nearest valid index below and above
+    cols_fill = np.flatnonzero(fill.any(axis=0))
+    sub = valid[:, cols_fill]
+    idx = np.arange(n)[:, None]
+    below = np.maximum.accumulate(np.where(sub, idx, -1), axis=0)
+    above = np.flip(np.minimum.accumulate(np.flip(np.where(sub, idx, n), axis=0), axis=0),
+                    axis=0)
+    rows, k = np.nonzero(fill[:, cols_fill])
+    cols = cols_fill[k]
+    lo, hi = below[rows, k], above[rows, k]
     with np.errstate(divide="ignore"):
         log_lo = np.log(np.maximum(flat[lo, cols], TINY_F32))
         log_hi = np.log(np.maximum(flat[hi, cols], TINY_F32))
