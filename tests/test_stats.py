@@ -96,3 +96,17 @@ def test_excess_matching_significance():
         np.testing.assert_allclose(ours, ref, rtol=1e-9)
     bad = stats.excess_matching_significance([10.0, np.nan, 10.0], [0.0, 0.1, np.nan])
     assert np.all(np.isnan(bad))
+
+
+def test_excess_matching_significance_is_the_root_of_the_significance():
+    """Newton's iterations land on the root that a bracketing search finds, from no off
+    counts to survey-size ones."""
+    from scipy.optimize import brentq
+
+    n_off = np.array([0.0, 1.0, 3.0, 40.0, 700.0, 2.0e4, 1.0e6])
+    for alpha in (1e-3, 0.05, 1.0):
+        ours = stats.excess_matching_significance(n_off, np.full(n_off.shape, alpha), 5.0)
+        for b, value in zip(n_off, ours):
+            ref = brentq(lambda s: float(stats.significance(s + alpha * b, b, alpha)) - 5.0,
+                         1e-9, 1e7, xtol=1e-12, rtol=1e-14)
+            assert value == pytest.approx(ref, rel=1e-9)

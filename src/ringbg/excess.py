@@ -12,7 +12,7 @@ import functools
 import numpy as np
 
 from . import stats
-from .kernels import convolve, tophat_kernel
+from .kernels import convolve, nan_to_num, tophat_kernel
 
 __all__ = ["excess_maps", "flux_weights", "power_law_integral", "SENSITIVITY_DEFAULTS"]
 
@@ -173,8 +173,8 @@ def _excess_maps(counts, counts_off, acceptance, acceptance_off, mask, radius_px
                  response, energy_range_tev, sensitivity, jobs):
     kernel = tophat_kernel(radius_px)
     m = np.asarray(mask, dtype=bool)
-    counts = np.nan_to_num(counts)
-    off = np.nan_to_num(counts_off)
+    counts = nan_to_num(counts)
+    off = nan_to_num(counts_off)
     n_on = convolve(counts * m, kernel, integer=True)
     with np.errstate(divide="ignore", invalid="ignore"):
         alpha_stack = np.where(acceptance_off > 0, acceptance / acceptance_off, 0.0)
@@ -183,19 +183,21 @@ def _excess_maps(counts, counts_off, acceptance, acceptance_off, mask, radius_px
             n_off = convolve(off * m, kernel, integer=True)
             alpha = convolve(bkg, kernel) / n_off
         else:
-            acc_on = convolve(np.nan_to_num(acceptance) * m, kernel)
+            acc_on = convolve(nan_to_num(acceptance) * m, kernel)
             # gammapy resamples acceptance_off as acc * off / (alpha * off): NaN where off == 0
             acc_off = np.where(off > 0, acceptance_off, np.nan)
             n_off = off * m
             alpha = acc_on / (acc_off * m)
+    excess = stats.excess(n_on, n_off, alpha)
+    ts = stats.ts(n_on, n_off, alpha)
     out = {
         "counts": n_on,
         "n_off": n_off,
         "alpha": alpha,
         "background": alpha * n_off,
-        "excess": stats.excess(n_on, n_off, alpha),
-        "ts": stats.ts(n_on, n_off, alpha),
-        "significance": stats.significance(n_on, n_off, alpha),
+        "excess": excess,
+        "ts": ts,
+        "significance": np.sign(excess) * np.sqrt(ts),  # `stats.significance`
         "excess_err": n_sigma * stats.excess_error(n_on, n_off, alpha),
     }
     valid = m & np.isfinite(alpha)
@@ -218,7 +220,7 @@ def _excess_maps(counts, counts_off, acceptance, acceptance_off, mask, radius_px
     if exposure is not None:
         weights = flux_weights(energy_edges_tev, spectral_index, response, energy_range_tev)
         # expected counts per unit integral flux (cm-2 s-1) in each pixel
-        npred_unit = np.tensordot(weights, np.nan_to_num(exposure), axes=1) * 1e4
+        npred_unit = np.tensordot(weights, nan_to_num(exposure), axes=1) * 1e4
         with np.errstate(divide="ignore", invalid="ignore"):
             reco = convolve(npred_unit * m, kernel) / convolve(m.astype(float), kernel)
             # no exposure around the pixel (beyond the IRF's offsets): no flux, NaN (gammapy

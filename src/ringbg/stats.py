@@ -174,17 +174,24 @@ def _significance_offset(n_sig, n_off, alpha, target):
     return significance(n_sig + alpha * n_off, n_off, alpha) - target
 
 
+def _ts_slope(n_sig, n_off, alpha):
+    """d TS / d n_sig at ``n_on = n_sig + alpha n_off`` (Li & Ma's TS differentiated in n_on)."""
+    n_on = n_sig + alpha * n_off
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return 2 * np.log((1 + alpha) * n_on / (alpha * (n_on + n_off)))
+
+
 def excess_matching_significance(n_off, alpha, n_sigma=5.0):
     """Excess counts that would be detected at ``n_sigma`` over the background ``alpha n_off``.
 
     The inverse of `significance` in the signal (gammapy's
     ``WStatCountsStatistic.n_sig_matching_significance``): the ``n_sig`` with
-    ``significance(n_sig + alpha n_off, n_off, alpha) = n_sigma``, found by a bracketing
-    root search (the significance grows monotonically with the signal). NaN where ``alpha``
-    or ``n_off`` is not finite or ``alpha <= 0``.
+    ``significance(n_sig + alpha n_off, n_off, alpha) = n_sigma``. The TS is convex and
+    increasing in the signal above the background, so Newton's method on ``TS = n_sigma**2``
+    started above the root descends onto it without overshooting (a bracketing search
+    finishes the few that do not converge). NaN where ``alpha`` or ``n_off`` is not finite
+    or ``alpha <= 0``.
     """
-    from scipy.optimize.elementwise import find_root
-
     n_off, alpha = np.broadcast_arrays(*_f64(n_off, alpha))
     out = np.full(n_off.shape, np.nan)
     ok = np.isfinite(n_off) & np.isfinite(alpha) & (alpha > 0) & (n_off >= 0)
@@ -192,7 +199,7 @@ def excess_matching_significance(n_off, alpha, n_sigma=5.0):
         return out
     b, a = n_off[ok], alpha[ok]
     target = np.full(b.shape, float(n_sigma))
-    # a bracket: the Gaussian guess grown until the significance is above the target
+    # a start above the root: the Gaussian guess grown until the significance is above
     hi = np.maximum(n_sigma * np.sqrt(a * b), 1.0) + n_sigma**2
     with np.errstate(divide="ignore", invalid="ignore"):
         for _ in range(60):
@@ -200,9 +207,28 @@ def excess_matching_significance(n_off, alpha, n_sigma=5.0):
             if not low.any():
                 break
             hi = np.where(low, 2 * hi, hi)
-        res = find_root(_significance_offset, (np.zeros_like(hi), hi), args=(b, a, target),
-                        tolerances={"xrtol": 1e-12, "xatol": 1e-12})
-    out[ok] = np.where(res.success, res.x, np.nan)
+        root = np.full(b.shape, np.nan)
+        idx = np.flatnonzero(~low)
+        mu, bb, aa = hi[idx], b[idx], a[idx]
+        ts_target = float(n_sigma) ** 2
+        for _ in range(60):
+            if idx.size == 0:
+                break
+            step = (ts(mu + aa * bb, bb, aa) - ts_target) / _ts_slope(mu, bb, aa)
+            new = np.clip(mu - step, 0.0, mu)
+            done = np.isfinite(new) & (np.abs(new - mu) <= 1e-12 * (1 + np.abs(mu)))
+            root[idx[done]] = new[done]
+            keep = ~done & np.isfinite(new)
+            idx, mu, bb, aa = idx[keep], new[keep], bb[keep], aa[keep]
+        slow = ~np.isfinite(root) & ~low
+        if slow.any():
+            from scipy.optimize.elementwise import find_root
+
+            res = find_root(_significance_offset, (np.zeros(slow.sum()), hi[slow]),
+                            args=(b[slow], a[slow], target[slow]),
+                            tolerances={"xrtol": 1e-12, "xatol": 1e-12})
+            root[slow] = np.where(res.success, res.x, np.nan)
+    out[ok] = root
     return out
 
 
