@@ -101,6 +101,43 @@ def test_failed_write_leaves_previous_outdir(tmp_path, msh_result, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
 
+def test_failed_write_stops_the_figures_drawn_meanwhile(tmp_path, msh_result, monkeypatch):
+    """The figures are drawn by the renderer while the FITS files are written: when the
+    writing fails, the renderer is stopped at once and nothing appears in the parent folder
+    afterwards (the temporary folder is removed, and stays removed)."""
+    import time
+
+    import ringbg.figures as figures
+    import ringbg.outputs as outputs
+
+    if figures.start_renderer() is None:
+        pytest.skip("no figure renderer here (not Linux, or one CPU)")
+    submitted = []
+    original = figures.start_render
+
+    def start_render(tasks, workers=None):
+        pending = original(tasks, workers)
+        submitted.append(pending.renderer is not None)
+        return pending
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(figures, "start_render", start_render)
+    monkeypatch.setattr(outputs, "write_onoff", boom)
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError):
+        msh_result.write(out, figures=True)
+    assert submitted == [True]  # the figures were on their way in the renderer
+    assert figures._renderer is None  # stopped
+    time.sleep(1.0)
+    assert list(tmp_path.iterdir()) == []
+    # the next run starts a renderer again and writes every figure
+    monkeypatch.undo()
+    msh_result.write(out, figures=True)
+    assert (out / "significance.png").exists() and (out / "report.html").exists()
+
+
 def test_per_observation_files(tmp_path):
     from gammapy.datasets import MapDatasetOnOff
 

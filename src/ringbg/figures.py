@@ -41,6 +41,9 @@ __all__ = [
     "draw_map",
     "figure_tasks",
     "make_figures",
+    "make_figure_tasks",
+    "start_render",
+    "PendingFigures",
     "plot_product",
     "plot_excess",
     "plot_exclusion",
@@ -1295,6 +1298,19 @@ def make_figures(outdir, maps, wcs, summary, r_in_deg=None, r_out_deg=None, *,
     figures : dict of `~pathlib.Path`
         Figure name -> PNG file, in `FIGURES` order.
     """
+    tasks = make_figure_tasks(outdir, maps, wcs, summary, r_in_deg, r_out_deg,
+                              energy_range_tev=energy_range_tev,
+                              correlation_radius_deg=correlation_radius_deg,
+                              r_out_max_deg=r_out_max_deg, suffix=suffix,
+                              per_radius_only=per_radius_only, names=names)
+    return render(tasks, workers=workers)
+
+
+def make_figure_tasks(outdir, maps, wcs, summary, r_in_deg=None, r_out_deg=None, *,
+                      energy_range_tev=None, correlation_radius_deg=None, r_out_max_deg=None,
+                      suffix="", per_radius_only=False, names=None):
+    """The `figure_tasks` of `make_figures` (same parameters, but ``workers``), to render
+    later or alongside other work (`start_render`); ``outdir`` is created."""
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     summary = summary or {}
@@ -1310,11 +1326,10 @@ def make_figures(outdir, maps, wcs, summary, r_in_deg=None, r_out_deg=None, *,
     if r_in_deg is not None and r_out_deg is not None:
         ring = {"r_in_deg": float(r_in_deg), "r_out_deg": float(r_out_deg),
                 "r_out_max_deg": r_out_max_deg}
-    tasks = figure_tasks(outdir, maps, wcs, summary=summary, fit=fit,
-                         energy_range_tev=energy_range_tev,
-                         correlation_radius_deg=correlation_radius_deg, ring=ring,
-                         suffix=suffix, per_radius_only=per_radius_only, names=names)
-    return render(tasks, workers=workers)
+    return figure_tasks(outdir, maps, wcs, summary=summary, fit=fit,
+                        energy_range_tev=energy_range_tev,
+                        correlation_radius_deg=correlation_radius_deg, ring=ring,
+                        suffix=suffix, per_radius_only=per_radius_only, names=names)
 
 
 # --------------------------------------------------------------------------- rendering
@@ -1497,13 +1512,25 @@ class Renderer:
 
     def render(self, tasks):
         """Render ``tasks`` (see `figure_tasks`); returns ``[(name, path, (wall, CPU seconds))]``."""
+        self.submit(tasks)
+        return self.collect()
+
+    def submit(self, tasks):
+        """Send ``tasks`` to be rendered; `collect` gives their results."""
         try:
             if not self._ready:
                 self._ready = self._conn.recv()[0] == "ready"
             self._conn.send(tasks)
-            kind, value = self._conn.recv()
         except BaseException:
             self.close(kill=True)  # interrupted: nothing may write into the folder after us
+            raise
+
+    def collect(self):
+        """The results of the tasks last submitted (waits for them)."""
+        try:
+            kind, value = self._conn.recv()
+        except BaseException:
+            self.close(kill=True)
             raise
         if kind == "error":
             raise value
@@ -1550,6 +1577,66 @@ def stop_renderer():
         renderer.close()
 
 
+class PendingFigures:
+    """Figures being rendered by the renderer of `start_renderer` while the caller goes
+    on (`start_render`): `result` waits for them, `cancel` stops them."""
+
+    def __init__(self, tasks, workers, renderer):
+        self.tasks, self.workers, self.renderer = tasks, workers, renderer
+
+    def result(self):
+        """``{name: path}`` of the figures, as `render` gives them."""
+        if self.renderer is not None:
+            renderer, self.renderer = self.renderer, None
+            try:
+                return _paths(renderer.collect())
+            except (EOFError, OSError) as exc:  # the renderer died: draw without it
+                log.warning("figure renderer failed (%s); drawing the figures without it",
+                            exc)
+                stop_renderer()
+        return render(self.tasks, workers=self.workers)
+
+    def cancel(self):
+        """Stop figures in progress at once (none writes into their folder afterwards)."""
+        if self.renderer is not None:
+            renderer, self.renderer = self.renderer, None
+            if renderer is _renderer:
+                stop_renderer_now()
+            else:
+                renderer.close(kill=True)
+
+
+def start_render(tasks, workers=None):
+    """Start rendering ``tasks`` in the warm renderer (`start_renderer`) and return at once:
+    a `PendingFigures`. Without a renderer they are drawn when the result is asked for, as
+    `render` draws them."""
+    renderer = _renderer if _renderer is not None and _renderer.usable else None
+    use = (renderer is not None and workers != 1 and len(tasks) > 1 and _cpu_count() > 1
+           and _can_fork())
+    if use:
+        try:
+            renderer.submit(tasks)
+        except (EOFError, OSError) as exc:
+            log.warning("figure renderer failed (%s); drawing the figures without it", exc)
+            stop_renderer()
+            use = False
+    return PendingFigures(tasks, workers, renderer if use else None)
+
+
+def stop_renderer_now():
+    """Stop the renderer of `start_renderer` at once, with the figures in progress."""
+    global _renderer
+    renderer, _renderer = _renderer, None
+    if renderer is not None and renderer._pid == os.getpid():
+        renderer.close(kill=True)
+
+
+def _paths(results):
+    for name, _, (wall, cpu) in results:
+        log.debug("figure %s: %.3f s (%.3f s CPU)", name, wall, cpu)
+    return {name: path for name, path, _ in results}
+
+
 def render(tasks, workers=None):
     """Render figure tasks (`figure_tasks`); returns ``{name: path}``.
 
@@ -1581,7 +1668,5 @@ def render(tasks, workers=None):
                             "process", exc)
     if results is None:
         results = [_run_task(task) for task in tasks]
-    for name, _, (wall, cpu) in results:
-        log.debug("figure %s: %.3f s (%.3f s CPU)", name, wall, cpu)
     log.debug("%d figures in %.3f s", len(results), time.perf_counter() - t0)
-    return {name: path for name, path, _ in results}
+    return _paths(results)

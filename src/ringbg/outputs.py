@@ -267,6 +267,20 @@ def maps_file_name(config, radius_deg):
 
 
 def _write_all(result, folder, figures, summary, progress=None):
+    # the figures are drawn (in the renderer, when one runs) while the FITS files are written
+    pending = _start_figures(result, folder, summary) if figures else None
+    try:
+        _write_fits(result, folder, summary, progress)
+        if pending is not None:
+            stage(progress, "figures")
+            _write_report(result, folder, summary, pending.result(), progress)
+    except BaseException:
+        if pending is not None:
+            pending.cancel()  # nothing writes into the folder once it is discarded
+        raise
+
+
+def _write_fits(result, folder, summary, progress=None):
     stage(progress, "writing the FITS files")
     geom, stack, cfg = result.geom, result.stack, result.config
     header = geom.image_header()
@@ -302,31 +316,34 @@ def _write_all(result, folder, figures, summary, progress=None):
                         onoff.livetime_s, name=str(onoff.obs_id), energy_true_edges_tev=e_true,
                         gti_tt_s=onoff.gti_tt_s)
     summary["inputs"] = input_checksums(result)
-    if figures:
-        _write_figures_and_report(result, folder, summary, progress)
 
 
-def _write_figures_and_report(result, folder, summary, progress=None):
-    import yaml
-
-    from .figures import make_figures
-    from .report import write_report
+def _start_figures(result, folder, summary):
+    """Start drawing the figures of every correlation radius (`ringbg.figures.start_render`)."""
+    from .figures import make_figure_tasks, start_render
 
     cfg, geom = result.config, result.geom
     adaptive = cfg.ring.adaptive
     common = dict(energy_range_tev=(geom.energy_edges_tev[0], geom.energy_edges_tev[-1]),
                   r_out_max_deg=adaptive.r_out_max if adaptive is not None else None)
-    paths = {}
-    stage(progress, "figures")
+    tasks = []
     for k, radius in enumerate(cfg.excess.radii_deg):
         maps = dict(result.maps_by_radius.get(radius, result.maps), EXCLUSION=result.exclusion,
                     OFF_SIGNIFICANCE=result.off_by_radius.get(radius, result.off_significance))
         fit = summary.get("radii", {}).get(f"{radius:g}", {}).get("off_distribution")
         radius_summary = dict(summary, off_distribution=fit or summary["off_distribution"])
         extra = {} if k == 0 else {"suffix": f"_{radius:g}deg", "per_radius_only": True}
-        paths.update(make_figures(folder, maps, geom.wcs, radius_summary, cfg.ring.r_in,
-                                  cfg.ring.r_in + cfg.ring.width, correlation_radius_deg=radius,
-                                  **common, **extra))
-    config_text = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+        tasks += make_figure_tasks(folder, maps, geom.wcs, radius_summary, cfg.ring.r_in,
+                                   cfg.ring.r_in + cfg.ring.width,
+                                   correlation_radius_deg=radius, **common, **extra)
+    return start_render(tasks)
+
+
+def _write_report(result, folder, summary, paths, progress=None):
+    import yaml
+
+    from .report import write_report
+
+    config_text = yaml.safe_dump(result.config.model_dump(mode="json"), sort_keys=False)
     stage(progress, "report")
     write_report(folder / "report.html", summary, config_text, paths, result.observations)
