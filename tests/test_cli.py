@@ -755,3 +755,33 @@ def test_verbose_shows_ringbg_debug_lines_not_other_libraries(tmp_path, data_dir
     assert "ringbg: DEBUG: stage: figures" in lines
     assert "findfont" not in proc.stderr and "matplotlib" not in proc.stderr.lower(), lines[:5]
     assert "ringbg: INFO: observation 20136: background template irf" in lines
+
+
+def test_ctrl_c_turned_into_another_error_by_a_library_is_an_interrupt(sigint_default):
+    """A library that catches the KeyboardInterrupt of a Ctrl-C and raises its own error
+    (pydantic builds its validators so: a SchemaError) still ends ringbg with one line and
+    130, not as an internal error."""
+    from click.testing import CliRunner
+
+    from ringbg.cli import _Group
+
+    group = _Group()
+
+    @group.command()
+    def swallowed():
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+        except KeyboardInterrupt:
+            raise RuntimeError("Error building validator") from None
+
+    @group.command()
+    def bug():
+        raise RuntimeError("a ringbg bug")
+
+    result = CliRunner().invoke(group, ["swallowed"])
+    assert result.exit_code == 130, result.output
+    assert "interrupted" in result.output and "internal error" not in result.output
+    # the next command's own errors are internal errors again
+    result = CliRunner().invoke(group, ["bug"])
+    assert result.exit_code == 3 and "internal error" in result.output

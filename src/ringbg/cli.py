@@ -40,6 +40,16 @@ def _interrupted(message="ringbg: interrupted"):
     sys.exit(EXIT_INTERRUPTED)
 
 
+#: set when Ctrl-C reached a command: a library that turns the `KeyboardInterrupt` into an
+#: error of its own (pydantic's SchemaError while it builds a validator) is still an interrupt
+_ctrl_c = threading.Event()
+
+
+def _raise_interrupt(signum, frame):
+    _ctrl_c.set()
+    raise KeyboardInterrupt
+
+
 def _internal_error(exc):
     """An exception that is not a `RingbgError`: a ringbg bug, told apart from bad input."""
     if log.isEnabledFor(logging.INFO):
@@ -82,8 +92,8 @@ class _Group(click.Group):
 
     def invoke(self, ctx):
         main_thread = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGINT, signal.default_int_handler) if main_thread \
-            else None
+        _ctrl_c.clear()
+        previous = signal.signal(signal.SIGINT, _raise_interrupt) if main_thread else None
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt:
@@ -100,6 +110,8 @@ class _Group(click.Group):
             _fail("out of memory; use a larger geom.binsize, a smaller geom.width, fewer "
                   "energy bins or fewer --jobs")
         except Exception as exc:
+            if _ctrl_c.is_set():
+                _interrupted()
             _internal_error(exc)
         finally:
             if main_thread and previous is not None:
