@@ -10,6 +10,7 @@ if __name__ == "__main__":  # python -m ringbg.cli: Ctrl-C handled before the im
 
     install()
 
+import contextlib
 import logging
 import shlex
 import signal
@@ -48,6 +49,21 @@ _ctrl_c = threading.Event()
 def _raise_interrupt(signum, frame):
     _ctrl_c.set()
     raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _exit_at_once_on_interrupt():
+    """Within: Ctrl-C ends the process at once, one line and 130 (`ringbg.entry`)."""
+    from .entry import _exit_now
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, _exit_now)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _internal_error(exc):
@@ -113,6 +129,10 @@ class _Group(click.Group):
             if _ctrl_c.is_set():
                 _interrupted()
             _internal_error(exc)
+        except BaseException as exc:  # e.g. a Rust panic of pydantic-core after a Ctrl-C
+            if _ctrl_c.is_set() and not isinstance(exc, (SystemExit, GeneratorExit)):
+                _interrupted()
+            raise
         finally:
             if main_thread and previous is not None:
                 signal.signal(signal.SIGINT, previous)
@@ -277,10 +297,15 @@ def run_config(config_path_or_obj, outdir, jobs, overwrite, quiet, verbose, figu
     ``figures``: False for ``--no-figures`` (None: ``output.figures``).
     """
     from .entry import exit_on_interrupt
-    from .outdir import read_marker
-    from .outputs import prepare_outdir, write_outputs
-    from .pipeline import run
-    from .progress import StageLines
+
+    with _exit_at_once_on_interrupt():
+        # Ctrl-C while numpy, astropy, pydantic's models... are imported: nothing to clean up
+        # yet, and an interrupt inside an import or a validator build is not always raised
+        # cleanly (pydantic-core turns it into its own errors, or panics)
+        from .outdir import read_marker
+        from .outputs import prepare_outdir, write_outputs
+        from .pipeline import run
+        from .progress import StageLines
 
     _setup_logging(verbose, quiet)
     out, before = None, _UNKNOWN

@@ -6,8 +6,10 @@ Only regular files are read; a file on disk or inflated beyond `MAX_FILE_BYTES`,
 stream that goes on long after its FITS content, is refused with a `DL3Error` naming it.
 """
 
+import contextlib
 import io
 import os
+import signal
 import stat
 import warnings
 import zlib
@@ -186,7 +188,25 @@ def prefetch(paths):
             continue  # read_fits_tables reports it
         while len(pending) >= _PREFETCH_MAX:
             pending.pop(next(iter(pending)))[0].cancel()
-        pending[key] = (_PREFETCH["pool"].submit(_read_decompressed, key), signature)
+        with _no_interrupt():
+            pending[key] = (_PREFETCH["pool"].submit(_read_decompressed, key), signature)
+
+
+@contextlib.contextmanager
+def _no_interrupt():
+    """Ctrl-C held back for a moment (delivered after): a KeyboardInterrupt inside
+    ``ThreadPoolExecutor.submit``, between starting its thread and registering it for the
+    interpreter's exit, leaves a thread that nothing stops, and the process hangs at exit.
+    The thread started here inherits the blocked signal, so Ctrl-C goes to the main thread."""
+    block = getattr(signal, "pthread_sigmask", None)
+    if block is None:
+        yield
+        return
+    previous = block(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        block(signal.SIG_SETMASK, previous)
 
 
 def discard_prefetched():
