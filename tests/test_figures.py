@@ -517,13 +517,13 @@ def test_a_dead_renderer_is_not_used(tmp_path):
 
 def test_a_renderer_dying_during_the_job_is_replaced_by_workers(tmp_path, caplog,
                                                                 monkeypatch):
-    def dies(self, tasks):
+    def dies(self):
         self._process.kill()
         raise EOFError("renderer gone")
 
     caplog.set_level("WARNING", logger="ringbg.figures")
     figures.start_renderer(2)
-    monkeypatch.setattr(figures.Renderer, "render", dies)
+    monkeypatch.setattr(figures.Renderer, "collect", dies)
     written = make_figures(tmp_path, make_maps(), make_wcs(), {}, names=["counts", "alpha"])
     assert set(written) == {"counts", "alpha"}
     for path in written.values():

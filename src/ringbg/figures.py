@@ -1510,13 +1510,8 @@ class Renderer:
     def usable(self):
         return self._pid == os.getpid() and self._process.is_alive()
 
-    def render(self, tasks):
-        """Render ``tasks`` (see `figure_tasks`); returns ``[(name, path, (wall, CPU seconds))]``."""
-        self.submit(tasks)
-        return self.collect()
-
     def submit(self, tasks):
-        """Send ``tasks`` to be rendered; `collect` gives their results."""
+        """Send ``tasks`` (see `figure_tasks`) to be rendered; `collect` gives their results."""
         try:
             if not self._ready:
                 self._ready = self._conn.recv()[0] == "ready"
@@ -1526,7 +1521,8 @@ class Renderer:
             raise
 
     def collect(self):
-        """The results of the tasks last submitted (waits for them)."""
+        """The results of the tasks last submitted (waits for them):
+        ``[(name, path, (wall, CPU seconds))]``."""
         try:
             kind, value = self._conn.recv()
         except BaseException:
@@ -1569,12 +1565,18 @@ def start_renderer(workers=None):
     return _renderer
 
 
-def stop_renderer():
-    """Stop the renderer started by `start_renderer` (if any)."""
+def stop_renderer(kill=False):
+    """Stop the renderer started by `start_renderer` (if any); ``kill``: at once, with the
+    figures in progress."""
     global _renderer
     renderer, _renderer = _renderer, None
     if renderer is not None and renderer._pid == os.getpid():
-        renderer.close()
+        renderer.close(kill=kill)
+
+
+def _renderer_failed(exc):
+    log.warning("figure renderer failed (%s); drawing the figures without it", exc)
+    stop_renderer()
 
 
 class PendingFigures:
@@ -1583,27 +1585,34 @@ class PendingFigures:
 
     def __init__(self, tasks, workers, renderer):
         self.tasks, self.workers, self.renderer = tasks, workers, renderer
+        self._t0 = time.perf_counter()
 
     def result(self):
         """``{name: path}`` of the figures, as `render` gives them."""
+        results = None
         if self.renderer is not None:
             renderer, self.renderer = self.renderer, None
             try:
-                return _paths(renderer.collect())
+                results = renderer.collect()
             except (EOFError, OSError) as exc:  # the renderer died: draw without it
-                log.warning("figure renderer failed (%s); drawing the figures without it",
-                            exc)
-                stop_renderer()
-        return render(self.tasks, workers=self.workers)
+                _renderer_failed(exc)
+        if results is None:
+            results = _render_without_renderer(self.tasks, self.workers)
+        log.debug("%d figures in %.3f s", len(results), time.perf_counter() - self._t0)
+        return _paths(results)
 
     def cancel(self):
         """Stop figures in progress at once (none writes into their folder afterwards)."""
         if self.renderer is not None:
             renderer, self.renderer = self.renderer, None
             if renderer is _renderer:
-                stop_renderer_now()
+                stop_renderer(kill=True)
             else:
                 renderer.close(kill=True)
+
+
+def _use_processes(tasks, workers):
+    return workers != 1 and len(tasks) > 1 and _cpu_count() > 1 and _can_fork()
 
 
 def start_render(tasks, workers=None):
@@ -1611,24 +1620,13 @@ def start_render(tasks, workers=None):
     a `PendingFigures`. Without a renderer they are drawn when the result is asked for, as
     `render` draws them."""
     renderer = _renderer if _renderer is not None and _renderer.usable else None
-    use = (renderer is not None and workers != 1 and len(tasks) > 1 and _cpu_count() > 1
-           and _can_fork())
-    if use:
+    if renderer is not None and _use_processes(tasks, workers):
         try:
             renderer.submit(tasks)
+            return PendingFigures(tasks, workers, renderer)
         except (EOFError, OSError) as exc:
-            log.warning("figure renderer failed (%s); drawing the figures without it", exc)
-            stop_renderer()
-            use = False
-    return PendingFigures(tasks, workers, renderer if use else None)
-
-
-def stop_renderer_now():
-    """Stop the renderer of `start_renderer` at once, with the figures in progress."""
-    global _renderer
-    renderer, _renderer = _renderer, None
-    if renderer is not None and renderer._pid == os.getpid():
-        renderer.close(kill=True)
+            _renderer_failed(exc)
+    return PendingFigures(tasks, workers, None)
 
 
 def _paths(results):
@@ -1644,29 +1642,17 @@ def render(tasks, workers=None):
     up to ``workers`` (default: CPUs, at most 4) processes forked now, else (one task, one
     CPU, no fork, ``workers=1``) in this process.
     """
-    if not tasks:
-        return {}
-    t0 = time.perf_counter()
-    use_processes = workers != 1 and len(tasks) > 1 and _cpu_count() > 1 and _can_fork()
-    results = None
-    if use_processes:
-        renderer = _renderer if _renderer is not None and _renderer.usable else None
-        if renderer is not None:
-            try:
-                results = renderer.render(tasks)
-            except (EOFError, OSError) as exc:  # the renderer died: draw without it
-                log.warning("figure renderer failed (%s); drawing the figures without it",
-                            exc)
-                stop_renderer()
-        if results is None:
-            from concurrent.futures.process import BrokenProcessPool
+    return start_render(tasks, workers).result()
 
-            try:
-                results = _render_job(tasks, workers or _default_workers())
-            except BrokenProcessPool as exc:
-                log.warning("figure workers failed (%s); drawing the figures in this "
-                            "process", exc)
-    if results is None:
-        results = [_run_task(task) for task in tasks]
-    log.debug("%d figures in %.3f s", len(results), time.perf_counter() - t0)
-    return _paths(results)
+
+def _render_without_renderer(tasks, workers):
+    """`render` without the warm renderer: ``[(name, path, (wall, CPU seconds))]``."""
+    if _use_processes(tasks, workers):
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
+            return _render_job(tasks, workers or _default_workers())
+        except BrokenProcessPool as exc:
+            log.warning("figure workers failed (%s); drawing the figures in this "
+                        "process", exc)
+    return [_run_task(task) for task in tasks]
