@@ -10,7 +10,6 @@ if __name__ == "__main__":  # python -m ringbg.cli: Ctrl-C handled before the im
 
     install()
 
-import contextlib
 import logging
 import shlex
 import signal
@@ -49,21 +48,6 @@ _ctrl_c = threading.Event()
 def _raise_interrupt(signum, frame):
     _ctrl_c.set()
     raise KeyboardInterrupt
-
-
-@contextlib.contextmanager
-def _exit_at_once_on_interrupt():
-    """Within: Ctrl-C ends the process at once, one line and 130 (`ringbg.entry`)."""
-    from .entry import _exit_now
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, _exit_now)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def _internal_error(exc):
@@ -296,9 +280,9 @@ def run_config(config_path_or_obj, outdir, jobs, overwrite, quiet, verbose, figu
     ``settings``: ``(key, value text)`` pairs of ``--set``, applied before validation;
     ``figures``: False for ``--no-figures`` (None: ``output.figures``).
     """
-    from .entry import exit_on_interrupt
+    from .entry import exit_on_interrupt, exiting_on_interrupt
 
-    with _exit_at_once_on_interrupt():
+    with exiting_on_interrupt():
         # Ctrl-C while numpy, astropy, pydantic's models... are imported: nothing to clean up
         # yet, and an interrupt inside an import or a validator build is not always raised
         # cleanly (pydantic-core turns it into its own errors, or panics)

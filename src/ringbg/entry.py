@@ -7,11 +7,14 @@ removing its temporary folder; see `ringbg.cli`).
 """
 
 import atexit
+import contextlib
 import os
 import signal
 import sys
+import threading
 
-__all__ = ["main", "install", "exit_on_interrupt", "set_interrupt_message"]
+__all__ = ["main", "install", "exit_on_interrupt", "exiting_on_interrupt",
+           "set_interrupt_message"]
 
 _message = "ringbg: interrupted"
 
@@ -35,6 +38,20 @@ def exit_on_interrupt(message=None):
     if message is not None:
         set_interrupt_message(message)
     signal.signal(signal.SIGINT, _exit_now)
+
+
+@contextlib.contextmanager
+def exiting_on_interrupt():
+    """Within: Ctrl-C ends the process at once (`exit_on_interrupt`); the handler before is
+    put back after. In the main thread only (elsewhere a no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, _exit_now)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 _exit_status = None

@@ -777,7 +777,7 @@ def _keep_images(out, obs_id, images):
         return
     slices, planes, mask = images
     out.images[obs_id] = (slices, tuple(np.array(p) for p in planes), np.array(mask))
-    out.images_bytes += sum(p.nbytes for p in images[1]) + images[2].nbytes
+    out.images_bytes += sum(p.nbytes for p in planes) + mask.nbytes
     if out.images_bytes > KEEP_IMAGES_BYTES:
         out.images = None
 
