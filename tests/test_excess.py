@@ -284,3 +284,34 @@ def test_per_pixel_searches_by_chunks_give_the_same_bits(monkeypatch):
     for name in whole:
         np.testing.assert_array_equal(on_processes[name], whole[name])
     assert np.isfinite(whole["flux_sensitivity"][mask]).any()
+
+
+@pytest.mark.parametrize("correlate_off", [False, True])
+def test_map_steps_give_the_quick_maps_first_then_those_of_excess_maps(correlate_off):
+    """`excess_map_steps`: the maps without root searches first, then every map of
+    `excess_maps` (same bits, the first step's arrays among them); numpy's floating-point
+    error state of the caller is left as it was between and after the steps."""
+    from ringbg.excess import excess_map_steps
+
+    counts, off, acc, acc_off, mask = _random_field(seed=8)
+    kwargs = dict(correlate_off=correlate_off, exposure=np.full((2,) + counts.shape, 1e9),
+                  energy_edges_tev=np.geomspace(1, 10, 3), sensitivity={})
+    before = np.geterr()
+    with np.errstate(divide="raise"):
+        steps = excess_map_steps(counts, off, acc, acc_off, mask, 2.0, **kwargs)
+        quick = next(steps)
+        assert np.geterr()["divide"] == "raise"
+    assert np.geterr() == before
+    full = next(steps)
+    assert np.geterr() == before
+    with pytest.raises(StopIteration):
+        next(steps)
+    assert set(quick) == {"counts", "n_off", "alpha", "background", "excess", "ts",
+                          "significance", "excess_err", "flux", "flux_err"}
+    whole = excess_maps(counts, off, acc, acc_off, mask, 2.0, **kwargs)
+    assert set(full) == set(whole) > set(quick)
+    for name in whole:
+        np.testing.assert_array_equal(full[name], whole[name])
+    for name in quick:
+        assert quick[name] is full[name]
+        assert np.isnan(quick[name][~mask]).all()

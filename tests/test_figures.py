@@ -124,7 +124,7 @@ def test_figures_follow_the_products_present(tmp_path):
 
 def test_titles_state_energy_range_and_correlation_radius():
     maps = make_maps()
-    tasks = figure_tasks("out", maps, make_wcs(), summary={"n_obs": 1}, fit={},
+    tasks = figure_tasks(maps, make_wcs(), summary={"n_obs": 1}, fit={},
                          energy_range_tev=(0.5, 10), correlation_radius_deg=0.04)
     subtitles = {name: kwargs["subtitle"] for name, _, _, kwargs in tasks}
     for name, text in subtitles.items():
@@ -138,7 +138,7 @@ def test_titles_state_energy_range_and_correlation_radius():
 
 def test_further_radius_figures_have_a_suffix_and_only_correlated_maps(tmp_path):
     maps = make_maps()
-    tasks = figure_tasks(tmp_path, maps, make_wcs(), fit={}, correlation_radius_deg=0.2,
+    tasks = figure_tasks(maps, make_wcs(), fit={}, correlation_radius_deg=0.2,
                          suffix="_0.2deg", per_radius_only=True)
     names = [t[0] for t in tasks]
     assert "significance_0.2deg" in names and "flux_0.2deg" in names
@@ -467,9 +467,10 @@ def test_off_histogram_and_fit_use_the_fit_mask_run(tmp_path, monkeypatch):
     seen = []
     monkeypatch.setattr(figures, "fit_gaussian",
                         lambda values: seen.append(np.asarray(values)) or fit_gaussian(values))
-    plain = make_figures(tmp_path / "a", maps, make_wcs(), {}, None, None)
+    # workers=1: drawn (and the fit made) in this process, where the patch is
+    plain = make_figures(tmp_path / "a", maps, make_wcs(), {}, None, None, workers=1)
     with_off = make_figures(tmp_path / "b", dict(maps, OFF_SIGNIFICANCE=off), make_wcs(), {},
-                            None, None)
+                            None, None, workers=1)
     used = maps["EXCLUSION"] > 0.5
     np.testing.assert_array_equal(seen[0], maps["SIGNIFICANCE"][used])
     np.testing.assert_array_equal(seen[1], off[used])
@@ -517,7 +518,7 @@ def test_a_dead_renderer_is_not_used(tmp_path):
 
 def test_a_renderer_dying_during_the_job_is_replaced_by_workers(tmp_path, caplog,
                                                                 monkeypatch):
-    def dies(self):
+    def dies(self, job=None):
         self._process.kill()
         raise EOFError("renderer gone")
 
@@ -554,7 +555,7 @@ def test_interrupted_workers_are_gone_when_render_returns(tmp_path, monkeypatch,
     import os
     import signal
 
-    tasks = figure_tasks(tmp_path, make_maps((400, 400)), make_wcs(shape=(400, 400)), fit={})
+    tasks = figure_tasks(make_maps((400, 400)), make_wcs(shape=(400, 400)), fit={})
     timer = threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT))
     timer.start()
     with pytest.raises(KeyboardInterrupt):

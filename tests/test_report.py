@@ -462,13 +462,13 @@ def test_rich_report_renders_in_headless_chromium(rich, tmp_path):
 
 
 def test_run_writes_every_figure_and_embeds_it(msh_result, tmp_path):
-    """The run's figures and report (outputs._start_figures, _write_report): a figure per
+    """The run's figures and report (outputs.start_figures, _write_report): a figure per
     product present, each embedded once in the report, the titles' radius from the config."""
     from ringbg.figures import FIGURES
-    from ringbg.outputs import _start_figures, _write_report
+    from ringbg.outputs import _write_report, start_figures
 
-    pending = _start_figures(msh_result, tmp_path, msh_result.summary)
-    _write_report(msh_result, tmp_path, msh_result.summary, pending.result())
+    pending = start_figures(msh_result)
+    _write_report(msh_result, tmp_path, msh_result.summary, pending.result(tmp_path))
     expected = [n for n, spec in FIGURES.items() if spec.product in msh_result.maps]
     assert [p.stem for p in sorted(tmp_path.glob("*.png"))] == sorted(expected)
     html = (tmp_path / "report.html").read_text(encoding="utf-8")

@@ -287,7 +287,7 @@ def run_config(config_path_or_obj, outdir, jobs, overwrite, quiet, verbose, figu
         # yet, and an interrupt inside an import or a validator build is not always raised
         # cleanly (pydantic-core turns it into its own errors, or panics)
         from .outdir import read_marker
-        from .outputs import prepare_outdir, write_outputs
+        from .outputs import prepare_outdir, start_figures, write_outputs
         from .pipeline import run
         from .progress import StageLines
 
@@ -304,9 +304,21 @@ def run_config(config_path_or_obj, outdir, jobs, overwrite, quiet, verbose, figu
         before = read_marker(prepare_outdir(out, overwrite, config.datastore, protected).path)
         _warm_renderer(config, figures)
         progress = StageLines() if not quiet and sys.stderr.isatty() else None
-        result = run(config, jobs=jobs, progress=progress, cache_dir=cache_dir)
+        started = []  # the figures, started as soon as their maps are made
+        on_maps = None
+        if config.output.figures if figures is None else figures:
+            def on_maps(preview):
+                started.append(start_figures(preview, now=True))
+        try:
+            result = run(config, jobs=jobs, progress=progress, cache_dir=cache_dir,
+                         on_maps=on_maps)
+        except BaseException:
+            for pending in started:
+                pending.cancel()
+            raise
         folder = write_outputs(result, out, overwrite=overwrite, figures=figures,
-                               protected=protected, progress=progress)
+                               protected=protected, progress=progress,
+                               started_figures=started[0] if started else None)
         if threading.current_thread() is threading.main_thread():
             exit_on_interrupt(f"ringbg: interrupted; the outputs in {folder} are complete")
     except RingbgError as exc:

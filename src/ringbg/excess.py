@@ -14,7 +14,7 @@ import numpy as np
 from . import stats
 from .kernels import convolve, nan_to_num, tophat_kernel
 
-__all__ = ["excess_maps", "flux_weights", "power_law_integral", "SENSITIVITY_DEFAULTS"]
+__all__ = ["excess_maps", "excess_map_steps", "flux_weights", "power_law_integral", "SENSITIVITY_DEFAULTS"]
 
 
 def power_law_integral(e_lo_tev, e_hi_tev, index):
@@ -95,10 +95,35 @@ def excess_maps(
         ``excess_ul``, ``flux``, ``flux_err``, ``flux_ul`` (cm-2 s-1), ``flux_sensitivity``.
         NaN outside ``mask``.
     """
+    *_, maps = excess_map_steps(
+        counts, counts_off, acceptance, acceptance_off, mask, radius_px,
+        correlate_off=correlate_off, exposure=exposure, energy_edges_tev=energy_edges_tev,
+        spectral_index=spectral_index, n_sigma=n_sigma, n_sigma_ul=n_sigma_ul, errors=errors,
+        response=response, energy_range_tev=energy_range_tev, sensitivity=sensitivity,
+        jobs=jobs)
+    return maps
+
+
+def excess_map_steps(counts, counts_off, acceptance, acceptance_off, mask, radius_px, *,
+                     correlate_off=False, exposure=None, energy_edges_tev=None,
+                     spectral_index=2.0, n_sigma=1.0, n_sigma_ul=2.0, errors=True,
+                     response=None, energy_range_tev=None, sensitivity=None, jobs=1):
+    """`excess_maps` in two steps: a generator that yields the maps that need no per-pixel
+    root search first (``counts``, ``background``, ``excess``, ``significance``, ``ts``,
+    ``alpha``, ``n_off``, ``excess_err``, ``flux``, ``flux_err``), then every map of
+    `excess_maps` (the same arrays, plus the root searches'), with the same bits.
+
+    Something else can start from the first (figures), while the searches run.
+    """
     with np.errstate(all="ignore"):
-        return _excess_maps(counts, counts_off, acceptance, acceptance_off, mask, radius_px,
-                            correlate_off, exposure, energy_edges_tev, spectral_index, n_sigma,
-                            n_sigma_ul, errors, response, energy_range_tev, sensitivity, jobs)
+        quick, later = _quick_maps(counts, counts_off, acceptance, acceptance_off, mask,
+                                   radius_px, correlate_off, exposure, energy_edges_tev,
+                                   spectral_index, n_sigma, response, energy_range_tev)
+    yield dict(quick)
+    with np.errstate(all="ignore"):  # not around a yield: the caller's state is its own
+        maps = _searched_maps(quick, *later, n_sigma=n_sigma, n_sigma_ul=n_sigma_ul,
+                              errors=errors, sensitivity=sensitivity, jobs=jobs)
+    yield maps
 
 
 def flux_weights(energy_edges_tev, spectral_index, response=None, energy_range_tev=None):
@@ -168,9 +193,10 @@ def _sensitivity_counts(n_off, alpha, pixel_background, options):
     return counts
 
 
-def _excess_maps(counts, counts_off, acceptance, acceptance_off, mask, radius_px, correlate_off,
-                 exposure, energy_edges_tev, spectral_index, n_sigma, n_sigma_ul, errors,
-                 response, energy_range_tev, sensitivity, jobs):
+def _quick_maps(counts, counts_off, acceptance, acceptance_off, mask, radius_px, correlate_off,
+                exposure, energy_edges_tev, spectral_index, n_sigma, response, energy_range_tev):
+    """The maps of `excess_map_steps`' first step (NaN outside ``mask``), and what the
+    second needs: ``(mask, alpha_stack * off or None, off, reco or None)``."""
     kernel = tophat_kernel(radius_px)
     m = np.asarray(mask, dtype=bool)
     counts = nan_to_num(counts)
@@ -200,23 +226,7 @@ def _excess_maps(counts, counts_off, acceptance, acceptance_off, mask, radius_px
         "significance": np.sign(excess) * np.sqrt(ts),  # `stats.significance`
         "excess_err": n_sigma * stats.excess_error(n_on, n_off, alpha),
     }
-    valid = m & np.isfinite(alpha)
-    with_sensitivity = exposure is not None and sensitivity is not None
-    names = (["excess_errn", "excess_errp", "excess_ul"] if errors else []) + (
-        ["sensitivity_counts"] if with_sensitivity else [])
-    if names:
-        # gammapy's sensitivity threshold takes the background of the pixel, not the
-        # correlated one
-        pixel_background = alpha_stack * off if with_sensitivity else off
-        searched = _by_chunks(
-            functools.partial(_root_searches, n_sigma=n_sigma, n_sigma_ul=n_sigma_ul,
-                              errors=errors,
-                              sensitivity=sensitivity if with_sensitivity else None),
-            n_on[valid], n_off[valid], alpha[valid], pixel_background[valid], jobs=jobs)
-        for name, values in zip(names, searched):
-            out[name] = np.full(m.shape, np.nan)
-            out[name][valid] = values
-    n_sig = out.pop("sensitivity_counts", None)
+    reco = None
     if exposure is not None:
         weights = flux_weights(energy_edges_tev, spectral_index, response, energy_range_tev)
         # expected counts per unit integral flux (cm-2 s-1) in each pixel
@@ -228,10 +238,38 @@ def _excess_maps(counts, counts_off, acceptance, acceptance_off, mask, radius_px
             reco = np.where(reco > 0, reco, np.nan)
             out["flux"] = out["excess"] / reco
             out["flux_err"] = out["excess_err"] / reco
-            if errors:
-                out["flux_ul"] = out["excess_ul"] / reco
-            if n_sig is not None:
-                out["flux_sensitivity"] = n_sig / reco
     for name, values in out.items():
+        out[name] = np.where(m, values, np.nan)
+    return out, (m, alpha_stack * off if exposure is not None else off, reco)
+
+
+def _searched_maps(out, m, pixel_background, reco, *, n_sigma, n_sigma_ul, errors, sensitivity,
+                   jobs):
+    """``out`` (the first step's maps, NaN outside ``m``) with the root searches' maps."""
+    with_sensitivity = reco is not None and sensitivity is not None
+    names = (["excess_errn", "excess_errp", "excess_ul"] if errors else []) + (
+        ["sensitivity_counts"] if with_sensitivity else [])
+    if not names:
+        return out
+    # the inputs are NaN outside m already; gammapy's sensitivity threshold takes the
+    # background of the pixel (pixel_background), not the correlated one
+    valid = m & np.isfinite(out["alpha"])
+    searched = _by_chunks(
+        functools.partial(_root_searches, n_sigma=n_sigma, n_sigma_ul=n_sigma_ul,
+                          errors=errors, sensitivity=sensitivity if with_sensitivity else None),
+        out["counts"][valid], out["n_off"][valid], out["alpha"][valid],
+        pixel_background[valid], jobs=jobs)
+    found = {}
+    for name, values in zip(names, searched):
+        found[name] = np.full(m.shape, np.nan)
+        found[name][valid] = values
+    n_sig = found.pop("sensitivity_counts", None)
+    if reco is not None:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if errors:
+                found["flux_ul"] = found["excess_ul"] / reco
+            if n_sig is not None:
+                found["flux_sensitivity"] = n_sig / reco
+    for name, values in found.items():
         out[name] = np.where(m, values, np.nan)
     return out

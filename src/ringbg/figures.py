@@ -540,10 +540,7 @@ def _new_figure(size_in):
 
 
 def _save(fig, path):
-    """Render ``fig`` once and write it as an RGB PNG to ``path`` (see `write_png`).
-
-    The folder must exist (it is not created: a renderer stopped after its run removed the
-    folder must not make it again)."""
+    """Render ``fig`` once and write it as an RGB PNG to ``path`` (see `write_png`)."""
     canvas = fig.canvas
     canvas.draw()
     rgba = np.asarray(canvas.buffer_rgba())
@@ -551,7 +548,8 @@ def _save(fig, path):
 
 
 def write_png(path, rgb):
-    """Write an ``(ny, nx, 3)`` uint8 image as PNG: rows unfiltered, zlib level 1.
+    """Write an ``(ny, nx, 3)`` uint8 image as PNG to ``path`` (a file name, whose folder
+    must exist, or a binary file object): rows unfiltered, zlib level 1.
 
     About twice as fast as Pillow's encoder at its fastest level, and smaller for noisy
     sky maps (whose pixels the PNG row filters only make less compressible).
@@ -577,6 +575,9 @@ def write_png(path, rgb):
         chunk(b"IDAT", zlib.compress(raw.tobytes(), PNG_COMPRESS_LEVEL)),
         chunk(b"IEND", b""),
     ])
+    if hasattr(path, "write"):
+        path.write(png)
+        return path
     path = Path(path)
     path.write_bytes(png)
     return path
@@ -1150,15 +1151,14 @@ def _as32(values):
     return None if values is None else np.asarray(values, dtype=np.float32)
 
 
-def figure_tasks(outdir, maps, wcs, *, summary=None, fit=None, energy_range_tev=None,
+def figure_tasks(maps, wcs, *, summary=None, fit=None, energy_range_tev=None,
                  correlation_radius_deg=None, ring=None, suffix="", per_radius_only=False,
                  names=None):
-    """The figures of a run as tasks for `render`: ``[(name, function, path, kwargs)]``.
+    """The figures of a run as tasks for `render`: ``[(name, function, file name, kwargs)]``
+    (the file name ``<name><suffix>.png``).
 
     Parameters
     ----------
-    outdir : path
-        Folder of the PNG files (``<name><suffix>.png``).
     maps : dict
         Product maps (``Result.maps`` keys), ``"EXCLUSION"`` (1 = used for the
         background) and optionally ``"OFF_SIGNIFICANCE"`` (histogrammed for the off pixels).
@@ -1166,8 +1166,9 @@ def figure_tasks(outdir, maps, wcs, *, summary=None, fit=None, energy_range_tev=
         Celestial WCS of the maps.
     summary : dict, optional
         The run summary: ``n_obs`` and ``excluded_sources`` are shown.
-    fit : dict
-        The Gaussian fit of the off distribution.
+    fit : dict or None
+        The Gaussian fit of the off distribution; None: made where the figure is drawn
+        (`fit_gaussian` of the off pixels).
     energy_range_tev : (float, float), optional
         Shown in the titles.
     correlation_radius_deg : float, optional
@@ -1183,7 +1184,6 @@ def figure_tasks(outdir, maps, wcs, *, summary=None, fit=None, energy_range_tev=
         Only these figures (names of `FIGURES`).
     """
     summary = summary or {}
-    outdir = Path(outdir)
     n_obs = summary.get("n_obs")
     exclusion = maps.get("EXCLUSION")
     exclusion = None if exclusion is None else (
@@ -1207,8 +1207,7 @@ def figure_tasks(outdir, maps, wcs, *, summary=None, fit=None, energy_range_tev=
             function = _plot_map_task
         else:
             function = kwargs.pop("function")
-        path = outdir / f"{spec.name}{suffix}.png"
-        tasks.append((spec.name + suffix, function, path, kwargs))
+        tasks.append((spec.name + suffix, function, f"{spec.name}{suffix}.png", kwargs))
     return tasks
 
 
@@ -1231,10 +1230,23 @@ def _special_task(spec, maps, wcs, exclusion, fit, subtitle, summary, ring, radi
                 "sources": summary.get("excluded_sources") or []}
     if spec.kind == "distribution":
         off = maps.get("OFF_SIGNIFICANCE")
-        return {"function": plot_significance_distribution, "significance": significance,
+        task = {"function": plot_significance_distribution, "significance": significance,
                 "exclusion": exclusion, "fit": fit, "subtitle": subtitle,
                 "off_significance": significance if off is None else _as32(off)}
+        if fit is None:
+            task["fit_values"] = _off_values(maps)
+        return task
     return None
+
+
+def _off_values(maps):
+    """What the off distribution's Gaussian is fitted to: ``OFF_SIGNIFICANCE`` (default
+    ``SIGNIFICANCE``) where ``EXCLUSION`` is 1, as float64."""
+    off = np.asarray(maps.get("OFF_SIGNIFICANCE", maps["SIGNIFICANCE"]), dtype=float)
+    exclusion = maps.get("EXCLUSION")
+    if exclusion is not None:
+        off = off[np.nan_to_num(np.asarray(exclusion, dtype=float), nan=0.0) > 0.5]
+    return np.ravel(off)
 
 
 def _significance_title(significance):
@@ -1246,18 +1258,25 @@ def _significance_title(significance):
 
 
 def _run_task(task):
-    """Render one task; returns ``(name, path, (wall seconds, CPU seconds))``."""
-    name, function, path, kwargs = task
+    """Render one task; returns ``(name, file name, PNG bytes, (wall s, CPU s))``."""
+    import io
+
+    name, function, file_name, kwargs = task
     t0, c0 = time.perf_counter(), time.process_time()
     kwargs = dict(kwargs)
+    png = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         if function is plot_significance_distribution:
-            function(path, kwargs.pop("significance"), kwargs.pop("exclusion"),
-                     kwargs.pop("fit"), **kwargs)
+            fit = kwargs.pop("fit")
+            values = kwargs.pop("fit_values", None)
+            if fit is None:
+                fit = fit_gaussian(values)
+            function(png, kwargs.pop("significance"), kwargs.pop("exclusion"), fit, **kwargs)
         else:
-            function(path, **kwargs)
-    return name, Path(path), (time.perf_counter() - t0, time.process_time() - c0)
+            function(png, **kwargs)
+    return name, file_name, png.getvalue(), (time.perf_counter() - t0,
+                                             time.process_time() - c0)
 
 
 def make_figures(outdir, maps, wcs, summary, r_in_deg=None, r_out_deg=None, *,
@@ -1298,35 +1317,31 @@ def make_figures(outdir, maps, wcs, summary, r_in_deg=None, r_out_deg=None, *,
     figures : dict of `~pathlib.Path`
         Figure name -> PNG file, in `FIGURES` order.
     """
-    tasks = make_figure_tasks(outdir, maps, wcs, summary, r_in_deg, r_out_deg,
+    tasks = make_figure_tasks(maps, wcs, summary, r_in_deg, r_out_deg,
                               energy_range_tev=energy_range_tev,
                               correlation_radius_deg=correlation_radius_deg,
                               r_out_max_deg=r_out_max_deg, suffix=suffix,
                               per_radius_only=per_radius_only, names=names)
-    return render(tasks, workers=workers)
-
-
-def make_figure_tasks(outdir, maps, wcs, summary, r_in_deg=None, r_out_deg=None, *,
-                      energy_range_tev=None, correlation_radius_deg=None, r_out_max_deg=None,
-                      suffix="", per_radius_only=False, names=None):
-    """The `figure_tasks` of `make_figures` (same parameters, but ``workers``), to render
-    later or alongside other work (`start_render`); ``outdir`` is created."""
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
+    return render(tasks, outdir, workers=workers)
+
+
+def make_figure_tasks(maps, wcs, summary, r_in_deg=None, r_out_deg=None, *,
+                      energy_range_tev=None, correlation_radius_deg=None, r_out_max_deg=None,
+                      suffix="", per_radius_only=False, names=None):
+    """The `figure_tasks` of `make_figures` (same parameters, but ``outdir`` and
+    ``workers``), to render later or alongside other work (`start_render`).
+
+    Without ``summary["off_distribution"]`` the Gaussian fit of the off pixels is made
+    where the distribution figure is drawn."""
     summary = summary or {}
-    exclusion = maps.get("EXCLUSION")
-    fit = summary.get("off_distribution")
-    if not fit:
-        off = maps.get("OFF_SIGNIFICANCE", maps["SIGNIFICANCE"])
-        off = np.asarray(off, dtype=float)
-        if exclusion is not None:
-            off = off[np.nan_to_num(np.asarray(exclusion, dtype=float), nan=0.0) > 0.5]
-        fit = fit_gaussian(off)
+    fit = summary.get("off_distribution") or None
     ring = None
     if r_in_deg is not None and r_out_deg is not None:
         ring = {"r_in_deg": float(r_in_deg), "r_out_deg": float(r_out_deg),
                 "r_out_max_deg": r_out_max_deg}
-    return figure_tasks(outdir, maps, wcs, summary=summary, fit=fit,
+    return figure_tasks(maps, wcs, summary=summary, fit=fit,
                         energy_range_tev=energy_range_tev,
                         correlation_radius_deg=correlation_radius_deg, ring=ring,
                         suffix=suffix, per_radius_only=per_radius_only, names=names)
@@ -1386,6 +1401,7 @@ def warm_up():
         ax.yaxis.set_major_formatter(_power_label)
         ax.legend()
         fig.canvas.draw()
+    import scipy.optimize  # noqa: F401 - the off distribution's fit, when drawn here
 
 
 def _zygote(conn, workers, parent_end):
@@ -1399,18 +1415,17 @@ def _zygote(conn, workers, parent_end):
     _die_with_parent()
     warm_up()
     try:
-        conn.send(("ready", os.getpid()))
         while True:
             try:
-                job = conn.recv()
+                job, tasks = conn.recv()
             except (EOFError, OSError):
                 return
             try:
-                conn.send(("done", _render_job(job, workers)))
+                conn.send(("done", job, _render_job(tasks, workers)))
             except (BrokenPipeError, EOFError):
                 raise
             except Exception as exc:  # noqa: BLE001 - sent back and raised by the parent
-                conn.send(("error", exc))
+                conn.send(("error", job, exc))
     except (BrokenPipeError, EOFError, OSError):
         return  # the parent is gone (interrupted, or done): nothing to say
 
@@ -1441,32 +1456,57 @@ def _worker_init():
 def _render_job(tasks, workers):
     """Render ``tasks`` in up to ``workers`` processes forked from this one (which they
     inherit the tasks from: nothing is pickled); in this process when one is enough."""
-    global _JOB
     n = min(workers, len(tasks))
     if n <= 1 or not _can_fork():
         return [_run_task(t) for t in tasks]
-    import gc
-    from concurrent.futures import ProcessPoolExecutor
+    return _ForkedJob(tasks, n).result()
 
-    _JOB = tasks
-    gc.freeze()  # the workers' collector leaves the inherited objects (and their pages) alone
-    order = sorted(range(len(tasks)), key=lambda i: -_task_cost(tasks[i]))
-    pool = ProcessPoolExecutor(n, mp_context=_mp().get_context("fork"),
-                               initializer=_worker_init)
-    try:
-        done = dict(zip(order, pool.map(_job_task, order)))
-    except BaseException:
-        # interrupted (or a worker failed): stop the others at once, and wait for them, so
-        # that nothing writes into the output folder once we return
-        for process in list(getattr(pool, "_processes", {}).values()):
+
+class _ForkedJob:
+    """``tasks`` rendered in ``workers`` processes forked now from this one (they inherit
+    the tasks: nothing is pickled); `result` waits for them."""
+
+    def __init__(self, tasks, workers):
+        global _JOB
+        import gc
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.n_tasks = len(tasks)
+        order = sorted(range(len(tasks)), key=lambda i: -_task_cost(tasks[i]))
+        _JOB = tasks
+        gc.freeze()  # the workers' collector leaves the inherited objects (and their pages) alone
+        try:
+            self._pool = ProcessPoolExecutor(min(workers, len(tasks)),
+                                             mp_context=_mp().get_context("fork"),
+                                             initializer=_worker_init)
+            # with fork, every worker is forked at the first submit (holding _JOB)
+            self._futures = [(i, self._pool.submit(_job_task, i)) for i in order]
+        except BaseException:
+            self.cancel()
+            raise
+        finally:
+            _JOB = []
+            gc.unfreeze()
+
+    def result(self):
+        """``[(name, file name, PNG bytes, (wall, CPU s))]`` in the order of the tasks."""
+        try:
+            done = {i: future.result() for i, future in self._futures}
+        except BaseException:
+            # interrupted (or a worker failed): stop the others at once, and wait for them
+            self.cancel()
+            raise
+        self._pool.shutdown(wait=True)
+        return [done[i] for i in range(self.n_tasks)]
+
+    def cancel(self):
+        """Stop the workers at once, and wait for them."""
+        pool = getattr(self, "_pool", None)
+        if pool is None:
+            return
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
             process.kill()
         pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    finally:
-        _JOB = []
-        gc.unfreeze()
-    pool.shutdown(wait=True)
-    return [done[i] for i in range(len(tasks))]
 
 
 def _task_cost(task):
@@ -1504,27 +1544,53 @@ class Renderer:
         self._process.start()
         child.close()
         self._pid = os.getpid()
-        self._ready = False
+        self._jobs = 0
+        self._sending = None
 
     @property
     def usable(self):
         return self._pid == os.getpid() and self._process.is_alive()
 
     def submit(self, tasks):
-        """Send ``tasks`` (see `figure_tasks`) to be rendered; `collect` gives their results."""
-        try:
-            if not self._ready:
-                self._ready = self._conn.recv()[0] == "ready"
-            self._conn.send(tasks)
-        except BaseException:
-            self.close(kill=True)  # interrupted: nothing may write into the folder after us
-            raise
+        """Send ``tasks`` (see `figure_tasks`) to be rendered and return at once (a thread
+        writes them into the pipe while the renderer may still be warming up); returns
+        the job's number for `collect`."""
+        import pickle
+        import threading
 
-    def collect(self):
-        """The results of the tasks last submitted (waits for them):
-        ``[(name, path, (wall, CPU seconds))]``."""
+        self._wait_sent()
+        self._jobs += 1
+        data = pickle.dumps((self._jobs, tasks), protocol=pickle.HIGHEST_PROTOCOL)
+        self._sending = threading.Thread(target=self._send, args=(data,), daemon=True,
+                                         name="ringbg-figures-send")
+        self._sending.error = None
+        self._sending.start()
+        return self._jobs
+
+    def _send(self, data):
         try:
-            kind, value = self._conn.recv()
+            self._conn.send_bytes(data)
+        except BaseException as exc:  # noqa: BLE001 - raised by collect
+            self._sending.error = exc
+
+    def _wait_sent(self):
+        sending, self._sending = self._sending, None
+        if sending is not None:
+            sending.join()
+            if sending.error is not None:
+                raise sending.error
+
+    def collect(self, job=None):
+        """The results of job ``job`` (default: the last submitted), waiting for them:
+        ``[(name, file name, PNG bytes, (wall, CPU seconds))]``. Results of earlier jobs
+        that nobody collected are dropped."""
+        job = self._jobs if job is None else job
+        try:
+            self._wait_sent()
+            while True:
+                kind, number, value = self._conn.recv()
+                if number == job:
+                    break
         except BaseException:
             self.close(kill=True)
             raise
@@ -1580,77 +1646,94 @@ def _renderer_failed(exc):
 
 
 class PendingFigures:
-    """Figures being rendered by the renderer of `start_renderer` while the caller goes
-    on (`start_render`): `result` waits for them, `cancel` stops them."""
+    """Figures being rendered while the caller goes on (`start_render`): `result` waits
+    for them and writes them, `cancel` stops them."""
 
-    def __init__(self, tasks, workers, renderer):
-        self.tasks, self.workers, self.renderer = tasks, workers, renderer
+    def __init__(self, tasks, workers, renderer=None, job=None, pool=None):
+        self.tasks, self.workers = tasks, workers
+        self.renderer, self.job, self.pool = renderer, job, pool
         self._t0 = time.perf_counter()
 
-    def result(self):
-        """``{name: path}`` of the figures, as `render` gives them."""
+    def result(self, folder):
+        """Write the figures into ``folder`` (which must exist); returns ``{name: path}``."""
         results = None
         if self.renderer is not None:
             renderer, self.renderer = self.renderer, None
             try:
-                results = renderer.collect()
+                results = renderer.collect(self.job)
             except (EOFError, OSError) as exc:  # the renderer died: draw without it
                 _renderer_failed(exc)
         if results is None:
-            results = _render_without_renderer(self.tasks, self.workers)
+            pool, self.pool = self.pool, None
+            results = _render_without_renderer(self.tasks, self.workers, pool)
         log.debug("%d figures in %.3f s", len(results), time.perf_counter() - self._t0)
-        return _paths(results)
+        return _write(results, Path(folder))
 
     def cancel(self):
-        """Stop figures in progress at once (none writes into their folder afterwards)."""
+        """Stop figures in progress at once."""
         if self.renderer is not None:
             renderer, self.renderer = self.renderer, None
             if renderer is _renderer:
                 stop_renderer(kill=True)
             else:
                 renderer.close(kill=True)
+        if self.pool is not None:
+            pool, self.pool = self.pool, None
+            pool.cancel()
 
 
 def _use_processes(tasks, workers):
     return workers != 1 and len(tasks) > 1 and _cpu_count() > 1 and _can_fork()
 
 
-def start_render(tasks, workers=None):
+def start_render(tasks, workers=None, now=False):
     """Start rendering ``tasks`` in the warm renderer (`start_renderer`) and return at once:
-    a `PendingFigures`. Without a renderer they are drawn when the result is asked for, as
-    `render` draws them."""
+    a `PendingFigures`, whose ``result(folder)`` writes them.
+
+    Without a renderer they are drawn when the result is asked for, as `render` draws
+    them; with ``now``, in processes forked at once (`_ForkedJob`) when they can be.
+    """
     renderer = _renderer if _renderer is not None and _renderer.usable else None
     if renderer is not None and _use_processes(tasks, workers):
         try:
-            renderer.submit(tasks)
-            return PendingFigures(tasks, workers, renderer)
+            return PendingFigures(tasks, workers, renderer, renderer.submit(tasks))
         except (EOFError, OSError) as exc:
             _renderer_failed(exc)
-    return PendingFigures(tasks, workers, None)
+    if now and _use_processes(tasks, workers):
+        return PendingFigures(tasks, workers, pool=_ForkedJob(tasks,
+                                                              workers or _default_workers()))
+    return PendingFigures(tasks, workers)
 
 
-def _paths(results):
-    for name, _, (wall, cpu) in results:
+def _write(results, folder):
+    paths = {}
+    for name, file_name, png, (wall, cpu) in results:
         log.debug("figure %s: %.3f s (%.3f s CPU)", name, wall, cpu)
-    return {name: path for name, path, _ in results}
+        path = folder / file_name
+        path.write_bytes(png)
+        paths[name] = path
+    return paths
 
 
-def render(tasks, workers=None):
-    """Render figure tasks (`figure_tasks`); returns ``{name: path}``.
+def render(tasks, folder, workers=None):
+    """Render figure tasks (`figure_tasks`) into ``folder``; returns ``{name: path}``.
 
     In the renderer of `start_renderer` when it runs (warm: no import on the way), else in
     up to ``workers`` (default: CPUs, at most 4) processes forked now, else (one task, one
     CPU, no fork, ``workers=1``) in this process.
     """
-    return start_render(tasks, workers).result()
+    return start_render(tasks, workers).result(folder)
 
 
-def _render_without_renderer(tasks, workers):
-    """`render` without the warm renderer: ``[(name, path, (wall, CPU seconds))]``."""
-    if _use_processes(tasks, workers):
+def _render_without_renderer(tasks, workers, job=None):
+    """`render` without the warm renderer: ``[(name, file name, PNG, (wall, CPU s))]``;
+    ``job``: the `_ForkedJob` already drawing them."""
+    if job is not None or _use_processes(tasks, workers):
         from concurrent.futures.process import BrokenProcessPool
 
         try:
+            if job is not None:
+                return job.result()
             return _render_job(tasks, workers or _default_workers())
         except BrokenProcessPool as exc:
             log.warning("figure workers failed (%s); drawing the figures in this "

@@ -34,7 +34,8 @@ from .products import BAND_PRODUCTS, PRODUCTS
 from .progress import stage
 from .version import __version__
 
-__all__ = ["write_outputs", "write_onoff", "write_maps", "OutputError", "prepare_outdir"]
+__all__ = ["write_outputs", "write_onoff", "write_maps", "start_figures", "OutputError",
+           "prepare_outdir"]
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +215,7 @@ def _disk_full(folder, min_free_bytes=2**20):
 
 
 def write_outputs(result, outdir=None, overwrite=None, figures=None, protected=(),
-                  progress=None):
+                  progress=None, started_figures=None):
     """Write every output of ``result`` into ``outdir`` atomically; returns the folder.
 
     ``outdir`` is checked (`ringbg.outdir.check_outdir`: what may be written or replaced)
@@ -222,6 +223,8 @@ def write_outputs(result, outdir=None, overwrite=None, figures=None, protected=(
     that OUTDIR must not hold (the config file, the cache); the data store and the exclusion
     files of the config are always protected. Any `OSError` becomes an `OutputError`.
     ``progress``: told when each stage starts (`ringbg.progress.stage`).
+    ``started_figures``: the figures of ``result`` already on their way (`start_figures`
+    of the preview of ``ringbg.pipeline.run``'s ``on_maps``), written instead of drawn now.
     """
     cfg = result.config
     outdir = Path(outdir if outdir is not None else cfg.output.dir)
@@ -236,7 +239,7 @@ def write_outputs(result, outdir=None, overwrite=None, figures=None, protected=(
         # the summary written: the run's, with the inputs' checksums and the write time (the
         # Result itself is left as it is)
         summary = {**result.summary, "timings": dict(result.summary["timings"])}
-        _write_all(result, tmp, figures, summary, progress)
+        _write_all(result, tmp, figures, summary, progress, started_figures)
         summary["timings"]["write"] = round(time.perf_counter() - t0, 4)
         _write_summary(summary, tmp)
         finish_temporary(tmp)
@@ -246,6 +249,8 @@ def write_outputs(result, outdir=None, overwrite=None, figures=None, protected=(
         raise OutputError(_write_error(outdir, exc, target.path.parent)) from None
     except BaseException:
         discard_temporary(tmp)
+        if started_figures is not None:
+            started_figures.cancel()
         raise
     if old is not None:
         with deferred_interrupt():
@@ -266,14 +271,15 @@ def maps_file_name(config, radius_deg):
     return f"maps_{radius_deg:g}deg.fits"
 
 
-def _write_all(result, folder, figures, summary, progress=None):
+def _write_all(result, folder, figures, summary, progress=None, pending=None):
     # the figures are drawn (in the renderer, when one runs) while the FITS files are written
-    pending = _start_figures(result, folder, summary) if figures else None
+    if figures and pending is None:
+        pending = start_figures(result, summary)
     try:
         _write_fits(result, folder, summary, progress)
-        if pending is not None:
+        if figures:
             stage(progress, "figures")
-            _write_report(result, folder, summary, pending.result(), progress)
+            _write_report(result, folder, summary, pending.result(folder), progress)
     except BaseException:
         if pending is not None:
             pending.cancel()  # nothing writes into the folder once it is discarded
@@ -318,10 +324,17 @@ def _write_fits(result, folder, summary, progress=None):
     summary["inputs"] = input_checksums(result)
 
 
-def _start_figures(result, folder, summary):
-    """Start drawing the figures of every correlation radius (`ringbg.figures.start_render`)."""
+def start_figures(result, summary=None, now=False):
+    """Start drawing the figures of every correlation radius of ``result``
+    (`ringbg.figures.start_render`); ``summary`` (default ``result.summary``): its fits of
+    the off distribution, made where the figures are drawn when it has none. ``now``: in
+    processes forked at once when no renderer runs (else when the result is asked for).
+
+    Returns a `~ringbg.figures.PendingFigures`: ``result(folder)`` writes the PNG files.
+    """
     from .figures import make_figure_tasks, start_render
 
+    summary = result.summary if summary is None else summary
     cfg, geom = result.config, result.geom
     adaptive = cfg.ring.adaptive
     common = dict(energy_range_tev=(geom.energy_edges_tev[0], geom.energy_edges_tev[-1]),
@@ -331,12 +344,12 @@ def _start_figures(result, folder, summary):
         maps = dict(result.maps_by_radius.get(radius, result.maps), EXCLUSION=result.exclusion,
                     OFF_SIGNIFICANCE=result.off_by_radius.get(radius, result.off_significance))
         fit = summary.get("radii", {}).get(f"{radius:g}", {}).get("off_distribution")
-        radius_summary = dict(summary, off_distribution=fit or summary["off_distribution"])
+        radius_summary = dict(summary, off_distribution=fit or summary.get("off_distribution"))
         extra = {} if k == 0 else {"suffix": f"_{radius:g}deg", "per_radius_only": True}
-        tasks += make_figure_tasks(folder, maps, geom.wcs, radius_summary, cfg.ring.r_in,
+        tasks += make_figure_tasks(maps, geom.wcs, radius_summary, cfg.ring.r_in,
                                    cfg.ring.r_in + cfg.ring.width,
                                    correlation_radius_deg=radius, **common, **extra)
-    return start_render(tasks)
+    return start_render(tasks, now=now)
 
 
 def _write_report(result, folder, summary, paths, progress=None):

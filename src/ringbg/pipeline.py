@@ -20,7 +20,7 @@ from .datastore import DataStore, DataStoreError, cached_datastore
 from .edisp import EdispStack, diagonal_response, irf_grid
 from .edisp import stack_terms as edisp_terms
 from .errors import DataError, RunError, one_line
-from .excess import excess_maps
+from .excess import excess_map_steps, excess_maps
 from .exclusion import exclusion_mask, grow_exclusion
 from .files import discard_prefetched, prefetch
 from .geom import Geom, angular_separation_deg, energy_edges_tev, to_frame
@@ -419,11 +419,18 @@ def _maps(stack, geom, config, mask, band=None, radius_deg=None, edisp_stack=Non
     ``flux``: False leaves the flux maps out (point-like IRFs, `FLUX_NOTE`). ``jobs``: local
     processes for the per-pixel root searches.
     """
+    *_, maps = _map_steps(stack, geom, config, mask, band, radius_deg, edisp_stack, flux, jobs)
+    return maps
+
+
+def _map_steps(stack, geom, config, mask, band=None, radius_deg=None, edisp_stack=None,
+               flux=True, jobs=1):
+    """`_maps` in the two steps of `ringbg.excess.excess_map_steps` (a generator)."""
     e = config.excess
     radius_deg = e.radii_deg[0] if radius_deg is None else radius_deg
     edges = geom.energy_edges_tev
     lo, hi = (edges[0], edges[-1]) if band is None else (edges[band], edges[band + 1])
-    return excess_maps(
+    return excess_map_steps(
         stack.counts, stack.counts_off, stack.acceptance, stack.acceptance_off, mask,
         radius_deg / geom.binsize_deg, correlate_off=e.correlate_off,
         exposure=stack.exposure if flux else None,
@@ -460,22 +467,29 @@ def radius_key(radius_deg):
     return f"{radius_deg:g}"
 
 
-def correlated_products(passed, geom, config, exclusion, jobs=1):
+def correlated_products(passed, geom, config, exclusion, jobs=1, on_maps=None):
     """Per correlation radius (deg): the product maps, the off significance and its fit.
 
     The ring and the stack are done once; only the correlation is repeated. ``jobs``: local
-    processes for the per-pixel root searches.
+    processes for the per-pixel root searches. ``on_maps``: called as
+    ``on_maps(maps_by_radius, off_by_radius)`` with the product maps that need no root
+    search (`ringbg.excess.excess_map_steps`) before the searches run.
     """
-    out = {}
     stack = passed.stack
     n_true = stack.exposure.shape[0]
-    for radius in config.excess.radii_deg:
-        maps = _maps(stack, geom, config, stack.mask, radius_deg=radius,
-                     edisp_stack=passed.edisp_stack, flux=not passed.point_like, jobs=jobs)
-        off = _significance(stack, geom, config, stack.mask & exclusion, radius)
-        out[radius] = (assemble(maps, stack, exclusion, n_true, geom.binsize_deg), off,
-                       fit_off_distribution(off))
-    return out
+    steps = {radius: _map_steps(stack, geom, config, stack.mask, radius_deg=radius,
+                                edisp_stack=passed.edisp_stack, flux=not passed.point_like,
+                                jobs=jobs)
+             for radius in config.excess.radii_deg}
+    quick = {radius: next(step) for radius, step in steps.items()}
+    off = {radius: _significance(stack, geom, config, stack.mask & exclusion, radius)
+           for radius in steps}
+    if on_maps is not None:
+        on_maps({radius: assemble(maps, stack, exclusion, n_true, geom.binsize_deg)
+                 for radius, maps in quick.items()}, off)
+    return {radius: (assemble(next(step), stack, exclusion, n_true, geom.binsize_deg),
+                     off[radius], fit_off_distribution(off[radius]))
+            for radius, step in steps.items()}
 
 
 #: why the flux maps are not written from point-like IRFs (summary.json, report)
@@ -878,7 +892,7 @@ def _band_maps(passed, geom, config, jobs=1):
             for k, (b, be) in enumerate(zip(passed.band_stacks, band_edisp))]
 
 
-def run(config, jobs=None, progress=False, cache_dir=None):
+def run(config, jobs=None, progress=False, cache_dir=None, on_maps=None):
     """Run the ring-background workflow of a config (path, YAML text, dict or `Config`).
 
     The stages: select the observations, plan (geometry, memory, exclusion, ring), reduce,
@@ -897,6 +911,12 @@ def run(config, jobs=None, progress=False, cache_dir=None):
         also told when each later stage starts (`ringbg.progress.stage`).
     cache_dir : str or path, optional
         Keep per-observation reductions there and reuse them on the next run.
+    on_maps : callable, optional
+        Called with a preview `Result` as soon as the maps that need no per-pixel root
+        search are made (the searches, the off distribution's fit and the energy bands
+        follow): its ``maps``, ``maps_by_radius`` and ``off_by_radius`` lack the errors,
+        upper limits and sensitivity; its summary holds ``n_obs`` and ``excluded_sources``
+        only. The figures start from it (`ringbg.outputs.start_figures`).
 
     Returns
     -------
@@ -918,7 +938,9 @@ def run(config, jobs=None, progress=False, cache_dir=None):
     stage(progress, "correlated maps")
     # local processes for the root searches of big maps (not a Dask cluster's workers)
     jobs = plan.jobs if config.parallel.address is None else 1
-    by_radius = correlated_products(passed, plan.geom, config, exclusion, jobs)
+    preview = None if on_maps is None else (lambda maps, off: on_maps(
+        _preview(plan, passed, exclusion, maps, off, excluded_sources)))
+    by_radius = correlated_products(passed, plan.geom, config, exclusion, jobs, preview)
     band_maps = _band_maps(passed, plan.geom, config, jobs)
     clock.lap("excess")
     clock.timings["total"] = clock.elapsed()
@@ -954,6 +976,17 @@ def _run_notes(passed, excluded_sources):
         log.warning("flux maps not written: %d observation(s) have point-like IRFs",
                     len(passed.point_like))
     return notes
+
+
+def _preview(plan, passed, exclusion, maps_by_radius, off_by_radius, excluded_sources):
+    """The `Result` given to ``run``'s ``on_maps``."""
+    first = plan.config.excess.radii_deg[0]
+    return Result(config=plan.config, geom=plan.geom, stack=passed.stack,
+                  maps=maps_by_radius[first], exclusion=exclusion,
+                  summary={"n_obs": len(passed.used), "excluded_sources": excluded_sources},
+                  observations=[], off_significance=off_by_radius[first],
+                  maps_by_radius=maps_by_radius, off_by_radius=off_by_radius,
+                  energy_true_edges_tev=make_energy_true_edges(plan.config))
 
 
 def _result(plan, passed, exclusion, by_radius, band_maps, summary, skipped):
