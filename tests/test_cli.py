@@ -458,6 +458,46 @@ def test_without_no_figures_the_config_decides(tmp_path, data_dir):
     assert (out / "report.html").is_file() and list(out.glob("*.png"))
 
 
+def test_figures_go_to_the_renderer_before_the_root_searches(tmp_path, monkeypatch):
+    """With the figure renderer running, ``ringbg run`` hands it the figures as soon as the
+    maps without root searches are made (pipeline.run's on_maps); they are the figures that
+    the final result draws, byte for byte, for every correlation radius."""
+    import ringbg.excess
+    import ringbg.figures as figures
+    from ringbg.pipeline import run
+
+    renderer = figures.start_renderer()
+    if renderer is None:
+        pytest.skip("no figure renderer here (not Linux, or one CPU)")
+    submitted_before_searches = []
+    real = ringbg.excess._searched_maps
+
+    def searched(*args, **kwargs):
+        if kwargs["errors"]:  # (the off significance's call has no searches)
+            submitted_before_searches.append(renderer._jobs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ringbg.excess, "_searched_maps", searched)
+    jobs_before = renderer._jobs
+    cfg = _small(tmp_path)
+    cfg["excess"] = {"correlation_radius": ["0.1 deg", "0.2 deg"]}
+    path = _write(tmp_path, cfg)
+    out = tmp_path / "cli"
+    result = CliRunner().invoke(main, ["run", str(path), "-o", str(out), "-q",
+                                       "--set", "output.figures=true"])
+    assert result.exit_code == 0, result.output
+    # one job, submitted before the first root search
+    assert submitted_before_searches[0] == jobs_before + 1 == renderer._jobs
+    monkeypatch.undo()
+    later = run(path).write(tmp_path / "later", figures=True)
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert "significance_0.2deg.png" in pngs and "significance_distribution.png" in pngs
+    assert pngs == sorted(p.name for p in later.glob("*.png"))
+    for name in pngs:
+        assert (out / name).read_bytes() == (later / name).read_bytes(), name
+    figures.stop_renderer()
+
+
 @pytest.mark.parametrize("setting, named", [
     ("excess.corelation_radius=0.1deg", "excess.corelation_radius"),
     ("geom.energy.nbins=abc", "geom.energy.nbins"),

@@ -504,6 +504,21 @@ def test_started_renderer_draws_the_figures(tmp_path):
     assert not renderer._process.is_alive() and figures._renderer is None
 
 
+def test_a_job_nobody_collected_does_not_answer_the_next(tmp_path):
+    """A run that failed after handing its figures to the renderer leaves their result in
+    the pipe: the next run gets its own figures, not those."""
+    renderer = figures.start_renderer(2)
+    maps = make_maps()
+    first = figure_tasks(maps, make_wcs(), fit={}, names=["counts", "alpha"])
+    second = figure_tasks(maps, make_wcs(), fit={}, names=["exposure", "livetime"])
+    figures.start_render(first)  # never collected
+    written = figures.start_render(second).result(tmp_path)
+    assert set(written) == {"exposure", "livetime"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exposure.png", "livetime.png"]
+    assert renderer.usable
+    figures.stop_renderer()
+
+
 def test_a_dead_renderer_is_not_used(tmp_path):
     renderer = figures.start_renderer(2)
     renderer._process.kill()

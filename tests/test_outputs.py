@@ -115,8 +115,8 @@ def test_failed_write_stops_the_figures_drawn_meanwhile(tmp_path, msh_result, mo
     submitted = []
     original = figures.start_render
 
-    def start_render(tasks, workers=None, now=False):
-        pending = original(tasks, workers, now)
+    def start_render(tasks, workers=None):
+        pending = original(tasks, workers)
         submitted.append(pending.renderer is not None)
         return pending
 

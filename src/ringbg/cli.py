@@ -264,13 +264,16 @@ WARM_RENDERER_MAX_PIXELS = 10**6
 
 
 def _warm_renderer(config, figures):
+    """The figure renderer started for a run of ``config`` (None: no figures, maps too big
+    for it, or no renderer here)."""
     if not (config.output.figures if figures is None else figures):
-        return
+        return None
     width, height = config.geom.width_deg
     if width * height / config.geom.binsize**2 <= WARM_RENDERER_MAX_PIXELS:
         from .figures import start_renderer
 
-        start_renderer()
+        return start_renderer()
+    return None
 
 
 def run_config(config_path_or_obj, outdir, jobs, overwrite, quiet, verbose, figures=None,
@@ -302,13 +305,13 @@ def run_config(config_path_or_obj, outdir, jobs, overwrite, quiet, verbose, figu
             protected.append(("config file", config_path_or_obj))
         protected += [("exclusion file", f) for f in config.exclusion.files]
         before = read_marker(prepare_outdir(out, overwrite, config.datastore, protected).path)
-        _warm_renderer(config, figures)
+        renderer = _warm_renderer(config, figures)
         progress = StageLines() if not quiet and sys.stderr.isatty() else None
-        started = []  # the figures, started as soon as their maps are made
+        started = []  # the figures, in the renderer as soon as their maps are made
         on_maps = None
-        if config.output.figures if figures is None else figures:
+        if renderer is not None:
             def on_maps(preview):
-                started.append(start_figures(preview, now=True))
+                started.append(start_figures(preview))
         try:
             result = run(config, jobs=jobs, progress=progress, cache_dir=cache_dir,
                          on_maps=on_maps)

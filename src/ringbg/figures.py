@@ -1456,57 +1456,31 @@ def _worker_init():
 def _render_job(tasks, workers):
     """Render ``tasks`` in up to ``workers`` processes forked from this one (which they
     inherit the tasks from: nothing is pickled); in this process when one is enough."""
+    global _JOB
     n = min(workers, len(tasks))
     if n <= 1 or not _can_fork():
         return [_run_task(t) for t in tasks]
-    return _ForkedJob(tasks, n).result()
+    import gc
+    from concurrent.futures import ProcessPoolExecutor
 
-
-class _ForkedJob:
-    """``tasks`` rendered in ``workers`` processes forked now from this one (they inherit
-    the tasks: nothing is pickled); `result` waits for them."""
-
-    def __init__(self, tasks, workers):
-        global _JOB
-        import gc
-        from concurrent.futures import ProcessPoolExecutor
-
-        self.n_tasks = len(tasks)
-        order = sorted(range(len(tasks)), key=lambda i: -_task_cost(tasks[i]))
-        _JOB = tasks
-        gc.freeze()  # the workers' collector leaves the inherited objects (and their pages) alone
-        try:
-            self._pool = ProcessPoolExecutor(min(workers, len(tasks)),
-                                             mp_context=_mp().get_context("fork"),
-                                             initializer=_worker_init)
-            # with fork, every worker is forked at the first submit (holding _JOB)
-            self._futures = [(i, self._pool.submit(_job_task, i)) for i in order]
-        except BaseException:
-            self.cancel()
-            raise
-        finally:
-            _JOB = []
-            gc.unfreeze()
-
-    def result(self):
-        """``[(name, file name, PNG bytes, (wall, CPU s))]`` in the order of the tasks."""
-        try:
-            done = {i: future.result() for i, future in self._futures}
-        except BaseException:
-            # interrupted (or a worker failed): stop the others at once, and wait for them
-            self.cancel()
-            raise
-        self._pool.shutdown(wait=True)
-        return [done[i] for i in range(self.n_tasks)]
-
-    def cancel(self):
-        """Stop the workers at once, and wait for them."""
-        pool = getattr(self, "_pool", None)
-        if pool is None:
-            return
-        for process in list((getattr(pool, "_processes", None) or {}).values()):
+    _JOB = tasks
+    gc.freeze()  # the workers' collector leaves the inherited objects (and their pages) alone
+    order = sorted(range(len(tasks)), key=lambda i: -_task_cost(tasks[i]))
+    pool = ProcessPoolExecutor(n, mp_context=_mp().get_context("fork"),
+                               initializer=_worker_init)
+    try:
+        done = dict(zip(order, pool.map(_job_task, order)))
+    except BaseException:
+        # interrupted (or a worker failed): stop the others at once, and wait for them
+        for process in list(getattr(pool, "_processes", {}).values()):
             process.kill()
         pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    finally:
+        _JOB = []
+        gc.unfreeze()
+    pool.shutdown(wait=True)
+    return [done[i] for i in range(len(tasks))]
 
 
 def _task_cost(task):
@@ -1649,9 +1623,8 @@ class PendingFigures:
     """Figures being rendered while the caller goes on (`start_render`): `result` waits
     for them and writes them, `cancel` stops them."""
 
-    def __init__(self, tasks, workers, renderer=None, job=None, pool=None):
-        self.tasks, self.workers = tasks, workers
-        self.renderer, self.job, self.pool = renderer, job, pool
+    def __init__(self, tasks, workers, renderer=None, job=None):
+        self.tasks, self.workers, self.renderer, self.job = tasks, workers, renderer, job
         self._t0 = time.perf_counter()
 
     def result(self, folder):
@@ -1664,8 +1637,7 @@ class PendingFigures:
             except (EOFError, OSError) as exc:  # the renderer died: draw without it
                 _renderer_failed(exc)
         if results is None:
-            pool, self.pool = self.pool, None
-            results = _render_without_renderer(self.tasks, self.workers, pool)
+            results = _render_without_renderer(self.tasks, self.workers)
         log.debug("%d figures in %.3f s", len(results), time.perf_counter() - self._t0)
         return _write(results, Path(folder))
 
@@ -1677,21 +1649,18 @@ class PendingFigures:
                 stop_renderer(kill=True)
             else:
                 renderer.close(kill=True)
-        if self.pool is not None:
-            pool, self.pool = self.pool, None
-            pool.cancel()
 
 
 def _use_processes(tasks, workers):
     return workers != 1 and len(tasks) > 1 and _cpu_count() > 1 and _can_fork()
 
 
-def start_render(tasks, workers=None, now=False):
+def start_render(tasks, workers=None):
     """Start rendering ``tasks`` in the warm renderer (`start_renderer`) and return at once:
     a `PendingFigures`, whose ``result(folder)`` writes them.
 
-    Without a renderer they are drawn when the result is asked for, as `render` draws
-    them; with ``now``, in processes forked at once (`_ForkedJob`) when they can be.
+    Without a renderer they are drawn when the result is asked for, as `render` draws them
+    (for big maps: processes forked then inherit them, instead of a pipe carrying them).
     """
     renderer = _renderer if _renderer is not None and _renderer.usable else None
     if renderer is not None and _use_processes(tasks, workers):
@@ -1699,9 +1668,6 @@ def start_render(tasks, workers=None, now=False):
             return PendingFigures(tasks, workers, renderer, renderer.submit(tasks))
         except (EOFError, OSError) as exc:
             _renderer_failed(exc)
-    if now and _use_processes(tasks, workers):
-        return PendingFigures(tasks, workers, pool=_ForkedJob(tasks,
-                                                              workers or _default_workers()))
     return PendingFigures(tasks, workers)
 
 
@@ -1725,15 +1691,12 @@ def render(tasks, folder, workers=None):
     return start_render(tasks, workers).result(folder)
 
 
-def _render_without_renderer(tasks, workers, job=None):
-    """`render` without the warm renderer: ``[(name, file name, PNG, (wall, CPU s))]``;
-    ``job``: the `_ForkedJob` already drawing them."""
-    if job is not None or _use_processes(tasks, workers):
+def _render_without_renderer(tasks, workers):
+    """`render` without the warm renderer: ``[(name, file name, PNG, (wall, CPU s))]``."""
+    if _use_processes(tasks, workers):
         from concurrent.futures.process import BrokenProcessPool
 
         try:
-            if job is not None:
-                return job.result()
             return _render_job(tasks, workers or _default_workers())
         except BrokenProcessPool as exc:
             log.warning("figure workers failed (%s); drawing the figures in this "

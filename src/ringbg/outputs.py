@@ -324,11 +324,10 @@ def _write_fits(result, folder, summary, progress=None):
     summary["inputs"] = input_checksums(result)
 
 
-def start_figures(result, summary=None, now=False):
+def start_figures(result, summary=None):
     """Start drawing the figures of every correlation radius of ``result``
     (`ringbg.figures.start_render`); ``summary`` (default ``result.summary``): its fits of
-    the off distribution, made where the figures are drawn when it has none. ``now``: in
-    processes forked at once when no renderer runs (else when the result is asked for).
+    the off distribution, made where the figures are drawn when it has none.
 
     Returns a `~ringbg.figures.PendingFigures`: ``result(folder)`` writes the PNG files.
     """
@@ -349,7 +348,7 @@ def start_figures(result, summary=None, now=False):
         tasks += make_figure_tasks(maps, geom.wcs, radius_summary, cfg.ring.r_in,
                                    cfg.ring.r_in + cfg.ring.width,
                                    correlation_radius_deg=radius, **common, **extra)
-    return start_render(tasks, now=now)
+    return start_render(tasks)
 
 
 def _write_report(result, folder, summary, paths, progress=None):
