@@ -563,8 +563,10 @@ def test_failing_workers_fall_back_to_this_process(tmp_path, caplog, monkeypatch
 
 def test_interrupted_workers_are_gone_when_render_returns(tmp_path, monkeypatch,
                                                          sigint_default):
-    """Ctrl-C while the workers draw: they are stopped before the interrupt goes on (the
-    run then removes its temporary folder: nothing may write into it afterwards)."""
+    """Ctrl-C while the workers draw: the figures not started are dropped, the ones being
+    drawn finish (the workers write no file; killed halfway through handing back a PNG, a
+    worker once left the executor waiting for the rest of it for ever), and the workers are
+    gone before the interrupt goes on."""
     import multiprocessing
     import threading
     import os

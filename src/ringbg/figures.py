@@ -1401,7 +1401,6 @@ def warm_up():
         ax.yaxis.set_major_formatter(_power_label)
         ax.legend()
         fig.canvas.draw()
-    import scipy.optimize  # noqa: F401 - the off distribution's fit, when drawn here
 
 
 def _zygote(conn, workers, parent_end):
@@ -1471,9 +1470,10 @@ def _render_job(tasks, workers):
     try:
         done = dict(zip(order, pool.map(_job_task, order)))
     except BaseException:
-        # interrupted (or a worker failed): stop the others at once, and wait for them
-        for process in list(getattr(pool, "_processes", {}).values()):
-            process.kill()
+        # interrupted (or a task failed): the tasks not started are dropped and the running
+        # ones finish (a figure at most each: they write no file). Killed, a worker could die
+        # halfway through writing its PNG into the executor's pipe, which then waits for the
+        # rest of the message for ever.
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     finally:

@@ -472,8 +472,8 @@ def correlated_products(passed, geom, config, exclusion, jobs=1, on_maps=None):
 
     The ring and the stack are done once; only the correlation is repeated. ``jobs``: local
     processes for the per-pixel root searches. ``on_maps``: called as
-    ``on_maps(maps_by_radius, off_by_radius)`` with the product maps that need no root
-    search (`ringbg.excess.excess_map_steps`) before the searches run.
+    ``on_maps(maps_by_radius, off_by_radius, fits_by_radius)`` with the product maps that need
+    no root search (`ringbg.excess.excess_map_steps`) before the searches run.
     """
     stack = passed.stack
     n_true = stack.exposure.shape[0]
@@ -484,11 +484,12 @@ def correlated_products(passed, geom, config, exclusion, jobs=1, on_maps=None):
     quick = {radius: next(step) for radius, step in steps.items()}
     off = {radius: _significance(stack, geom, config, stack.mask & exclusion, radius)
            for radius in steps}
+    fits = {radius: fit_off_distribution(values) for radius, values in off.items()}
     if on_maps is not None:
         on_maps({radius: assemble(maps, stack, exclusion, n_true, geom.binsize_deg)
-                 for radius, maps in quick.items()}, off)
+                 for radius, maps in quick.items()}, off, fits)
     return {radius: (assemble(next(step), stack, exclusion, n_true, geom.binsize_deg),
-                     off[radius], fit_off_distribution(off[radius]))
+                     off[radius], fits[radius])
             for radius, step in steps.items()}
 
 
@@ -915,8 +916,9 @@ def run(config, jobs=None, progress=False, cache_dir=None, on_maps=None):
         Called with a preview `Result` as soon as the maps that need no per-pixel root
         search are made (the searches, the off distribution's fit and the energy bands
         follow): its ``maps``, ``maps_by_radius`` and ``off_by_radius`` lack the errors,
-        upper limits and sensitivity; its summary holds ``n_obs`` and ``excluded_sources``
-        only. The figures start from it (`ringbg.outputs.start_figures`).
+        upper limits and sensitivity; its summary holds ``n_obs``, ``excluded_sources`` and
+        the off distributions' fits only. The figures start from it
+        (`ringbg.outputs.start_figures`).
 
     Returns
     -------
@@ -938,8 +940,8 @@ def run(config, jobs=None, progress=False, cache_dir=None, on_maps=None):
     stage(progress, "correlated maps")
     # local processes for the root searches of big maps (not a Dask cluster's workers)
     jobs = plan.jobs if config.parallel.address is None else 1
-    preview = None if on_maps is None else (lambda maps, off: on_maps(
-        _preview(plan, passed, exclusion, maps, off, excluded_sources)))
+    preview = None if on_maps is None else (lambda maps, off, fits: on_maps(
+        _preview(plan, passed, exclusion, maps, off, fits, excluded_sources)))
     by_radius = correlated_products(passed, plan.geom, config, exclusion, jobs, preview)
     band_maps = _band_maps(passed, plan.geom, config, jobs)
     clock.lap("excess")
@@ -978,12 +980,16 @@ def _run_notes(passed, excluded_sources):
     return notes
 
 
-def _preview(plan, passed, exclusion, maps_by_radius, off_by_radius, excluded_sources):
+def _preview(plan, passed, exclusion, maps_by_radius, off_by_radius, fits_by_radius,
+             excluded_sources):
     """The `Result` given to ``run``'s ``on_maps``."""
     first = plan.config.excess.radii_deg[0]
+    summary = {"n_obs": len(passed.used), "excluded_sources": excluded_sources,
+               "off_distribution": fits_by_radius[first],
+               "radii": {radius_key(r): {"off_distribution": fit}
+                         for r, fit in fits_by_radius.items()}}
     return Result(config=plan.config, geom=plan.geom, stack=passed.stack,
-                  maps=maps_by_radius[first], exclusion=exclusion,
-                  summary={"n_obs": len(passed.used), "excluded_sources": excluded_sources},
+                  maps=maps_by_radius[first], exclusion=exclusion, summary=summary,
                   observations=[], off_significance=off_by_radius[first],
                   maps_by_radius=maps_by_radius, off_by_radius=off_by_radius,
                   energy_true_edges_tev=make_energy_true_edges(plan.config))
