@@ -548,6 +548,28 @@ def test_a_renderer_dying_during_the_job_is_replaced_by_workers(tmp_path, caplog
     assert figures._renderer is None
 
 
+def test_a_job_that_cannot_reach_the_renderer_is_drawn_without_it(tmp_path, caplog,
+                                                                  monkeypatch):
+    """The job is written into the renderer's pipe by a thread: what stops it there (the
+    renderer gone meanwhile) comes out when the figures are collected, and they are drawn
+    without the renderer."""
+    caplog.set_level("WARNING", logger="ringbg.figures")
+    renderer = figures.start_renderer(2)
+
+    def broken(data):
+        raise BrokenPipeError("renderer gone")
+
+    monkeypatch.setattr(renderer._conn, "send_bytes", broken)
+    pending = figures.start_render(figure_tasks(make_maps(), make_wcs(), fit={},
+                                                names=["counts", "alpha"]))
+    written = pending.result(tmp_path)
+    assert set(written) == {"counts", "alpha"}
+    for path in written.values():
+        assert_good_png(path)
+    assert "drawing the figures without it" in caplog.text
+    assert figures._renderer is None
+
+
 def test_failing_workers_fall_back_to_this_process(tmp_path, caplog, monkeypatch):
     from concurrent.futures.process import BrokenProcessPool
 

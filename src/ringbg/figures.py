@@ -1535,24 +1535,27 @@ class Renderer:
         self._wait_sent()
         self._jobs += 1
         data = pickle.dumps((self._jobs, tasks), protocol=pickle.HIGHEST_PROTOCOL)
-        self._sending = threading.Thread(target=self._send, args=(data,), daemon=True,
-                                         name="ringbg-figures-send")
-        self._sending.error = None
-        self._sending.start()
+        errors = []
+        thread = threading.Thread(target=self._send, args=(data, errors), daemon=True,
+                                  name="ringbg-figures-send")
+        self._sending = (thread, errors)
+        thread.start()
         return self._jobs
 
-    def _send(self, data):
+    def _send(self, data, errors):
         try:
             self._conn.send_bytes(data)
         except BaseException as exc:  # noqa: BLE001 - raised by collect
-            self._sending.error = exc
+            errors.append(exc)
 
     def _wait_sent(self):
+        """Wait until the last job is in the pipe; raise what stopped it getting there."""
         sending, self._sending = self._sending, None
         if sending is not None:
-            sending.join()
-            if sending.error is not None:
-                raise sending.error
+            thread, errors = sending
+            thread.join()
+            if errors:
+                raise errors[0]
 
     def collect(self, job=None):
         """The results of job ``job`` (default: the last submitted), waiting for them:
