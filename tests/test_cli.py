@@ -318,13 +318,21 @@ def small_config(tmp_path_factory, data_dir):
     return _write(root, _small(root))
 
 
+@pytest.fixture(scope="module")
+def tutorial_config(tmp_path_factory, data_dir):
+    """The tutorial's 20 runs: a whole process of more than a second even on a fast day (two
+    runs once ended in 0.7 s, before the Ctrl-C meant to land in them)."""
+    root = tmp_path_factory.mktemp("sigint20")
+    return _write(root, msh_config(root))
+
+
 @pytest.mark.parametrize("when", ["importing click", 0.2, 0.4, 0.7])
-def test_ctrl_c_while_starting_one_line_130(when, small_config, tmp_path):
+def test_ctrl_c_while_starting_one_line_130(when, tutorial_config, tmp_path):
     """Ctrl-C during the imports of the first second: not click's 'Aborted!' with status 1,
     not a traceback, but one line and 130. 'importing click': as soon as the child reports
     (``-X importtime``) that it imported part of click, i.e. before the CLI runs."""
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "ringbg", "run", str(small_config), "-o", str(out)]
+    command = [sys.executable, "-m", "ringbg", "run", str(tutorial_config), "-o", str(out)]
     if when == "importing click":
         command[1:1] = ["-X", "importtime"]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -337,6 +345,7 @@ def test_ctrl_c_while_starting_one_line_130(when, small_config, tmp_path):
                 break
     else:
         time.sleep(when)
+    assert proc.poll() is None, "the run ended before the Ctrl-C meant to land in it"
     proc.send_signal(signal.SIGINT)
     stderr = "".join(early) + proc.communicate(timeout=60)[1]
     lines = [line for line in _error_lines(stderr) if not line.startswith("import time:")]
