@@ -467,10 +467,9 @@ def test_off_histogram_and_fit_use_the_fit_mask_run(tmp_path, monkeypatch):
     seen = []
     monkeypatch.setattr(figures, "fit_gaussian",
                         lambda values: seen.append(np.asarray(values)) or fit_gaussian(values))
-    # workers=1: drawn (and the fit made) in this process, where the patch is
-    plain = make_figures(tmp_path / "a", maps, make_wcs(), {}, None, None, workers=1)
+    plain = make_figures(tmp_path / "a", maps, make_wcs(), {}, None, None)
     with_off = make_figures(tmp_path / "b", dict(maps, OFF_SIGNIFICANCE=off), make_wcs(), {},
-                            None, None, workers=1)
+                            None, None)
     used = maps["EXCLUSION"] > 0.5
     np.testing.assert_array_equal(seen[0], maps["SIGNIFICANCE"][used])
     np.testing.assert_array_equal(seen[1], off[used])

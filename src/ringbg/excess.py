@@ -14,7 +14,8 @@ import numpy as np
 from . import stats
 from .kernels import convolve, nan_to_num, tophat_kernel
 
-__all__ = ["excess_maps", "excess_map_steps", "flux_weights", "power_law_integral", "SENSITIVITY_DEFAULTS"]
+__all__ = ["excess_maps", "excess_map_steps", "flux_weights", "power_law_integral",
+           "SENSITIVITY_DEFAULTS"]
 
 
 def power_law_integral(e_lo_tev, e_hi_tev, index):
@@ -196,7 +197,8 @@ def _sensitivity_counts(n_off, alpha, pixel_background, options):
 def _quick_maps(counts, counts_off, acceptance, acceptance_off, mask, radius_px, correlate_off,
                 exposure, energy_edges_tev, spectral_index, n_sigma, response, energy_range_tev):
     """The maps of `excess_map_steps`' first step (NaN outside ``mask``), and what the
-    second needs: ``(mask, alpha_stack * off or None, off, reco or None)``."""
+    second needs: ``(mask, pixel background, reco)`` (the pixel background is
+    ``alpha_stack * off`` with an exposure, else ``off``; ``reco`` is None without one)."""
     kernel = tophat_kernel(radius_px)
     m = np.asarray(mask, dtype=bool)
     counts = nan_to_num(counts)

@@ -1166,9 +1166,8 @@ def figure_tasks(maps, wcs, *, summary=None, fit=None, energy_range_tev=None,
         Celestial WCS of the maps.
     summary : dict, optional
         The run summary: ``n_obs`` and ``excluded_sources`` are shown.
-    fit : dict or None
-        The Gaussian fit of the off distribution; None: made where the figure is drawn
-        (`fit_gaussian` of the off pixels).
+    fit : dict
+        The Gaussian fit of the off distribution.
     energy_range_tev : (float, float), optional
         Shown in the titles.
     correlation_radius_deg : float, optional
@@ -1230,23 +1229,10 @@ def _special_task(spec, maps, wcs, exclusion, fit, subtitle, summary, ring, radi
                 "sources": summary.get("excluded_sources") or []}
     if spec.kind == "distribution":
         off = maps.get("OFF_SIGNIFICANCE")
-        task = {"function": plot_significance_distribution, "significance": significance,
+        return {"function": plot_significance_distribution, "significance": significance,
                 "exclusion": exclusion, "fit": fit, "subtitle": subtitle,
                 "off_significance": significance if off is None else _as32(off)}
-        if fit is None:
-            task["fit_values"] = _off_values(maps)
-        return task
     return None
-
-
-def _off_values(maps):
-    """What the off distribution's Gaussian is fitted to: ``OFF_SIGNIFICANCE`` (default
-    ``SIGNIFICANCE``) where ``EXCLUSION`` is 1, as float64."""
-    off = np.asarray(maps.get("OFF_SIGNIFICANCE", maps["SIGNIFICANCE"]), dtype=float)
-    exclusion = maps.get("EXCLUSION")
-    if exclusion is not None:
-        off = off[np.nan_to_num(np.asarray(exclusion, dtype=float), nan=0.0) > 0.5]
-    return np.ravel(off)
 
 
 def _significance_title(significance):
@@ -1268,11 +1254,8 @@ def _run_task(task):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         if function is plot_significance_distribution:
-            fit = kwargs.pop("fit")
-            values = kwargs.pop("fit_values", None)
-            if fit is None:
-                fit = fit_gaussian(values)
-            function(png, kwargs.pop("significance"), kwargs.pop("exclusion"), fit, **kwargs)
+            function(png, kwargs.pop("significance"), kwargs.pop("exclusion"),
+                     kwargs.pop("fit"), **kwargs)
         else:
             function(png, **kwargs)
     return name, file_name, png.getvalue(), (time.perf_counter() - t0,
@@ -1331,12 +1314,16 @@ def make_figure_tasks(maps, wcs, summary, r_in_deg=None, r_out_deg=None, *,
                       energy_range_tev=None, correlation_radius_deg=None, r_out_max_deg=None,
                       suffix="", per_radius_only=False, names=None):
     """The `figure_tasks` of `make_figures` (same parameters, but ``outdir`` and
-    ``workers``), to render later or alongside other work (`start_render`).
-
-    Without ``summary["off_distribution"]`` the Gaussian fit of the off pixels is made
-    where the distribution figure is drawn."""
+    ``workers``), to render later or alongside other work (`start_render`)."""
     summary = summary or {}
-    fit = summary.get("off_distribution") or None
+    exclusion = maps.get("EXCLUSION")
+    fit = summary.get("off_distribution")
+    if not fit:
+        off = maps.get("OFF_SIGNIFICANCE", maps["SIGNIFICANCE"])
+        off = np.asarray(off, dtype=float)
+        if exclusion is not None:
+            off = off[np.nan_to_num(np.asarray(exclusion, dtype=float), nan=0.0) > 0.5]
+        fit = fit_gaussian(off)
     ring = None
     if r_in_deg is not None and r_out_deg is not None:
         ring = {"r_in_deg": float(r_in_deg), "r_out_deg": float(r_out_deg),

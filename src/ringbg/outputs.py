@@ -282,7 +282,7 @@ def _write_all(result, folder, figures, summary, progress=None, pending=None):
             _write_report(result, folder, summary, pending.result(folder), progress)
     except BaseException:
         if pending is not None:
-            pending.cancel()  # nothing writes into the folder once it is discarded
+            pending.cancel()  # no more drawing for figures that will not be written
         raise
 
 
@@ -327,7 +327,7 @@ def _write_fits(result, folder, summary, progress=None):
 def start_figures(result, summary=None):
     """Start drawing the figures of every correlation radius of ``result``
     (`ringbg.figures.start_render`); ``summary`` (default ``result.summary``): its fits of
-    the off distribution, made where the figures are drawn when it has none.
+    the off distribution (made now for a radius it has none for).
 
     Returns a `~ringbg.figures.PendingFigures`: ``result(folder)`` writes the PNG files.
     """
