@@ -146,13 +146,23 @@ def _bracket(nodes, x):
         # (nearly) even nodes: the index from arithmetic is off by at most one, then
         # corrected to what searchsorted gives (a binary search per value costs 3x more)
         with np.errstate(invalid="ignore"):
-            guess = np.clip(np.nan_to_num((x - nodes[0]) / step, nan=0.0), 0, n - 2)
-        idx = np.floor(guess).astype(np.intp)
-        idx -= (x < nodes[idx]) & (idx > 0)
-        idx += (x >= nodes[idx + 1]) & (idx < n - 2)
+            guess = np.asarray(np.subtract(x, nodes[0]))
+            guess /= step
+            # NaN -> 0 (fmax), then into [0, n - 2]: the floor is the integer part
+            np.minimum(np.fmax(guess, 0.0, out=guess), n - 2, out=guess)
+        idx = guess.astype(np.intp)
+        # one step down below the lower node, up at or above the upper one; NaN at the
+        # ends, where no step is taken (a comparison with NaN is False)
+        lower = np.array(nodes, dtype=float)
+        lower[0] = np.nan
+        upper = np.array(nodes[1:], dtype=float)
+        upper[-1] = np.nan
+        idx -= x < lower[idx]
+        idx += x >= upper[idx]
     else:
         idx = np.clip(np.searchsorted(nodes, x, side="right") - 1, 0, n - 2)
-    t = (x - nodes[idx]) / (nodes[idx + 1] - nodes[idx])
+    # nodes[idx + 1] - nodes[idx], the same subtraction, from the n - 1 widths
+    t = (x - nodes[idx]) / np.diff(nodes)[idx]
     return idx, t, False
 
 
@@ -196,7 +206,7 @@ def aeff_values_m2(aeff, energy_tev, offset_deg, scale=1.0):
         out += np.take(per_energy, idx, axis=1, mode="clip")
     outside = ~_inside(aeff.offset, flat)
     if outside.any():
-        out[:, outside] = 0.0
+        np.copyto(out, 0.0, where=outside)
     np.clip(out, 0.0, None, out=out)
     if scale != 1.0:
         out *= scale
@@ -378,13 +388,15 @@ def bkg_log_rate_at_edges(bkg, log_values_e, energy_edges_tev, spatial_coords):
     spatial_shape = planes.shape[1:]
     strides = [int(np.prod(spatial_shape[k + 1:])) for k in range(len(spatial_shape))]
     inside = np.ones(int(np.prod(shape)), dtype=bool)
-    corners = [(0, 1.0)]
+    corners = None  # (flat index, weight) of each corner of the pixels' IRF cells
     for axis, coord, stride in zip(bkg.spatial, spatial_coords, strides):
         flat = np.ravel(coord)
         idx, t, single = _bracket(axis.nodes, flat)
-        hi = idx if single else idx + 1
-        corners = [(c + i * stride, w * f) for c, w in corners
-                   for i, f in ((idx, 1.0 - t), (hi, t))]
+        lo = idx * stride if stride != 1 else idx
+        hi = lo if single else lo + stride
+        pairs = ((lo, 1.0 - t), (hi, t))
+        corners = list(pairs) if corners is None else [
+            (c + i, w * f) for c, w in corners for i, f in pairs]
         inside &= _inside(axis, flat)
     log_rate = term = None
     for flat_index, weight in corners:
@@ -394,7 +406,10 @@ def bkg_log_rate_at_edges(bkg, log_values_e, energy_edges_tev, spatial_coords):
             log_rate, term = term, None
         else:
             log_rate += term
-    inside = e_inside[:, None] & inside[None, :]
+    # the pixels' row for each edge, False for the edges outside (row copies: a broadcast
+    # logical_and of booleans is several times slower)
+    inside = np.repeat(inside[None, :], m, axis=0)
+    inside[~e_inside] = False
     return log_rate.reshape((m,) + shape), inside.reshape((m,) + shape)
 
 
@@ -417,12 +432,12 @@ def integrate_power_law_log(log_y, inside, energy_edges):
         val += 1.0
         integral = np.subtract(ey[1:], ey[:-1])
         integral /= val
-        flat = np.abs(val) <= 1e-8
+        flat = np.abs(val, out=val) <= 1e-8  # (val is not used again)
         if flat.any():
             integral[flat] = (ey[:-1] * log_ratio_e)[flat]
     both = inside[:-1] & inside[1:]
     if not both.all():
-        integral[~both] = 0.0
+        np.copyto(integral, 0.0, where=~both)
     return integral
 
 
