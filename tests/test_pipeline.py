@@ -450,3 +450,57 @@ def test_observation_rows_for_the_report(msh_result):
         assert 0.3 < r["offset_deg"] < 0.8  # the wobbles around MSH 15-52
         assert 53000 < r["tstart_mjd"] < 53500  # 2004
         assert np.isfinite(r["significance_at_max"])
+
+
+def test_report_images_kept_only_when_they_fit(monkeypatch):
+    """The report's per-observation numbers at the maximum need every observation's on/off
+    images: kept when their cutouts, trimmed by the map edges, fit in KEEP_IMAGES_BYTES;
+    otherwise the workers do not make them (before, they were made, sent and copied until the
+    limit was passed, then dropped) and the rows have no numbers at the maximum."""
+    from ringbg import pipeline
+    from ringbg.config import load_config
+
+    cfg = msh_config(observations={"obs_ids": [20136, 20137, 20151]})
+    config = load_config(cfg)
+    store, ids, _ = pipeline._selected(config)
+    plan, _, _ = pipeline.make_plan(config, store, ids, 1, None)
+    # the 150 x 150 map is smaller than the 250-pixel cutouts: three whole maps
+    actual = 3 * 150 * 150 * pipeline.IMAGE_BYTES_PER_PIXEL
+    monkeypatch.setattr(pipeline, "KEEP_IMAGES_BYTES", actual)
+    assert pipeline.report_images_fit(plan)
+    monkeypatch.setattr(pipeline, "KEEP_IMAGES_BYTES", actual - 1)
+    assert not pipeline.report_images_fit(plan)
+    # a wider map: the cutouts trimmed by its edges, the bound of three whole cutouts too big
+    wide = msh_config(observations={"obs_ids": [20136, 20137, 20151]})
+    wide["geom"]["width"] = ["6 deg", "3 deg"]
+    wide["geom"]["skydir"]["lon"] = "232.3 deg"  # 2 deg east of the pointings
+    config = load_config(wide)
+    plan, _, _ = pipeline.make_plan(config, store, ids, 1, None)
+    sizes = [pipeline.make_geom(config).cutout_slices(
+        *(store.obs_info(i)[c] for c in ("RA_PNT", "DEC_PNT")), 5.0) for i in ids]
+    pixels = sum((sy.stop - sy.start) * (sx.stop - sx.start) for sy, sx in sizes)
+    assert pixels < 3 * 250 * 150
+    monkeypatch.setattr(pipeline, "KEEP_IMAGES_BYTES", pixels * pipeline.IMAGE_BYTES_PER_PIXEL)
+    assert pipeline.report_images_fit(plan)
+    monkeypatch.setattr(pipeline, "KEEP_IMAGES_BYTES", pixels * pipeline.IMAGE_BYTES_PER_PIXEL - 1)
+    assert not pipeline.report_images_fit(plan)
+
+    sent = []
+    process = pipeline.process_observation
+
+    def spy(task):
+        out = process(task)
+        sent.append(out[1].images)
+        return out
+
+    monkeypatch.setattr(pipeline, "process_observation", spy)
+    monkeypatch.setattr(pipeline, "KEEP_IMAGES_BYTES", actual - 1)
+    result = run(cfg)
+    assert sent == [None, None, None]
+    rows = [r for r in result.observations if r["status"] == "used"]
+    assert len(rows) == 3 and not any("counts_at_max" in r for r in rows)
+    monkeypatch.setattr(pipeline, "KEEP_IMAGES_BYTES", 256 * 2**20)
+    sent.clear()
+    rows = [r for r in run(cfg).observations if r["status"] == "used"]
+    assert all(s is not None for s in sent) and len(sent) == 3
+    assert all("counts_at_max" in r for r in rows)

@@ -146,6 +146,7 @@ class ObservationTask:
     energy_true_edges_tev: np.ndarray | None = None
     irf: object = None  # the energy-dispersion IRF grid (`ringbg.edisp.IrfGrid`) or None
     per_observation: bool = False  # send the on/off image back (``output.per_observation``)
+    images: bool = True  # send the float32 images for the report's numbers at the maximum
 
 
 def make_task(config, geom, obs_id, exclusion=None, cache_dir=None, prefetch_id=None):
@@ -271,7 +272,8 @@ class RingedObservation:
     band_terms: list
     edisp_terms: object  # `ringbg.edisp.stack_terms` of the integrated response, or None
     band_edisp_terms: list
-    images: tuple  # (slices, (counts, counts_off, acceptance, acceptance_off) float32, mask)
+    #: (slices, (counts, counts_off, acceptance, acceptance_off) float32, mask), or None
+    images: tuple | None
     safe_pixels: int
     no_ring_pixels: int
     ring_s: float
@@ -308,9 +310,11 @@ def process_observation(task):
     facts = {"counts": float(image.counts[onoff.mask].sum()),
              "safe_energy_min_tev": float(task.geom.energy_edges_tev[safe_bins[0]]),
              "livetime_s": float(reduced.livetime_s)}
-    images = (onoff.slices, tuple(np.asarray(a, np.float32) for a in (
-        onoff.counts, np.nan_to_num(onoff.counts_off), onoff.acceptance,
-        np.nan_to_num(onoff.acceptance_off))), onoff.mask)
+    images = None
+    if task.images:
+        images = (onoff.slices, tuple(np.asarray(a, np.float32) for a in (
+            onoff.counts, np.nan_to_num(onoff.counts_off), onoff.acceptance,
+            np.nan_to_num(onoff.acceptance_off))), onoff.mask)
     return obs_id, RingedObservation(
         stack_terms(onoff), [stack_terms(b) for b in bands], edisp, band_edisp, images,
         int(image.mask.sum()), int(np.sum(image.mask & ~onoff.mask)),
@@ -594,7 +598,7 @@ class StackPass:
     point_like: list = field(default_factory=list)
     facts: dict = field(default_factory=dict)
     #: obs_id -> its on/off images (float32, no exposure) for the per-observation numbers at
-    #: the map maximum; None once they would exceed `KEEP_IMAGES_BYTES`
+    #: the map maximum; None when they would exceed `KEEP_IMAGES_BYTES` (`report_images_fit`)
     images: dict | None = field(default_factory=dict)
     images_bytes: int = 0
 
@@ -633,9 +637,12 @@ def _tasks(plan, exclusion, shapes=None):
     ids = plan.obs_ids
     following = ids[1:] + [None] if in_process else [None] * len(ids)
     packed = PackedMask(exclusion)
+    images = report_images_fit(plan)
     tasks = []
     for obs_id, next_id in zip(ids, following):
         task = make_task(config, plan.geom, obs_id, packed, plan.cache_dir, next_id)
+        if not images:
+            task = replace(task, images=False)
         if shapes and obs_id in shapes:
             task = replace(task, template_parameters=template_parameters(config,
                                                                          shapes[obs_id]))
@@ -785,10 +792,45 @@ def _warn_ring_beyond_cutout(config):
 #: at most this much memory for the observations' on/off images of the report's numbers at
 #: the map maximum (beyond, a survey: the report shows dashes there)
 KEEP_IMAGES_BYTES = 256 * 2**20
+#: their bytes per cutout pixel: four float32 planes and the mask
+IMAGE_BYTES_PER_PIXEL = 4 * 4 + 1
+
+
+def report_images_fit(plan):
+    """Whether the on/off images of the plan's observations fit in `KEEP_IMAGES_BYTES`, their
+    cutouts (trimmed by the map's edges) placed at the index's pointings.
+
+    When they do not, the workers do not make them at all: before, they were made, sent and
+    copied until the sum passed the limit, then all dropped (a survey spent most of the limit's
+    256 MB of copies in the process that stacks, for nothing).
+    """
+    geom = plan.geom
+    ny, nx = geom.shape
+    side = int(np.round(2 * plan.config.geom.offset_max / geom.binsize_deg))
+    per_obs = min(side, ny) * min(side, nx) * IMAGE_BYTES_PER_PIXEL
+    if len(plan.obs_ids) * per_obs <= KEEP_IMAGES_BYTES:
+        return True
+    table = plan.store.obs_table
+    row = {}
+    for k, obs_id in enumerate(np.asarray(table["OBS_ID"], dtype=np.int64)):
+        row.setdefault(int(obs_id), k)
+    rows = [row[int(i)] for i in plan.obs_ids]
+    ra, dec = (np.asarray(table[c], dtype=float)[rows] for c in ("RA_PNT", "DEC_PNT"))
+    x, y = geom.world_to_pix(ra, dec, "icrs")
+    pixels = np.ones(len(rows))
+    for pos, size in ((y, ny), (x, nx)):
+        # as `Geom.cutout_slices`; a pointing off the map's projection gives no cutout
+        with np.errstate(invalid="ignore"):
+            lo = np.ceil(pos - side / 2.0)
+            pixels *= np.nan_to_num(np.clip(lo + side, 0, size) - np.clip(lo, 0, size))
+    return float(pixels.sum()) * IMAGE_BYTES_PER_PIXEL <= KEEP_IMAGES_BYTES
 
 
 def _keep_images(out, obs_id, images):
     if out.images is None:
+        return
+    if images is None:  # not made (`report_images_fit`)
+        out.images = None
         return
     slices, planes, mask = images
     out.images[obs_id] = (slices, tuple(np.array(p) for p in planes), np.array(mask))
