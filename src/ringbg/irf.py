@@ -327,17 +327,19 @@ def interp_missing_energy(values):
     flat = values.reshape(values.shape[0], -1)
     valid = np.isfinite(flat) & (flat != 0)
     n = flat.shape[0]
-    # missing entries with a valid one below and above them
-    fill = (~valid & np.logical_or.accumulate(valid, axis=0)
-            & np.flip(np.logical_or.accumulate(np.flip(valid, axis=0), axis=0), axis=0))
+    # missing entries with a valid one below and above them: between the first and the last
+    # valid index of their spatial bin
+    row = np.arange(n)[:, None]
+    first = np.argmax(valid, axis=0)
+    last = n - 1 - np.argmax(valid[::-1], axis=0)
+    fill = ~valid & (row > first) & (row < last) & valid.any(axis=0)
     if not fill.any():
         return values
     # in the spatial bins that have one: the nearest valid index below and above
     cols_fill = np.flatnonzero(fill.any(axis=0))
     sub = valid[:, cols_fill]
-    idx = np.arange(n)[:, None]
-    below = np.maximum.accumulate(np.where(sub, idx, -1), axis=0)
-    above = np.flip(np.minimum.accumulate(np.flip(np.where(sub, idx, n), axis=0), axis=0),
+    below = np.maximum.accumulate(np.where(sub, row, -1), axis=0)
+    above = np.flip(np.minimum.accumulate(np.flip(np.where(sub, row, n), axis=0), axis=0),
                     axis=0)
     rows, k = np.nonzero(fill[:, cols_fill])
     cols = cols_fill[k]
