@@ -178,11 +178,29 @@ def _scalar_column(table, name, path, unit):
 
 
 def read_events(table, path):
-    """RA, Dec (deg) and energy (TeV) of the events of an EVENTS table, and its header."""
+    """RA, Dec (deg) and energy (TeV) of the events of an EVENTS table, and its header.
+
+    RA and Dec keep the precision of the file's columns when they are float32 in degrees (as
+    DL3 files write them): gammapy wraps and transforms them in float32, and so does
+    `ringbg.reduce.bin_events`, so that events on pixel borders land where gammapy puts them.
+    """
     ra = _scalar_column(table, "RA", path, "deg")
     dec = _scalar_column(table, "DEC", path, "deg")
     energy = _scalar_column(table, "ENERGY", path, "TeV")
+    if all(_is_float32_deg(table, name) for name in ("RA", "DEC")):
+        ra, dec = ra.astype(np.float32), dec.astype(np.float32)  # exact: read from float32
     return ra, dec, energy, table.header
+
+
+def _is_float32_deg(table, name):
+    """The column is float32 in degrees (or with no unit)."""
+    try:
+        if np.asarray(table.column(name)).dtype != np.float32:
+            return False
+        unit = str(table.unit(name) or "").strip().replace("^", "").replace("**", "")
+    except Exception:  # read as float64 by `_column`, which reported any problem
+        return False
+    return not unit or _conversion(unit, "deg")[0] == 1.0
 
 
 def read_gti(table, path):

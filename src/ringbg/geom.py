@@ -54,7 +54,13 @@ def to_frame(lon_deg, lat_deg, frame_in, frame_out):
     Longitudes are in [0, 360).
     """
     if frame_in == frame_out:
-        return np.asarray(lon_deg, dtype=float), np.asarray(lat_deg, dtype=float)
+        from astropy.coordinates import Longitude
+
+        # wrapped into [0, 360) as by ``SkyCoord``, in the values' own precision: float32
+        # event coordinates (CTA's RA in [-180, 180)) are wrapped in float32, as gammapy
+        # bins them
+        lon = Longitude(lon_deg, unit="deg").to_value("deg")
+        return np.asarray(lon, dtype=float), np.asarray(lat_deg, dtype=float)
     if {frame_in, frame_out} != set(FRAMES):
         coord = SkyCoord(lon_deg, lat_deg, unit="deg", frame=frame_in).transform_to(frame_out)
         sph = coord.spherical

@@ -68,10 +68,9 @@ def bin_events(geom, slices, ra_deg, dec_deg, energy_tev):
     ra_deg, dec_deg, ie = (np.asarray(a)[in_energy] for a in (ra_deg, dec_deg, ie))
     if len(ie) == 0:
         return np.zeros(shape, dtype=np.float32)
-    if geom.frame != "icrs":
-        # gammapy transforms the event list's float32 columns as they are: do the same, so
-        # that events on pixel borders land in the same pixel
-        ra_deg, dec_deg = (np.asarray(a, dtype=np.float32) for a in (ra_deg, dec_deg))
+    # gammapy wraps (RA into [0, 360)) and transforms the event list's columns in their own
+    # precision (float32 in DL3 files; `ringbg.dl3.read_events` keeps it): so does
+    # `Geom.world_to_pix`, so that events on pixel borders land in the same pixel
     x, y = geom.world_to_pix(ra_deg, dec_deg, "icrs")
     with np.errstate(invalid="ignore"):
         ix = np.floor(x + 0.5) - sx.start
