@@ -361,6 +361,27 @@ def test_flux_edisp_with_a_finer_true_energy_axis():
     assert np.all(result.flux_response[6:11] > 0.95)
 
 
+def test_flux_on_an_even_irf_grid():
+    """A 3.6 x 2.35 deg galactic map: its 0.2 deg IRF grid (18 x 12) has its centre on a
+    pixel corner, where gammapy's reading of the energy-dispersion kernel depends on the last
+    bits of a round trip through the sky (ringbg took the row below: flux maps 0.5 % off);
+    bkg-peak and DL4 safe thresholds, a cutout trimmed by the map edge. Found by a randomized
+    comparison of configs against gammapy."""
+    cfg = msh_config()
+    cfg["observations"] = {"obs_ids": [20397]}
+    cfg["geom"].update({
+        "skydir": {"frame": "galactic", "lon": "347.6179 deg", "lat": "0.4996 deg"},
+        "width": ["3.636 deg", "2.35 deg"], "binsize": "0.04 deg",
+        "energy": {"min": "0.4 TeV", "max": "30 TeV", "nbins": 10}, "offset_max": "2.13 deg"})
+    cfg["safe_mask"] = {"methods": ["aeff-default", "bkg-peak"], "parameters": {"irfs": "DL4"}}
+    cfg["exclusion"] = {"regions": [{"frame": "galactic", "lon": "346.9899 deg",
+                                     "lat": "1.0427 deg", "radius": "0.462 deg"}]}
+    cfg["ring"] = {"r_in": "0.246 deg", "width": "0.486 deg"}
+    cfg["excess"] = {"correlation_radius": "0.283 deg", "correlate_off": True}
+    result, ref = _check(cfg)
+    assert ref["stacked"]["edisp_kernel_map"].shape[1:] == (12, 18)
+
+
 def test_flux_without_edisp_as_gammapy_without_edisp_maps():
     """``excess.edisp: false``: gammapy without energy-dispersion maps (its diagonal response,
     here with a true-energy axis that overhangs the reconstructed range)."""

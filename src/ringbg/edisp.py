@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 import numpy as np
+from astropy.coordinates import SkyCoord
 from astropy.wcs.utils import pixel_to_skycoord
 
 from .geom import Geom, angular_separation_deg
@@ -297,26 +298,44 @@ class EdispStack:
 
         The stacked kernel at the centre of the IRF grid; where no observation left a kernel
         there, at the nearest pixel that has one (``IRFMap._get_nearest_valid_position``).
+        gammapy reads it at a point region (``to_region_nd_map``): at the centre of the
+        point's pixel bounding box (regions' ``RegionBoundingBox``: the nearest pixel centre,
+        or the point itself on a pixel edge, as the centre of an even-sized grid is), taken
+        back to the sky and to pixels, then the nearest pixel (ties down, scipy's
+        interpolator). The same astropy calls give the same floats: on an edge, which
+        neighbour is taken depends on their last bits.
         """
         kernel = self.kernel_map()
         valid = (kernel > 0).any(axis=0)
         ny, nx = self.irf.shape
         wcs = self.irf.wcs
-        centre = pixel_to_skycoord((nx - 1) / 2.0, (ny - 1) / 2.0, wcs, origin=0)
-        lon, lat = (float(v) for v in (centre.spherical.lon.deg, centre.spherical.lat.deg))
-        x, y = wcs.wcs_world2pix(np.array([lon]), np.array([lat]), 0)
+        position = pixel_to_skycoord((nx - 1) / 2.0, (ny - 1) / 2.0, wcs, origin=0)
+        x, y = _sky_to_pix(wcs, position)
         # the validity test rounds to the closest pixel (ties up) ...
-        ix, iy = int(np.floor(x[0] + 0.5)), int(np.floor(y[0] + 0.5))
+        ix, iy = int(np.floor(x + 0.5)), int(np.floor(y + 0.5))
         inside = 0 <= ix < nx and 0 <= iy < ny
         if not (inside and valid[iy, ix]) and valid.any():
+            lon, lat = (float(v) for v in (position.spherical.lon.deg,
+                                           position.spherical.lat.deg))
             plon, plat = self.irf.lonlat_deg
             sep = angular_separation_deg(plon, plat, lon, lat)
             sep[~valid] = np.inf
             j = int(np.argmin(sep))
-            lon, lat = float(plon.flat[j]), float(plat.flat[j])
-            x, y = wcs.wcs_world2pix(np.array([lon]), np.array([lat]), 0)
-        # ... the lookup takes the nearest pixel (ties down), as scipy's interpolator
-        return kernel[:, _nearest(y[0], ny), _nearest(x[0], nx)]
+            position = SkyCoord(float(plon.flat[j]), float(plat.flat[j]), unit="deg",
+                                frame=position.frame)
+        # ... the point region's bounding-box centre, back on the sky, then to pixels ...
+        px, py = (float(v) for v in wcs.world_to_pixel(position))
+        qx, qy = (0.5 * (np.ceil(p + 0.5) - 1 + np.floor(p + 0.5)) for p in (px, py))
+        x, y = _sky_to_pix(wcs, pixel_to_skycoord(qx, qy, wcs, origin=0))
+        # ... and the lookup takes the nearest pixel (ties down), as scipy's interpolator
+        return kernel[:, _nearest(y, ny), _nearest(x, nx)]
+
+
+def _sky_to_pix(wcs, position):
+    """Pixel (x, y) of a sky position as gammapy's ``WcsGeom.coord_to_pix``."""
+    lon, lat = position.spherical.lon.deg, position.spherical.lat.deg
+    x, y = wcs.wcs_world2pix(np.atleast_1d(lon), np.atleast_1d(lat), 0)
+    return float(x[0]), float(y[0])
 
 
 def _nearest(pos, n):
