@@ -316,6 +316,32 @@ def test_safe_mask_dl3_and_dl4(methods, percent, energy):
     assert run(cfg).summary["totals"]["counts"] == counts["DL4"]
 
 
+@pytest.mark.parametrize("store", ["hess-dl3-dr1", "cta-1dc/index/gps"])
+def test_bkg_peak_dl3_threshold_of_every_run(store):
+    """safe_mask bkg-peak with irfs DL3, on every run of both data stores: gammapy's threshold
+    (``Background3D.to_2d`` then its ``integral`` over offset). Two DR1 runs (20517, 29683)
+    have two IRF energy bins within 1 % at the peak: ringbg had integrated the filled values
+    of the row below 0 by the trapezoid rule and took the bin next to gammapy's (found by a
+    randomized comparison of configs against gammapy)."""
+    import warnings
+
+    from gammapy.data import DataStore as GammapyStore
+
+    from ringbg.datastore import DataStore
+    from ringbg.safemask import _bkg_peak_threshold_dl3
+
+    path = gammapy_data() / store
+    ours, theirs = DataStore.from_dir(path), GammapyStore.from_dir(path)
+    for obs_id in ours.obs_ids:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            bkg = theirs.obs(obs_id).bkg.to_2d()
+        spectrum = np.ravel(bkg.integral(axis_name="offset", offset=bkg.axes["offset"].bounds[1]))
+        expected = bkg.axes["energy"].edges[np.argmax(spectrum.value)].to_value("TeV")
+        assert _bkg_peak_threshold_dl3(ours.load(obs_id).bkg) == pytest.approx(expected,
+                                                                                rel=1e-6), obs_id
+
+
 def test_offset_max_defaults_to_geom_offset_max():
     """offset-max without a parameter cuts at geom.offset_max, not at SafeMaskMaker's 3 deg."""
     cfg = msh_config()

@@ -14,7 +14,7 @@ from pydantic import Field
 
 from .configtypes import PositiveAngle, _Model
 from .errors import DL3Error
-from .irf import aeff_values_m2, interp_missing_energy, trapezoid
+from .irf import aeff_values_m2
 
 __all__ = ["Cutout", "METHODS", "safe_mask", "cutout_center_pixel", "SafeMask", "SafeMaskParameters"]
 
@@ -128,23 +128,31 @@ def cutout_center_pixel(geom, slices):
 
 
 def _bkg_peak_threshold_dl3(bkg):
-    """Lower edge of the IRF energy bin with the highest offset-integrated background rate
-    (gammapy's ``SafeMaskMaker(irfs="DL3")``)."""
-    values = interp_missing_energy(bkg.values)
+    """Lower edge of the IRF energy bin with the highest offset-integrated background rate,
+    as gammapy's ``SafeMaskMaker(irfs="DL3")``: ``Background3D.to_2d`` (the file's values,
+    without the missing-energy fill, in the FoV latitude bin that holds 0 and the longitude
+    bins from the one that holds 0 on, these bins' edges as offsets), integrated over the
+    offset bins as its ``integral``: the cumulative sum of ``2 pi offset d_offset`` times the
+    rate, bin centres and widths, at the last edge."""
+    values = np.asarray(bkg.values, dtype=float)
     if bkg.is_3d:
         lon, lat = bkg.spatial
-        j = int(np.argmin(np.abs(lat.nodes)))
-        keep = lon.nodes >= 0
-        offset = lon.nodes[keep]
-        profile = values[:, keep, j]
+        i, j = (_bin_holding_zero(axis.edges) for axis in (lon, lat))
+        profile = values[:, i:, j]
+        edges = np.asarray(lon.edges[i:], dtype=float)
     else:
-        offset = bkg.spatial[0].nodes
         profile = values
-    order = np.argsort(offset)
-    offset, profile = offset[order], profile[:, order]
-    spectrum = trapezoid(profile * 2 * np.pi * np.radians(offset), np.radians(offset), axis=1)
+        edges = np.asarray(bkg.spatial[0].edges, dtype=float)
+    centre = (edges[:-1] + edges[1:]) / 2
+    spectrum = np.cumsum(2 * np.pi * centre * (profile * np.diff(edges)), axis=1)[:, -1]
     idx = int(np.argmax(spectrum))
     return float(np.exp(bkg.energy.edges[idx]))
+
+
+def _bin_holding_zero(edges):
+    """Index of the bin whose [lower, upper) edges hold 0 (``MapAxis.coord_to_idx``), within
+    the axis."""
+    return int(np.clip(np.digitize(0.0, edges) - 1, 0, len(edges) - 2))
 
 
 def _bkg_peak_threshold_dl4(background, energy_edges_tev):
