@@ -180,27 +180,30 @@ def _scalar_column(table, name, path, unit):
 def read_events(table, path):
     """RA, Dec (deg) and energy (TeV) of the events of an EVENTS table, and its header.
 
-    RA and Dec keep the precision of the file's columns when they are float32 in degrees (as
-    DL3 files write them): gammapy wraps and transforms them in float32, and so does
-    `ringbg.reduce.bin_events`, so that events on pixel borders land where gammapy puts them.
+    They keep the precision of the file's columns when these are float32 in degrees and TeV
+    (as DL3 files write them): gammapy wraps, transforms and takes the log of them in float32,
+    and so does `ringbg.reduce.bin_events`, so that events on pixel borders and energy edges
+    land where gammapy puts them.
     """
     ra = _scalar_column(table, "RA", path, "deg")
     dec = _scalar_column(table, "DEC", path, "deg")
     energy = _scalar_column(table, "ENERGY", path, "TeV")
-    if all(_is_float32_deg(table, name) for name in ("RA", "DEC")):
+    if all(_is_float32_in(table, name, "deg") for name in ("RA", "DEC")):
         ra, dec = ra.astype(np.float32), dec.astype(np.float32)  # exact: read from float32
+    if _is_float32_in(table, "ENERGY", "TeV"):
+        energy = energy.astype(np.float32)
     return ra, dec, energy, table.header
 
 
-def _is_float32_deg(table, name):
-    """The column is float32 in degrees (or with no unit)."""
+def _is_float32_in(table, name, unit):
+    """The column is float32 in ``unit`` (or has no unit, taken as ``unit``)."""
     try:
         if np.asarray(table.column(name)).dtype != np.float32:
             return False
-        unit = str(table.unit(name) or "").strip().replace("^", "").replace("**", "")
+        text = str(table.unit(name) or "").strip().replace("^", "").replace("**", "")
     except Exception:  # read as float64 by `_column`, which reported any problem
         return False
-    return not unit or _conversion(unit, "deg")[0] == 1.0
+    return not text or _conversion(text, unit)[0] == 1.0
 
 
 def read_gti(table, path):
