@@ -20,7 +20,7 @@ import numpy as np
 from astropy.coordinates import SkyCoord
 from astropy.wcs.utils import pixel_to_skycoord
 
-from .geom import Geom, angular_separation_deg
+from .geom import Geom, angular_separation_deg, point_lookup_pixel
 from .irf import aeff_values_m2, edisp_kernel
 
 __all__ = [
@@ -323,12 +323,9 @@ class EdispStack:
             j = int(np.argmin(sep))
             position = SkyCoord(float(plon.flat[j]), float(plat.flat[j]), unit="deg",
                                 frame=position.frame)
-        # ... the point region's bounding-box centre, back on the sky, then to pixels ...
-        px, py = (float(v) for v in wcs.world_to_pixel(position))
-        qx, qy = (0.5 * (np.ceil(p + 0.5) - 1 + np.floor(p + 0.5)) for p in (px, py))
-        x, y = _sky_to_pix(wcs, pixel_to_skycoord(qx, qy, wcs, origin=0))
-        # ... and the lookup takes the nearest pixel (ties down), as scipy's interpolator
-        return kernel[:, _nearest(y, ny), _nearest(x, nx)]
+        # ... and the lookup is gammapy's at a point region
+        j, i = point_lookup_pixel(wcs, (ny, nx), position)
+        return kernel[:, j, i]
 
 
 def _sky_to_pix(wcs, position):
@@ -336,11 +333,3 @@ def _sky_to_pix(wcs, position):
     lon, lat = position.spherical.lon.deg, position.spherical.lat.deg
     x, y = wcs.wcs_world2pix(np.atleast_1d(lon), np.atleast_1d(lat), 0)
     return float(x[0]), float(y[0])
-
-
-def _nearest(pos, n):
-    """Index scipy's ``RegularGridInterpolator(method="nearest")`` picks on ``arange(n)``."""
-    if n == 1:
-        return 0
-    i = int(np.clip(np.searchsorted(np.arange(n), pos, side="right") - 1, 0, n - 2))
-    return i if pos - i <= 0.5 else i + 1

@@ -126,6 +126,34 @@ def _position_angle(lon1, lat1, lon2, lat2):
     return np.arctan2(y, x)
 
 
+def point_lookup_pixel(wcs, shape, position):
+    """``(j, i)`` of the pixel gammapy reads a map at for a sky ``position``
+    (``Map.to_region_nd_map`` of a point, e.g. ``get_spectrum`` or ``get_edisp_kernel``).
+
+    The point's pixel bounding box (regions' ``RegionBoundingBox``) has its centre at the
+    nearest pixel centre, or at the point itself on a pixel edge (the centre of an
+    even-sized grid); that centre is taken back to the sky and to pixels, and the nearest
+    pixel taken, ties down (scipy's nearest interpolator). The same astropy calls as there
+    give the same floats: on an edge, which neighbour is read depends on their last bits.
+    """
+    from astropy.wcs.utils import pixel_to_skycoord
+
+    px, py = (float(v) for v in wcs.world_to_pixel(position))
+    qx, qy = (0.5 * (np.ceil(p + 0.5) - 1 + np.floor(p + 0.5)) for p in (px, py))
+    centre = pixel_to_skycoord(qx, qy, wcs, origin=0)
+    lon, lat = centre.spherical.lon.deg, centre.spherical.lat.deg
+    x, y = wcs.wcs_world2pix(np.atleast_1d(lon), np.atleast_1d(lat), 0)
+    return _nearest(float(y[0]), shape[0]), _nearest(float(x[0]), shape[1])
+
+
+def _nearest(pos, n):
+    """Index scipy's ``RegularGridInterpolator(method="nearest")`` picks on ``arange(n)``."""
+    if n == 1:
+        return 0
+    i = int(np.clip(np.searchsorted(np.arange(n), pos, side="right") - 1, 0, n - 2))
+    return i if pos - i <= 0.5 else i + 1
+
+
 @dataclass(frozen=True, eq=False)
 class Geom:
     """A celestial WCS image with a reconstructed-energy axis.

@@ -14,6 +14,7 @@ from pydantic import Field
 
 from .configtypes import PositiveAngle, _Model
 from .errors import DL3Error
+from .geom import point_lookup_pixel
 from .irf import aeff_values_m2
 
 __all__ = ["Cutout", "METHODS", "safe_mask", "cutout_center_pixel", "SafeMask", "SafeMaskParameters"]
@@ -115,16 +116,18 @@ def _aeff_max_threshold_dl4(exposure_m2s, livetime_s, energy_true_center_tev, ce
 
 
 def cutout_center_pixel(geom, slices):
-    """``(j, i)`` of the cutout pixel nearest to its centre, found as gammapy finds it: the
-    centre's sky position (``SkyCoord.from_pixel``) converted back to a pixel and rounded."""
+    """``(j, i)`` of the cutout pixel gammapy reads the exposure at for the aeff-max DL4
+    threshold: ``exposure.get_spectrum(geom.center_skydir)``, the centre's sky position
+    (``SkyCoord.from_pixel``) read as a point region (`ringbg.geom.point_lookup_pixel`: on a
+    cutout of even size the centre is on a pixel corner, and the neighbour read depends on
+    the round trip's last bits)."""
     from astropy.coordinates import SkyCoord
 
     sy, sx = slices
     wcs = geom.sub_wcs(slices)
-    cx, cy = (sx.stop - sx.start - 1) / 2, (sy.stop - sy.start - 1) / 2
-    centre = SkyCoord.from_pixel(cx, cy, wcs)
-    x, y = wcs.world_to_pixel(centre)
-    return int(np.floor(float(y) + 0.5)), int(np.floor(float(x) + 0.5))
+    shape = (sy.stop - sy.start, sx.stop - sx.start)
+    centre = SkyCoord.from_pixel((shape[1] - 1) / 2, (shape[0] - 1) / 2, wcs)
+    return point_lookup_pixel(wcs, shape, centre)
 
 
 def _bkg_peak_threshold_dl3(bkg):
