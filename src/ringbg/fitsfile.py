@@ -10,6 +10,7 @@ never loops, never reads outside the bytes it is given and never returns a table
 columns cannot be read.
 """
 
+import functools
 import math
 import re
 
@@ -96,6 +97,7 @@ _STRING = re.compile(r"'((?:[^']|'')*)")
 _SIGN_FLIP = {"I": (2**15, np.uint16), "J": (2**31, np.uint32), "K": (2**63, np.uint64)}
 
 
+@functools.lru_cache(maxsize=4096)
 def _value(text):
     """A header value: quoted string, logical, integer, float or raw text."""
     text = text.strip()
@@ -318,7 +320,8 @@ def fits_extent(buffer, need, limit):
                 return offset
             block = bytes(buffer[pos:pos + BLOCK])
             pos += BLOCK
-            if any(block[i:i + 8].strip() == b"END" for i in range(0, BLOCK, 80)):
+            if b"END" in block and any(block[i:i + 8].strip() == b"END"
+                                       for i in range(0, BLOCK, 80)):
                 break
             if pos - offset > limit:
                 raise ValueError(f"a header of more than {limit} bytes")
