@@ -20,7 +20,7 @@ import numpy as np
 from astropy.coordinates import SkyCoord
 from astropy.wcs.utils import pixel_to_skycoord
 
-from .geom import Geom, angular_separation_deg, point_lookup_pixel
+from .geom import Geom, point_lookup_pixel
 from .irf import aeff_values_m2, edisp_kernel
 
 __all__ = [
@@ -315,10 +315,12 @@ class EdispStack:
         ix, iy = int(np.floor(x + 0.5)), int(np.floor(y + 0.5))
         inside = 0 <= ix < nx and 0 <= iy < ny
         if not (inside and valid[iy, ix]) and valid.any():
-            lon, lat = (float(v) for v in (position.spherical.lon.deg,
-                                           position.spherical.lat.deg))
+            # the nearest by astropy's separation, as gammapy's mask_nearest_position: when
+            # two pixels are at the same distance (a centre on a pixel corner), the first
+            # in the flattened order with the smallest of astropy's floats
             plon, plat = self.irf.lonlat_deg
-            sep = angular_separation_deg(plon, plat, lon, lat)
+            sep = SkyCoord(plon, plat, unit="deg", frame=position.frame).separation(
+                position).deg
             sep[~valid] = np.inf
             j = int(np.argmin(sep))
             position = SkyCoord(float(plon.flat[j]), float(plat.flat[j]), unit="deg",
