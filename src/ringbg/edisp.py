@@ -5,7 +5,7 @@ coarse IRF grid (``binsize_irf`` = 0.2 deg, with the map's centre and width), cu
 the pointing like the other maps. ``to_image`` sums each kernel over the safe reconstructed-energy
 bins (the fine safe mask looked up at the coarse pixel centres), ``MapDatasetOnOff.stack``
 averages the kernels weighted by each observation's exposure on that grid and its on/off safe
-mask, and ``ExcessMapEstimator`` folds the power law through the stacked kernel of *one* pixel,
+mask (here: its safe mask before the ring, see `stack_terms`), and ``ExcessMapEstimator`` folds the power law through the stacked kernel of *one* pixel,
 the grid's centre (or the nearest pixel with a kernel), for the whole map.
 
 Here the same numbers on arrays: `observation_response` per observation (in the worker),
@@ -189,7 +189,7 @@ class EdispResponse:
         (n_true, ny, nx) exposure (m2 s) at the IRF pixels: the stacking weights.
     x, y : `~numpy.ndarray`
         (ny, nx) positions of the IRF pixel centres in the observation's fine cutout (0-based
-        pixels), where its on/off safe mask is looked up when stacking.
+        pixels), where its safe mask is looked up when stacking.
     diagonal : bool
         The observation has no energy dispersion: the kernel is `diagonal_kernel`.
     """
@@ -250,7 +250,12 @@ def observation_response(obs, geom, fine_slices, mask_safe, grid, energy_true_ed
 def stack_terms(response, mask, band=None):
     """What an observation's `EdispResponse` adds to an `EdispStack` (of reconstructed-energy
     bin ``band``, or all bins): ``(slices, weighted kernel, exposure)`` on the IRF grid, the
-    weight being its on/off safe ``mask`` (fine cutout) looked up on the grid."""
+    weight being its safe ``mask`` (fine cutout) looked up on the grid.
+
+    The pipeline passes the safe image before the ring: gammapy weights with the on/off mask,
+    from which pixels whose ring lies wholly in the exclusion drop only where its FFT
+    round-off is not positive (ringbg drops them all, README differences); with the mask
+    before the ring they leave no hole in the response at the map centre."""
     w = mask_at(mask, response.x, response.y)[None]
     if band is None:
         # bin by bin, in order: the same bits whatever the memory layout
@@ -277,7 +282,7 @@ class EdispStack:
         self.exposure = np.zeros(shape)
 
     def add(self, response, mask):
-        """Add an observation's `EdispResponse`; ``mask``: its on/off safe mask (fine cutout)."""
+        """Add an observation's `EdispResponse`; ``mask``: its safe mask (fine cutout)."""
         if response is not None:
             self.add_terms(stack_terms(response, mask, self.band))
 
@@ -309,25 +314,34 @@ class EdispStack:
         valid = (kernel > 0).any(axis=0)
         ny, nx = self.irf.shape
         wcs = self.irf.wcs
-        position = pixel_to_skycoord((nx - 1) / 2.0, (ny - 1) / 2.0, wcs, origin=0)
-        x, y = _sky_to_pix(wcs, position)
+        centre = pixel_to_skycoord((nx - 1) / 2.0, (ny - 1) / 2.0, wcs, origin=0)
+        x, y = _sky_to_pix(wcs, centre)
         # the validity test rounds to the closest pixel (ties up) ...
         ix, iy = int(np.floor(x + 0.5)), int(np.floor(y + 0.5))
         inside = 0 <= ix < nx and 0 <= iy < ny
+        position = centre
         if not (inside and valid[iy, ix]) and valid.any():
-            # the nearest by astropy's separation, as gammapy's mask_nearest_position: when
-            # two pixels are at the same distance (a centre on a pixel corner), the first
-            # in the flattened order with the smallest of astropy's floats
-            plon, plat = self.irf.lonlat_deg
-            sep = SkyCoord(plon, plat, unit="deg", frame=position.frame).separation(
-                position).deg
-            sep[~valid] = np.inf
-            j = int(np.argmin(sep))
-            position = SkyCoord(float(plon.flat[j]), float(plat.flat[j]), unit="deg",
-                                frame=position.frame)
+            position = self._nearest_valid(valid, centre)
         # ... and the lookup is gammapy's at a point region
         j, i = point_lookup_pixel(wcs, (ny, nx), position)
+        if not valid[j, i] and valid.any():
+            # the pixel tested (ties up) has a kernel, the one read (ties down) has none:
+            # gammapy reads zeros there (and its flux maps are NaN); ringbg the nearest pixel
+            # that has one
+            j, i = point_lookup_pixel(wcs, (ny, nx), self._nearest_valid(valid, centre))
         return kernel[:, j, i]
+
+    def _nearest_valid(self, valid, position):
+        """The centre of the pixel with a kernel nearest to ``position`` by astropy's
+        separation, as gammapy's ``mask_nearest_position``: when two are at the same
+        distance (a centre on a pixel corner), the first in the flattened order with the
+        smallest of astropy's floats."""
+        plon, plat = self.irf.lonlat_deg
+        sep = SkyCoord(plon, plat, unit="deg", frame=position.frame).separation(position).deg
+        sep[~valid] = np.inf
+        j = int(np.argmin(sep))
+        return SkyCoord(float(plon.flat[j]), float(plat.flat[j]), unit="deg",
+                        frame=position.frame)
 
 
 def _sky_to_pix(wcs, position):

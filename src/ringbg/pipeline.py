@@ -297,15 +297,15 @@ def process_observation(task):
     exclusion = task.exclusion.unpack()
     image = to_image(reduced)
     onoff = task.ring(image, exclusion[image.slices])
-    bands = []
+    bands, band_images = [], []
     if task.bands:
         for band in range(reduced.counts.shape[0]):
-            band_image = to_image(reduced, band)
-            bands.append(task.ring(band_image, exclusion[band_image.slices]))
+            band_images.append(to_image(reduced, band))
+            bands.append(task.ring(band_images[-1], exclusion[band_images[-1].slices]))
     edisp, band_edisp = reduced.edisp, []
     if edisp is not None:
-        band_edisp = [edisp_terms(edisp, b.mask, k) for k, b in enumerate(bands)]
-        edisp = edisp_terms(edisp, onoff.mask)
+        band_edisp = [edisp_terms(edisp, b.mask, k) for k, b in enumerate(band_images)]
+        edisp = edisp_terms(edisp, image.mask)
     safe_bins = np.flatnonzero(reduced.mask_safe.any(axis=(1, 2)))
     facts = {"counts": float(image.counts[onoff.mask].sum()),
              "safe_energy_min_tev": float(task.geom.energy_edges_tev[safe_bins[0]]),
