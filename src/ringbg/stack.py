@@ -116,7 +116,8 @@ class Stack:
         lt_map = self.livetime_map_s[sl]
         np.add(lt_map, terms.livetime_s, out=lt_map, where=terms.mask)
         self.n_obs_map[sl] += terms.mask
-        self.livetime_s += terms.livetime_s
+        if terms.mask.any():  # as gammapy: a run that adds no pixel adds no live time
+            self.livetime_s += terms.livetime_s
         self.obs_ids.append(terms.obs_id)
         if terms.gti_tt_s is not None:
             self._gtis.append(terms.gti_tt_s)
