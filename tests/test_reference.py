@@ -501,7 +501,6 @@ def test_flux_response_from_the_nearest_valid_pixel_on_a_tie():
                                rtol=1e-6, atol=1e-9)
 
 
-
 def test_flux_response_where_rings_are_wholly_excluded():
     """An exclusion circle (0.46 deg) wider than the ring (0.16-0.28 deg) at the map centre:
     the pixels there have no off acceptance and leave the on/off mask (ringbg; gammapy keeps
