@@ -5,8 +5,9 @@ coarse IRF grid (``binsize_irf`` = 0.2 deg, with the map's centre and width), cu
 the pointing like the other maps. ``to_image`` sums each kernel over the safe reconstructed-energy
 bins (the fine safe mask looked up at the coarse pixel centres), ``MapDatasetOnOff.stack``
 averages the kernels weighted by each observation's exposure on that grid and its on/off safe
-mask (here: its safe mask before the ring, see `stack_terms`), and ``ExcessMapEstimator`` folds the power law through the stacked kernel of *one* pixel,
-the grid's centre (or the nearest pixel with a kernel), for the whole map.
+mask (here: its safe mask before the ring, see `stack_terms`), and ``ExcessMapEstimator``
+folds the power law through the stacked kernel of *one* pixel, the grid's centre (or the
+nearest pixel with a kernel), for the whole map.
 
 Here the same numbers on arrays: `observation_response` per observation (in the worker),
 `EdispStack` for the running sums, `EdispStack.kernel` for gammapy's choice of pixel.
@@ -308,7 +309,9 @@ class EdispStack:
         or the point itself on a pixel edge, as the centre of an even-sized grid is), taken
         back to the sky and to pixels, then the nearest pixel (ties down, scipy's
         interpolator). The same astropy calls give the same floats: on an edge, which
-        neighbour is taken depends on their last bits.
+        neighbour is taken depends on their last bits. Where the pixel read has no kernel
+        (gammapy tested the one rounded up), ringbg reads the nearest that has one; gammapy
+        reads zeros (README, differences).
         """
         kernel = self.kernel_map()
         valid = (kernel > 0).any(axis=0)
