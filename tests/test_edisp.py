@@ -232,14 +232,13 @@ def test_kernel_read_where_the_tested_pixel_has_one():
     """On an even grid gammapy tests the centre's pixel rounded half up for a kernel but
     reads the one rounded down: with a kernel only in the first it reads zeros (flux maps
     all NaN); ringbg reads the nearest pixel that has one."""
+    from astropy.wcs.utils import pixel_to_skycoord
+
     from ringbg.geom import point_lookup_pixel
 
     shape = (4, 4)
-    grid = _grid(shape, centre=(83.6, 22.0, "icrs"))
-    stack = EdispStack(grid, 2)
+    stack = EdispStack(_grid(shape, centre=(83.6, 22.0, "icrs")), 2)
     wcs = stack.irf.wcs
-    from astropy.wcs.utils import pixel_to_skycoord
-
     centre = pixel_to_skycoord(1.5, 1.5, wcs, origin=0)
     x, y = (float(v[0]) for v in wcs.wcs_world2pix([centre.ra.deg], [centre.dec.deg], 0))
     tested = (int(np.floor(y + 0.5)), int(np.floor(x + 0.5)))

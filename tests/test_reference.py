@@ -476,6 +476,7 @@ def test_flux_on_an_even_irf_grid():
     result, ref = _check(cfg)
     assert ref["stacked"]["edisp_kernel_map"].shape[1:] == (12, 18)
 
+
 def test_flux_response_from_the_nearest_valid_pixel_on_a_tie():
     """An 8.84 deg STG map centred 3 deg from the run's pointing: the IRF grid's centre has
     no energy dispersion, so gammapy takes the nearest pixel that has one, and two are at
