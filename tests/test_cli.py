@@ -467,6 +467,46 @@ def test_without_no_figures_the_config_decides(tmp_path, data_dir):
     assert (out / "report.html").is_file() and list(out.glob("*.png"))
 
 
+def test_renderer_started_early_is_stopped_when_the_config_has_no_figures(tmp_path,
+                                                                         monkeypatch):
+    """``ringbg run`` starts the figure renderer before it reads the config (it warms up
+    meanwhile); a config without figures stops it at once, and one with figures has it
+    draw the coordinate frames of its geometry ahead of the maps."""
+    import multiprocessing
+
+    import ringbg.figures as figures
+
+    figures.stop_renderer()
+    started, prepared = [], []
+    real_start = figures.start_renderer
+
+    def start(*args, **kwargs):
+        renderer = real_start(*args, **kwargs)
+        started.append(renderer)
+        if renderer is not None:
+            real_prepare = renderer.prepare
+            monkeypatch.setattr(renderer, "prepare", lambda *a: (prepared.append(a),
+                                                                 real_prepare(*a)))
+        return renderer
+
+    monkeypatch.setattr(figures, "start_renderer", start)
+    path = _write(tmp_path, _small(tmp_path))  # output.figures: false
+    result = CliRunner().invoke(main, ["run", str(path), "-o", str(tmp_path / "a"), "-q"])
+    assert result.exit_code == 0, result.output
+    if started[0] is None:
+        pytest.skip("no figure renderer here (not Linux, or one CPU)")
+    assert figures._renderer is None and not started[0]._process.is_alive()
+    assert not [c for c in multiprocessing.active_children() if c.name == "ringbg-figures"]
+    assert prepared == [] and not list((tmp_path / "a").glob("*.png"))
+    result = CliRunner().invoke(main, ["run", str(path), "-o", str(tmp_path / "b"), "-q",
+                                       "--set", "output.figures=true"])
+    assert result.exit_code == 0, result.output
+    (wcs, shape, panels), = prepared
+    assert shape == (150, 150) and panels == (None, figures.ring_panel_deg(0.8))
+    assert (tmp_path / "b" / "significance.png").is_file()
+    figures.stop_renderer()
+
+
 def test_figures_go_to_the_renderer_before_the_root_searches(tmp_path, monkeypatch):
     """With the figure renderer running, ``ringbg run`` hands it the figures as soon as the
     maps without root searches are made (pipeline.run's on_maps); they are the figures that

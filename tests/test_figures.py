@@ -477,6 +477,96 @@ def test_off_histogram_and_fit_use_the_fit_mask_run(tmp_path, monkeypatch):
     assert a != with_off["significance_distribution"].read_bytes()
 
 
+# --------------------------------------------------------------------------- frames
+
+
+def test_prepared_frames_are_the_ones_the_figures_use(tmp_path, monkeypatch):
+    """prepare_frames draws (ahead of the maps) exactly the coordinate frames that the map
+    figures of that geometry lay over their drawing: rendering them draws no new frame."""
+    monkeypatch.setattr(figures, "_FRAMES", {})
+    maps, wcs = make_maps(), make_wcs()
+    figures.prepare_frames(wcs, maps["SIGNIFICANCE"].shape,
+                           (None, figures.ring_panel_deg(0.8)))
+    prepared = dict(figures._FRAMES)
+    assert len(prepared) == 3  # map figures with and without the grid, the ring panel's
+    written = make_figures(tmp_path, maps, wcs, {"n_obs": 2}, 0.5, 0.8, workers=1)
+    assert "significance" in written and "counts" in written and "excess" in written
+    assert figures._FRAMES.keys() == prepared.keys()
+    assert all(figures._FRAMES[k] is prepared[k] for k in prepared)
+
+
+@pytest.mark.parametrize("shape", [(90, 120), (60, 1000), (300, 80)])
+def test_coordinate_frame_lies_on_the_map_axes(shape):
+    """The frame drawn by WCSAxes alone, laid over the figure, sits on the plain axes the
+    map is drawn on (its black border on their edges), strip by strip."""
+    import io
+
+    from matplotlib.image import imread
+
+    data = np.full(shape, 0.5)
+    wcs = make_wcs(shape=shape)
+    m = figures.map_figure(data, wcs, label="x", cmap="viridis",
+                           norm=__import__("matplotlib.colors").colors.Normalize(0, 1),
+                           title="t", grid=False)
+    png = io.BytesIO()
+    figures._save_map(m, png)
+    rgb = (imread(io.BytesIO(png.getvalue())) * 255).round()
+    height = rgb.shape[0]
+    dark = rgb.max(axis=2) < 80
+    for ax in m.axes:
+        box = ax.get_window_extent()
+        x0, x1 = int(round(box.x0)), int(round(box.x1))
+        top, bottom = height - int(round(box.y1)), height - int(round(box.y0))
+        rows = slice(top + 5, bottom - 5)
+        left = dark[rows, x0 - 1:x0 + 2].any(axis=1).mean()
+        right = dark[rows, x1 - 2:x1 + 1].any(axis=1).mean()
+        inside = dark[rows, (x0 + x1) // 2].mean()
+        assert left > 0.95 and right > 0.95 and inside < 0.05, (left, right, inside)
+        cols = slice(x0 + 5, x1 - 5)
+        assert dark[top - 1:top + 2, cols].any(axis=0).mean() > 0.95
+        assert dark[bottom - 2:bottom + 1, cols].any(axis=0).mean() > 0.95
+
+
+def test_legends_cover_the_coordinate_grid():
+    """As WCSAxes draws them, legends lie over the grid: the frame's pixels inside a
+    legend are not laid over the figure."""
+    import io
+
+    maps, wcs = make_maps(), make_wcs()
+    m = figures.significance_figure(maps["SIGNIFICANCE"], wcs, maps["EXCLUSION"] > 0.5)
+    figures._legend(m.axes[0], figures._exclusion_handle(maps["EXCLUSION"] > 0.5))
+    m.fig.canvas.draw()
+    plain = np.asarray(m.fig.canvas.buffer_rgba())[..., :3].copy()
+    png = io.BytesIO()
+    figures._save_map(m, png)
+    from matplotlib.image import imread
+
+    framed = (imread(io.BytesIO(png.getvalue())) * 255).round().astype(np.uint8)
+    box = m.axes[0].get_legend().get_window_extent()
+    height = plain.shape[0]
+    rows = slice(height - int(box.y1) + 1, height - int(box.y0) - 1)
+    cols = slice(int(box.x0) + 1, int(box.x1) - 1)
+    np.testing.assert_array_equal(framed[rows, cols], plain[rows, cols])
+    assert (framed != plain).any()  # the frame is there elsewhere
+
+
+def test_log_axis_minor_ticks_are_one_line_of_tick_markers():
+    from matplotlib.ticker import NullLocator
+
+    fig = figures._new_figure((4, 3))
+    ax = fig.add_axes([0.2, 0.2, 0.7, 0.7])
+    ax.set_yscale("log")
+    ax.set_ylim(1.5e-3, 2.0)
+    figures._log_minor_ticks(ax)
+    assert isinstance(ax.yaxis.get_minor_locator(), NullLocator)
+    (line,) = ax.lines
+    expected = [k * 10.0**d for d in (-3, -2, -1, 0) for k in range(2, 10)
+                if 1.5e-3 <= k * 10.0**d <= 2.0]
+    np.testing.assert_allclose(line.get_ydata(), expected)
+    assert not line.get_clip_on()
+    assert ax.get_ylim() == pytest.approx((1.5e-3, 2.0))
+
+
 # --------------------------------------------------------------------------- rendering
 
 

@@ -263,17 +263,46 @@ def _load(config_path_or_obj, settings):
 WARM_RENDERER_MAX_PIXELS = 10**6
 
 
-def _warm_renderer(config, figures):
-    """The figure renderer started for a run of ``config`` (None: no figures, maps too big
-    for it, or no renderer here)."""
-    if not (config.output.figures if figures is None else figures):
+def _early_renderer(figures):
+    """The figure renderer, started before the run's modules are imported (it imports
+    matplotlib and warms up meanwhile, on another CPU); None for ``--no-figures``."""
+    if figures is False:
         return None
-    width, height = config.geom.width_deg
-    if width * height / config.geom.binsize**2 <= WARM_RENDERER_MAX_PIXELS:
-        from .figures import start_renderer
+    from .figures import start_renderer
 
-        return start_renderer()
-    return None
+    return start_renderer()
+
+
+def _stop_renderer():
+    """Stop the figure renderer at once (an error: no figures to wait for)."""
+    if "ringbg.figures" in sys.modules:
+        sys.modules["ringbg.figures"].stop_renderer(kill=True)
+
+
+def _warm_renderer(renderer, config, figures):
+    """The renderer started by `_early_renderer` if a run of ``config`` uses it, with the
+    coordinate frames of its map figures on their way; else it is stopped and None is
+    returned (no figures, or maps too big for it: see `WARM_RENDERER_MAX_PIXELS`)."""
+    if renderer is None:
+        return None
+    from .figures import ring_panel_deg, stop_renderer
+
+    width, height = config.geom.width_deg
+    if not (config.output.figures if figures is None else figures) or (
+            width * height / config.geom.binsize**2 > WARM_RENDERER_MAX_PIXELS):
+        stop_renderer(kill=True)
+        return None
+    from .pipeline import make_geom
+
+    geom = make_geom(config)
+    ring = config.ring
+    r_out_max = ring.adaptive.r_out_max if ring.adaptive is not None else None
+    try:
+        renderer.prepare(geom.wcs, geom.shape,
+                         (None, ring_panel_deg(ring.r_in + ring.width, r_out_max)))
+    except OSError:
+        pass  # a renderer gone is found out (and done without) when the figures are drawn
+    return renderer
 
 
 def run_config(config_path_or_obj, outdir, jobs, overwrite, quiet, verbose, figures=None,
@@ -289,6 +318,7 @@ def run_config(config_path_or_obj, outdir, jobs, overwrite, quiet, verbose, figu
         # Ctrl-C while numpy, astropy, pydantic's models... are imported: nothing to clean up
         # yet, and an interrupt inside an import or a validator build is not always raised
         # cleanly (pydantic-core turns it into its own errors, or panics)
+        renderer = _early_renderer(figures)
         from .outdir import read_marker
         from .outputs import prepare_outdir, start_figures, write_outputs
         from .pipeline import run
@@ -305,7 +335,7 @@ def run_config(config_path_or_obj, outdir, jobs, overwrite, quiet, verbose, figu
             protected.append(("config file", config_path_or_obj))
         protected += [("exclusion file", f) for f in config.exclusion.files]
         before = read_marker(prepare_outdir(out, overwrite, config.datastore, protected).path)
-        renderer = _warm_renderer(config, figures)
+        renderer = _warm_renderer(renderer, config, figures)
         progress = StageLines() if not quiet and sys.stderr.isatty() else None
         started = []  # the figures, in the renderer as soon as their maps are made
         on_maps = None
@@ -325,8 +355,10 @@ def run_config(config_path_or_obj, outdir, jobs, overwrite, quiet, verbose, figu
         if threading.current_thread() is threading.main_thread():
             exit_on_interrupt(f"ringbg: interrupted; the outputs in {folder} are complete")
     except RingbgError as exc:
+        _stop_renderer()
         _fail(str(exc))
     except KeyboardInterrupt:
+        _stop_renderer()
         _interrupted(_interrupt_message(out, before))
     if not quiet:
         click.echo(_summary_line(result.summary))
