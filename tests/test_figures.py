@@ -527,6 +527,34 @@ def test_coordinate_frame_lies_on_the_map_axes(shape):
         assert dark[bottom - 2:bottom + 1, cols].any(axis=0).mean() > 0.95
 
 
+def test_map_figure_draws_what_a_wcsaxes_draws():
+    """The map on plain axes with the coordinate frame laid over it is the figure WCSAxes
+    draws (draw_map on the same layout), but for a few pixels where the grid crosses the
+    exclusion contour (WCSAxes draws the contour over the grid)."""
+    import io
+
+    from matplotlib.colors import Normalize
+    from matplotlib.image import imread
+
+    maps, wcs = make_maps(), make_wcs()
+    data, exclusion = maps["COUNTS"], maps["EXCLUSION"] > 0.5
+    norm = Normalize(50, 300)
+    m = figures.map_figure(data, wcs, label="counts", cmap="magma", norm=norm,
+                           exclusion=exclusion)
+    png = io.BytesIO()
+    figures._save_map(m, png)
+    framed = (imread(io.BytesIO(png.getvalue())) * 255).round()
+    fig = figures._new_figure(m.layout.size_in)
+    ax = fig.add_axes(m.layout.axes[0], projection=wcs)
+    draw_map(ax, data, wcs, label="counts", cmap="magma", norm=norm, exclusion=exclusion,
+             cax=fig.add_axes(m.layout.colorbar))
+    fig.canvas.draw()
+    reference = np.asarray(fig.canvas.buffer_rgba())[..., :3].astype(float)
+    assert framed.shape == reference.shape
+    differ = np.abs(framed - reference).max(axis=2) > 2
+    assert differ.sum() < 100, differ.sum()
+
+
 def test_legends_cover_the_coordinate_grid():
     """As WCSAxes draws them, legends lie over the grid: the frame's pixels inside a
     legend are not laid over the figure."""
@@ -548,6 +576,39 @@ def test_legends_cover_the_coordinate_grid():
     cols = slice(int(box.x0) + 1, int(box.x1) - 1)
     np.testing.assert_array_equal(framed[rows, cols], plain[rows, cols])
     assert (framed != plain).any()  # the frame is there elsewhere
+
+
+@pytest.mark.parametrize("shape, x_range", [((90, 120), (0, 120)), ((37, 301), (100, 250)),
+                                            ((160, 41), (0, 41))])
+def test_pixel_image_draws_what_imshow_draws(shape, x_range):
+    """A map not downsampled is drawn pixel for pixel as matplotlib's imshow ("nearest")
+    draws it, NaN included, for a strip of a wider map too."""
+    from matplotlib.colors import Normalize
+
+    data = np.random.default_rng(1).normal(size=shape)
+    data[3:9, 5:30] = np.nan
+    cmap, norm = figures._cmap("magma"), Normalize(-2, 2)
+    x0, x1 = x_range
+    rect = [0.1, 0.1, 0.6, 0.8]
+    buffers = []
+    for pixel in (True, False):
+        fig = figures._new_figure((6, 5))
+        ax = fig.add_axes(rect)
+        ax.set_axis_off()
+        ax.set_aspect("equal")  # as map_figure's axes (and imshow's default)
+        if pixel:
+            mappable, factor = figures._draw_image(ax, data, x_range, cmap, norm)
+            assert factor == 1 and not ax.images and mappable.norm is norm
+        else:
+            ax.imshow(data[:, x0:x1], origin="lower", cmap=cmap, norm=norm,
+                      interpolation="nearest", interpolation_stage="data",
+                      extent=(x0 - 0.5, x1 - 0.5, -0.5, shape[0] - 0.5))
+            ax.set_xlim(x0 - 0.5, x1 - 0.5)
+            ax.set_ylim(-0.5, shape[0] - 0.5)
+        fig.canvas.draw()
+        buffers.append(np.asarray(fig.canvas.buffer_rgba()).copy())
+    assert (buffers[0] != 255).any()
+    np.testing.assert_array_equal(buffers[0], buffers[1])
 
 
 def test_log_axis_minor_ticks_are_one_line_of_tick_markers():

@@ -427,11 +427,22 @@ def _draw_exclusion(ax, exclusion, x_range, factor, color=_EXCLUSION_COLOR):
 
 
 def _draw_image(ax, data, x_range, cmap, norm):
-    """The map's pixels ``x_range`` as an image, downsampled to the axes' resolution."""
+    """The map's pixels ``x_range`` as an image, downsampled to the axes' resolution.
+
+    On plain axes (`map_figure`), a map not downsampled is coloured at its own resolution
+    and drawn as a `_pixel_image`; the returned image is then a
+    `~matplotlib.cm.ScalarMappable` of ``cmap`` and ``norm`` (for the colour bar)."""
     x0, x1 = x_range
     ny = data.shape[0]
     part = data[:, x0:x1]
     factor = _display_factor(ax, part.shape)
+    if factor == 1 and not hasattr(ax, "coords"):
+        from matplotlib.cm import ScalarMappable
+
+        _pixel_image(ax, cmap(norm(part), bytes=True), x0)
+        ax.set_xlim(x0 - 0.5, x1 - 0.5)
+        ax.set_ylim(-0.5, ny - 0.5)
+        return ScalarMappable(norm=norm, cmap=cmap), factor
     shown = _block_mean(part, factor)
     image = ax.imshow(
         shown, origin="lower", cmap=cmap, norm=norm,
@@ -443,6 +454,51 @@ def _draw_image(ax, data, x_range, cmap, norm):
     ax.set_xlim(x0 - 0.5, x1 - 0.5)
     ax.set_ylim(-0.5, ny - 0.5)
     return image, factor
+
+
+def _pixel_image(ax, rgba, x0):
+    """Draw ``rgba`` (``(ny, nx, 4)`` uint8, one entry per map pixel, row 0 at the bottom,
+    column 0 at map pixel ``x0``) on plain axes in pixel coordinates, one colour per screen
+    pixel: the map pixel under its centre (as imshow's "nearest", without its resampling
+    of the whole screen area, which was most of a map figure's image time)."""
+    from matplotlib.artist import Artist
+
+    class PixelImage(Artist):
+        zorder = 0
+
+        def draw(self, renderer):
+            if not self.get_visible():
+                return
+            box = ax.bbox
+            if box.width <= 0 or box.height <= 0:
+                return
+            # as imshow places its output: the axes' box rounded to whole screen pixels,
+            # each the colour at its centre
+            left, bottom = math.floor(box.x0 + 0.5), math.ceil(box.y0 - 0.5 - 1e-8)
+            width = math.floor(box.x1 + 0.5 + 1e-8) - left
+            height = math.ceil(box.y1 - 0.5) - bottom
+            if width <= 0 or height <= 0:
+                return
+            inverse = ax.transData.inverted()
+            xs = inverse.transform(np.column_stack([left + np.arange(width) + 0.5,
+                                                    np.full(width, bottom)]))[:, 0]
+            ys = inverse.transform(np.column_stack([np.full(height, left),
+                                                    bottom + np.arange(height) + 0.5]))[:, 1]
+            ny, nx = rgba.shape[:2]
+            cols = np.ceil(xs - (x0 - 0.5)).astype(np.intp) - 1
+            rows = np.ceil(ys + 0.5).astype(np.intp) - 1
+            cols, rows = np.clip(cols, 0, nx - 1), np.clip(rows, 0, ny - 1)
+            screen = rgba[rows][:, cols]  # (Agg's draw_image: bottom row first)
+            gc = renderer.new_gc()
+            gc.set_clip_rectangle(box.frozen())
+            renderer.draw_image(gc, left, bottom, np.ascontiguousarray(screen))
+            gc.restore()
+            self.stale = False
+
+    image = PixelImage()
+    image.set_clip_on(False)
+    ax.add_artist(image)
+    return image
 
 
 def _extend(data, norm):
@@ -967,6 +1023,9 @@ def plot_exclusion(path, significance, exclusion, wcs, *, sources=None, title=No
     for ax, x_range, factor in zip(m.axes, m.layout.strips, m.factors):
         x0, x1 = x_range
         excluded = _block_fraction(~mask[:, x0:x1], factor) > 0.5
+        if factor == 1:
+            _pixel_image(ax, shade(excluded.astype(np.float32), bytes=True), x0)
+            continue
         ax.imshow(excluded.astype(np.float32), origin="lower", cmap=shade,
                   norm=Normalize(0, 1), interpolation="nearest", interpolation_stage="data",
                   extent=(x0 - 0.5, x0 - 0.5 + excluded.shape[1] * factor, -0.5,
@@ -1206,7 +1265,7 @@ FIGURES = {s.name: s for s in (
 )}
 
 #: rough relative cost, to hand the slow figures out first
-_COST = {"significance": 3, "exclusion": 3, "excess": 2, "map": 2, "distribution": 1}
+_COST = {"significance": 3, "exclusion": 3, "distribution": 3, "excess": 2, "map": 2}
 
 
 def _scaled(product, data):
@@ -1498,9 +1557,10 @@ def _die_with_parent():
 
 def warm_up():
     """Import matplotlib and draw a small map figure and a log-axis plot once (fonts,
-    glyphs, colour maps, WCSAxes): what makes the first figure of a process slow."""
-    import io
-
+    glyphs, colour maps): what makes the first figure of a process slow. (WCSAxes is
+    imported, not drawn: the coordinate frames of the run's geometry are drawn next, see
+    `Renderer.prepare`.)"""
+    from astropy.visualization.wcsaxes import WCSAxes  # noqa: F401
     from astropy.wcs import WCS
 
     wcs = WCS(naxis=2)
@@ -1514,7 +1574,7 @@ def warm_up():
         m = significance_figure(data, wcs, data > 3, 0.2, 0.4, correlation_radius_deg=0.1,
                                 subtitle=_subtitle((1, 10), 0.1, 2))
         _legend(m.axes[0], _exclusion_handle(data > 3))
-        _save_map(m, io.BytesIO())
+        m.fig.canvas.draw()
         fig = _new_figure((3, 2))
         ax = fig.add_axes([0.2, 0.2, 0.7, 0.7])
         ax.stairs([1, 2], [0, 1, 2], fill=True, label="x")
@@ -1580,7 +1640,16 @@ _JOB = []
 
 
 def _job_task(index):
-    return _run_task(_JOB[index])
+    """A task in a forked worker: the collector runs once after the figure (on what the
+    figure left: the inherited objects are frozen), not every few hundred allocations."""
+    import gc
+
+    gc.disable()
+    try:
+        return _run_task(_JOB[index])
+    finally:
+        gc.enable()
+        gc.collect()
 
 
 def _worker_init():
