@@ -436,7 +436,7 @@ def _draw_image(ax, data, x_range, cmap, norm):
     ny = data.shape[0]
     part = data[:, x0:x1]
     factor = _display_factor(ax, part.shape)
-    if factor == 1 and not hasattr(ax, "coords"):
+    if factor == 1 and not hasattr(ax, "coords") and _pixel_images_match_imshow():
         from matplotlib.cm import ScalarMappable
 
         _pixel_image(ax, cmap(norm(part), bytes=True), x0)
@@ -454,6 +454,18 @@ def _draw_image(ax, data, x_range, cmap, norm):
     ax.set_xlim(x0 - 0.5, x1 - 0.5)
     ax.set_ylim(-0.5, ny - 0.5)
     return image, factor
+
+
+def _pixel_images_match_imshow():
+    """`_pixel_image` places and samples the screen pixels as matplotlib 3.11's imshow
+    ("nearest"); older versions placed images otherwise, and get imshow itself."""
+    import matplotlib
+
+    try:
+        version = tuple(int(part) for part in matplotlib.__version__.split(".")[:2])
+    except ValueError:
+        return False
+    return version >= (3, 11)
 
 
 def _pixel_image(ax, rgba, x0):
@@ -1023,7 +1035,7 @@ def plot_exclusion(path, significance, exclusion, wcs, *, sources=None, title=No
     for ax, x_range, factor in zip(m.axes, m.layout.strips, m.factors):
         x0, x1 = x_range
         excluded = _block_fraction(~mask[:, x0:x1], factor) > 0.5
-        if factor == 1:
+        if factor == 1 and _pixel_images_match_imshow():
             _pixel_image(ax, shade(excluded.astype(np.float32), bytes=True), x0)
             continue
         ax.imshow(excluded.astype(np.float32), origin="lower", cmap=shade,
