@@ -669,8 +669,8 @@ def write_png(path, rgb):
 @dataclass
 class MapFigure:
     """A map figure being built: the figure, its map axes (one per strip, plain axes in
-    pixel coordinates), its layout, and the key of its coordinate frame (`_frame_layer`),
-    which `_save_map` lays over the drawing."""
+    pixel coordinates), its layout, and what its coordinate frame is drawn from (the
+    arguments of `_frame_layer`), which `_save_map` lays over the drawing."""
 
     fig: object
     axes: list
@@ -696,10 +696,9 @@ def map_figure(data, wcs, *, label, cmap, norm, exclusion=None, title=None, subt
         raise ValueError(f"map must be 2D, got shape {data.shape}")
     exclusion = _check_exclusion(exclusion, data.shape)
     wcs = _celestial(wcs)
-    binsize = float(np.mean(np.abs(wcs.wcs.cdelt[:2])))
-    layout = map_layout(data.shape, binsize, panel_deg)
+    layout = _wcs_layout(wcs, data.shape, panel_deg)
     fig = _new_figure(layout.size_in)
-    out = MapFigure(fig, [], layout, frame=(wcs, data.shape, layout, fig.dpi, bool(grid)))
+    out = MapFigure(fig, [], layout, frame=(wcs, data.shape, layout, bool(grid)))
     cmap = _cmap(cmap)
     for rect, x_range in zip(layout.axes, layout.strips):
         ax = fig.add_axes(rect)
@@ -728,12 +727,18 @@ _FRAMES = {}
 _FRAMES_MAX = 8
 
 
-def _frame_key(wcs, shape, layout, dpi, grid):
+def _wcs_layout(wcs, shape, panel_deg=None):
+    """The `map_layout` of a map of ``shape`` with the (celestial) ``wcs``."""
+    return map_layout(shape, float(np.mean(np.abs(wcs.wcs.cdelt[:2]))), panel_deg)
+
+
+def _frame_key(wcs, shape, layout, grid):
+    # (the figure's resolution follows from its size, see _new_figure)
     return (wcs.to_header_string(relax=True), tuple(shape), tuple(layout.size_in),
-            tuple(tuple(r) for r in layout.axes), tuple(layout.strips), float(dpi), grid)
+            tuple(tuple(r) for r in layout.axes), tuple(layout.strips), grid)
 
 
-def _frame_layer(wcs, shape, layout, dpi, grid):
+def _frame_layer(wcs, shape, layout, grid):
     """The coordinate frame of a map figure: WCSAxes' frame, ticks, tick and axis labels
     and grid, drawn alone on a transparent figure of the map figure's layout.
 
@@ -741,12 +746,11 @@ def _frame_layer(wcs, shape, layout, dpi, grid):
     covers, their colours (float32, ``(n, 3)``) and opacities (float32, 0-1). Drawn once
     per geometry and process (`_FRAMES`).
     """
-    key = _frame_key(wcs, shape, layout, dpi, grid)
+    key = _frame_key(wcs, shape, layout, grid)
     layer = _FRAMES.get(key)
     if layer is not None:
         return layer
     fig = _new_figure(layout.size_in)
-    fig.set_dpi(dpi)
     fig.patch.set_alpha(0.0)
     ny = shape[0]
     last = len(layout.strips) - 1
@@ -774,12 +778,10 @@ def prepare_frames(wcs, shape, panel_degs=(None,)):
     (`_frame_layer`): with and without the grid, for each scale panel size in
     ``panel_degs`` (None: no panel)."""
     wcs = _celestial(wcs)
-    binsize = float(np.mean(np.abs(wcs.wcs.cdelt[:2])))
     for panel_deg in panel_degs:
-        layout = map_layout(shape, binsize, panel_deg)
-        dpi = _new_figure(layout.size_in).dpi
+        layout = _wcs_layout(wcs, shape, panel_deg)
         for grid in (True, False) if panel_deg is None else (True,):
-            _frame_layer(wcs, shape, layout, dpi, grid)
+            _frame_layer(wcs, shape, layout, grid)
 
 
 def _save_map(m, path):
@@ -791,18 +793,15 @@ def _save_map(m, path):
     height, width = rgba.shape[:2]
     rgb = np.array(rgba[..., :3])
     index, color, alpha = _frame_layer(*m.frame)
-    keep = None
-    for ax in m.axes:
-        legend = ax.get_legend()
-        if legend is None:
-            continue
-        box = legend.get_window_extent(canvas.get_renderer())
+    legends = [ax.get_legend() for ax in m.axes if ax.get_legend() is not None]
+    if legends:
         rows, cols = np.divmod(index, width)
         y = height - rows  # display y of the pixels' top edges
-        inside = ((cols >= math.floor(box.x0)) & (cols < math.ceil(box.x1))
-                  & (y > math.floor(box.y0)) & (y <= math.ceil(box.y1)))
-        keep = ~inside if keep is None else keep & ~inside
-    if keep is not None:
+        keep = np.ones(index.size, bool)
+        for legend in legends:
+            box = legend.get_window_extent(canvas.get_renderer())
+            keep &= ~((cols >= math.floor(box.x0)) & (cols < math.ceil(box.x1))
+                      & (y > math.floor(box.y0)) & (y <= math.ceil(box.y1)))
         index, color, alpha = index[keep], color[keep], alpha[keep]
     flat = rgb.reshape(-1, 3)
     under = flat[index].astype(np.float32)
