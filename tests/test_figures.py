@@ -782,6 +782,30 @@ assert "matplotlib" not in sys.modules, "matplotlib imported by the caller"
     assert len(list(tmp_path.glob("*.png"))) == len(FIGURES)
 
 
+def test_the_renderer_warms_up_without_importing_pytest(tmp_path):
+    """astropy's WCSAxes imports pytest when it is installed (a tenth of a second of the
+    renderer's start-up): the renderer imports WCSAxes without it, and leaves pytest
+    importable."""
+    code = f"""
+import sys
+from astropy.wcs import WCS
+import ringbg.figures as figures
+wcs = WCS(naxis=2)
+wcs.wcs.ctype = ["GLON-CAR", "GLAT-CAR"]
+wcs.wcs.cdelt = [-0.02, 0.02]
+wcs.wcs.crpix = [75.5, 75.5]
+figures.warm_up()
+figures.prepare_frames(wcs, (150, 150))
+assert "astropy.visualization.wcsaxes" in sys.modules
+assert "pytest" not in sys.modules, sys.modules.get("pytest")
+import pytest
+assert pytest.__name__ == "pytest"
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
 def test_no_renderer_where_processes_cannot_be_forked(tmp_path, monkeypatch):
     """macOS and Windows: no renderer, the figures are drawn in the calling process."""
     figures.stop_renderer()

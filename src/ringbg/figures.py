@@ -750,6 +750,7 @@ def _frame_layer(wcs, shape, layout, grid):
     layer = _FRAMES.get(key)
     if layer is not None:
         return layer
+    _import_wcsaxes()
     fig = _new_figure(layout.size_in)
     fig.patch.set_alpha(0.0)
     ny = shape[0]
@@ -1566,12 +1567,26 @@ def _die_with_parent():
         pass
 
 
+def _import_wcsaxes():
+    """Import astropy's WCSAxes without the test runner: its package imports pytest when
+    pytest is installed (to skip its own tests without matplotlib), a tenth of a second
+    of a renderer's start-up for nothing."""
+    if "astropy.visualization.wcsaxes" in sys.modules or "pytest" in sys.modules:
+        import astropy.visualization.wcsaxes  # noqa: F401
+        return
+    sys.modules["pytest"] = None  # "import pytest" raises ImportError, which it catches
+    try:
+        import astropy.visualization.wcsaxes  # noqa: F401
+    finally:
+        del sys.modules["pytest"]
+
+
 def warm_up():
     """Import matplotlib and draw a small map figure and a log-axis plot once (fonts,
     glyphs, colour maps): what makes the first figure of a process slow. (WCSAxes is
     imported, not drawn: the coordinate frames of the run's geometry are drawn next, see
     `Renderer.prepare`.)"""
-    from astropy.visualization.wcsaxes import WCSAxes  # noqa: F401
+    _import_wcsaxes()
     from astropy.wcs import WCS
 
     wcs = WCS(naxis=2)
