@@ -194,7 +194,7 @@ def test_colour_bar_label_has_the_unit_and_power_of_ten(tmp_path):
     assert exponent == -11  # peak ~1e-11
     m = figures.map_figure(flux / 10.0**exponent, wcs, label=product_label("FLUX", exponent),
                            cmap="inferno", norm=Normalize(-1, 1))
-    cbar_label = m.fig.axes[-1].get_ylabel()
+    cbar_label = m.colorbar.label
     assert "cm\u207b\u00b2 s\u207b\u00b9" in cbar_label and "10\u207b\u00b9\u00b9" in cbar_label
 
 
@@ -318,8 +318,9 @@ def test_ring_panel_is_beside_the_map_not_over_it():
     panel = fig.axes[-1]
     assert panel not in m.axes
     panel_box = panel.get_window_extent()
-    for ax in m.axes + [fig.axes[len(m.axes)]]:  # the map axes and the colour bar
-        assert not _overlap(panel_box, ax.get_window_extent())
+    # the map axes and the colour bar (with its labels)
+    for box in [ax.get_window_extent() for ax in m.axes] + [m.colorbar.get_window_extent()]:
+        assert not _overlap(panel_box, box)
     assert not m.axes[0].patches  # nothing of the ring on the map
     # same scale: one degree spans as many screen pixels in the panel as on the map
     map_tr, panel_tr = m.axes[0].transData, panel.transData
@@ -525,6 +526,73 @@ def test_coordinate_frame_lies_on_the_map_axes(shape):
         cols = slice(x0 + 5, x1 - 5)
         assert dark[top - 1:top + 2, cols].any(axis=0).mean() > 0.95
         assert dark[bottom - 2:bottom + 1, cols].any(axis=0).mean() > 0.95
+
+
+def _matplotlib_colour_bar(size_in, rect, cmap, norm, label, extend):
+    from matplotlib.cm import ScalarMappable
+
+    fig = figures._new_figure(size_in)
+    cax = fig.add_axes(rect)
+    cbar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), cax=cax, extend=extend)
+    cbar.set_label(label)
+    fig.canvas.draw()
+    ticks = [(t.get_loc(), t.label2.get_text()) for t in cax.yaxis._update_ticks()]
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3].astype(int), ticks, \
+        cax.yaxis.get_offset_text().get_text()
+
+
+@pytest.mark.parametrize("vmin, vmax, extend, cmap, height_in", [
+    (0.0, 1.0, "neither", "viridis", 4.0), (-7.0, 7.0, "both", "RdBu_r", 5.4),
+    (0.2, 3.3e3, "max", "magma", 3.0), (-1.3e-3, 2.7e-2, "min", "inferno", 6.5),
+    (1801.0, 1853.0, "neither", "cividis", 4.5), (5.0, 5.0, "both", "viridis", 2.0),
+    (-2.5, -0.1, "max", "Greys", 1.2), (1e-7, 3e-7, "neither", "viridis", 8.0)])
+def test_colour_bar_draws_what_matplotlibs_colour_bar_draws(vmin, vmax, extend, cmap,
+                                                            height_in):
+    """The colour bar of the map figures, drawn without axes, has the ticks, tick labels,
+    offset, extensions, colours and label of matplotlib's Colorbar in the same place,
+    pixel for pixel."""
+    from matplotlib.colors import Normalize
+
+    size_in, rect = (3.0, height_in + 1.0), [0.3, 0.5 / (height_in + 1), 0.08,
+                                              height_in / (height_in + 1)]
+    label = "Flux (10\u207b\u00b9\u00b9 cm\u207b\u00b2 s\u207b\u00b9)"
+    fig = figures._new_figure(size_in)
+    bar = figures._colour_bar(fig, rect, figures._cmap(cmap), Normalize(vmin, vmax), label,
+                              extend)
+    fig.canvas.draw()
+    ours = np.asarray(fig.canvas.buffer_rgba())[..., :3].astype(int)
+    theirs, ticks, offset = _matplotlib_colour_bar(size_in, rect, figures._cmap(cmap),
+                                                   Normalize(vmin, vmax), label, extend)
+    values, labels, our_offset = bar.ticks
+    assert [text for _, text in ticks] == list(labels)
+    np.testing.assert_allclose(values, [loc for loc, _ in ticks], rtol=1e-12, atol=1e-300)
+    assert our_offset == offset
+    assert ours.shape == theirs.shape
+    differ = np.abs(ours - theirs).max(axis=2) > 2
+    assert differ.sum() <= 4, differ.sum()
+    assert bar.get_window_extent().x1 > fig.transFigure.transform(
+        (rect[0] + rect[2], 0))[0] + 10  # the labels are in its extent
+
+
+def test_colour_bar_ticks_follow_matplotlibs_for_any_range():
+    """`colourbar_ticks` (no axes) chooses the ticks and labels matplotlib's colour bar
+    axis draws, over ranges of every size and sign."""
+    from matplotlib.colors import Normalize
+
+    rng = np.random.default_rng(3)
+    for _ in range(25):
+        centre = rng.normal() * 10.0 ** rng.integers(-8, 8)
+        span = abs(rng.normal()) * 10.0 ** rng.integers(-9, 6)
+        height_in = float(rng.uniform(1.0, 9.0))
+        size_in, rect = (2.0, height_in + 1), [0.3, 0.5 / (height_in + 1), 0.1,
+                                                height_in / (height_in + 1)]
+        _, ticks, offset = _matplotlib_colour_bar(size_in, rect, figures._cmap("viridis"),
+                                                  Normalize(centre, centre + span), "x",
+                                                  "neither")
+        values, labels, our_offset = figures.colourbar_ticks(centre, centre + span,
+                                                             height_in * 72)
+        assert list(labels) == [text for _, text in ticks], (centre, span, height_in)
+        assert our_offset == offset
 
 
 def test_map_figure_draws_what_a_wcsaxes_draws():

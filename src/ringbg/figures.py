@@ -531,6 +531,196 @@ def _colorbar(ax, image, label, data, cax=None):
     return cbar
 
 
+#: the colour bar's extensions (triangles), as a fraction of its length (matplotlib's)
+_EXTEND_FRACTION = 0.05
+
+
+def colourbar_ticks(vmin, vmax, length_pt):
+    """The ticks of a linear colour bar from ``vmin`` to ``vmax`` that is ``length_pt``
+    points long, as matplotlib's `~matplotlib.colorbar.Colorbar` chooses and labels them
+    (its axis' `~matplotlib.ticker.AutoLocator` and
+    `~matplotlib.ticker.ScalarFormatter`).
+
+    Returns
+    -------
+    values : `~numpy.ndarray`
+        Tick values within ``[vmin, vmax]``.
+    labels : list of str
+    offset : str
+        The formatter's offset or power of ten ('' if none).
+    """
+    from matplotlib import rcParams
+    from matplotlib.ticker import MaxNLocator, ScalarFormatter
+
+    vmin, vmax = _nonsingular(vmin, vmax)
+    size_pt = _font_size_pt(rcParams["ytick.labelsize"]) * 2
+    nbins = max(min(int(math.floor(length_pt / size_pt)) if size_pt > 0 else 9, 9), 1)
+    locator = MaxNLocator(nbins=nbins, steps=[1, 2, 2.5, 5, 10])
+    values = np.asarray(locator.tick_values(vmin, vmax), float)
+    formatter = ScalarFormatter()
+    formatter.create_dummy_axis()
+    formatter.axis.set_view_interval(vmin, vmax)
+    formatter.axis.set_data_interval(vmin, vmax)
+    labels = formatter.format_ticks(values)  # all of them: they set the precision
+    # as an axis draws the ticks within its view (up to rounding)
+    span = vmax - vmin
+    inside = (values >= vmin - 1e-10 * span) & (values <= vmax + 1e-10 * span)
+    return values[inside], [t for t, k in zip(labels, inside) if k], formatter.get_offset()
+
+
+def _nonsingular(vmin, vmax, expander=0.1, tiny=1e-15):
+    """The range a colour bar shows for ``(vmin, vmax)``: widened by ``expander`` (relative,
+    or absolute around 0) where it is empty, (-expander, expander) where not finite (as
+    matplotlib's colour bars do)."""
+    vmin, vmax = float(vmin), float(vmax)
+    if not (math.isfinite(vmin) and math.isfinite(vmax)):
+        return -expander, expander
+    vmin, vmax = min(vmin, vmax), max(vmin, vmax)
+    largest = max(abs(vmin), abs(vmax))
+    if largest < 1e6 / tiny * np.finfo(float).tiny:
+        return -expander, expander
+    if vmax - vmin <= largest * tiny:
+        if vmin == 0 and vmax == 0:
+            return -expander, expander
+        return vmin - expander * abs(vmin), vmax + expander * abs(vmax)
+    return vmin, vmax
+
+
+def _font_size_pt(size):
+    from matplotlib.font_manager import FontProperties
+
+    return FontProperties(size=size).get_size_in_points()
+
+
+def _colour_bar(fig, rect, cmap, norm, label, extend="neither"):
+    """A vertical colour bar in ``rect`` (figure fraction) drawn straight onto the figure,
+    as matplotlib's `~matplotlib.colorbar.Colorbar` draws one in axes there (same ticks,
+    labels, extensions and colours) without its axes: their ticks were a third of a map
+    figure's time. Linear norms only (`_colorbar` otherwise). Returns the artist."""
+    from matplotlib import rcParams
+    from matplotlib.artist import Artist
+    from matplotlib.path import Path as MPath
+    from matplotlib.text import Text
+    from matplotlib.transforms import Bbox, IdentityTransform
+
+    vmin, vmax = _nonsingular(norm.vmin, norm.vmax)
+    lower, upper = extend in ("both", "min"), extend in ("both", "max")
+    n_ext = _EXTEND_FRACTION * (lower + upper)
+    inner_pt = rect[3] * fig.get_figheight() * 72 / (1 + n_ext)
+    values, tick_labels, offset = colourbar_ticks(vmin, vmax, inner_pt)
+    lut = np.rint(cmap(np.arange(cmap.N)) * 255).astype(np.uint8)  # as Agg rounds them
+    under, over = cmap(-np.inf), cmap(np.inf)
+    identity = IdentityTransform()
+
+    def text(string, **kwargs):
+        t = Text(0, 0, string, transform=identity, **kwargs)
+        t.set_figure(fig)
+        return t
+
+    tick_size = rcParams["ytick.labelsize"]
+    tick_color = rcParams["ytick.labelcolor"]
+    if tick_color == "inherit":
+        tick_color = rcParams["ytick.color"]
+    texts = [text(t, fontsize=tick_size, color=tick_color, ha="left", va="center_baseline")
+             for t in tick_labels]
+    label_text = text(label, fontsize=rcParams["axes.labelsize"], rotation=90,
+                      rotation_mode="anchor", ha="center", va="top",
+                      color=rcParams["axes.labelcolor"])
+    offset_text = text(offset, fontsize=tick_size, color=tick_color, ha="right",
+                       va="baseline") if offset else None
+
+    class ColourBar(Artist):
+        zorder = 3
+
+        def get_window_extent(self, renderer=None):
+            """The bar with its extensions, and its texts once drawn."""
+            (x0, y0), (x1, y1) = fig.transFigure.transform(
+                [(rect[0], rect[1]), (rect[0] + rect[2], rect[1] + rect[3])])
+            boxes = [Bbox([[x0, y0], [x1, y1]])]
+            if self._drawn_by is not None:
+                boxes += [t.get_window_extent(self._drawn_by) for t in texts + [label_text]]
+            return Bbox.union(boxes)
+
+        def draw(self, renderer):
+            self._drawn_by = renderer
+            if not self.get_visible():
+                return
+            (x0, y0), (x1, y1) = fig.transFigure.transform(
+                [(rect[0], rect[1]), (rect[0] + rect[2], rect[1] + rect[3])])
+            length = (y1 - y0) / (1 + n_ext)
+            b0 = y0 + (_EXTEND_FRACTION * length if lower else 0.0)
+            b1 = b0 + length
+            bot = b0 - (_EXTEND_FRACTION * length if lower else 0.0)
+            top = b1 + (_EXTEND_FRACTION * length if upper else 0.0)
+            xm = 0.5 * (x0 + x1)
+            px = renderer.points_to_pixels
+            # the colours: one band per colour map entry; each screen pixel takes the band
+            # under its centre (the mesh matplotlib draws, not antialiased)
+            left, right = math.ceil(x0 - 0.5), math.ceil(x1 - 0.5)
+            bottom, height = math.ceil(b0 - 0.5), math.ceil(b1 - 0.5) - math.ceil(b0 - 0.5)
+            if right > left and height > 0:
+                centres = bottom + np.arange(height) + 0.5
+                band = np.clip(np.floor((centres - b0) / length * cmap.N).astype(np.intp),
+                               0, cmap.N - 1)
+                column = lut[band][:, None, :]
+                image = np.ascontiguousarray(np.broadcast_to(
+                    column, (height, right - left, 4)))
+                gc = renderer.new_gc()
+                renderer.draw_image(gc, left, bottom, image)
+                gc.restore()
+            fill = renderer.new_gc()
+            fill.set_antialiased(False)
+            fill.set_linewidth(0)
+            for on, base, tip, color in ((lower, b0, bot, under), (upper, b1, top, over)):
+                if on:
+                    triangle = MPath([(x0, base), (xm, tip), (x1, base), (x0, base)],
+                                     closed=True)
+                    renderer.draw_path(fill, triangle, identity, tuple(color))
+            fill.restore()
+            outline = [(x0, b0), (xm, bot), (x1, b0), (x1, b1), (xm, top), (x0, b1)]
+            outline = [p for k, p in enumerate(outline) if k not in (
+                () if lower and upper else (1,) if upper else (4,) if lower else (1, 4))]
+            edge = renderer.new_gc()
+            edge.set_linewidth(rcParams["axes.linewidth"])
+            edge.set_foreground(rcParams["axes.edgecolor"])
+            edge.set_joinstyle("miter")
+            edge.set_capstyle("projecting")
+            renderer.draw_path(edge, MPath(outline + [outline[0]], closed=True), identity)
+            edge.restore()
+            size, pad = px(rcParams["ytick.major.size"]), px(rcParams["ytick.major.pad"])
+            ys = b0 + (values - vmin) / (vmax - vmin) * length
+            if ys.size:
+                ticks = MPath(np.column_stack([np.tile([x1, x1 + size], ys.size),
+                                               np.repeat(ys, 2)]),
+                              np.tile([MPath.MOVETO, MPath.LINETO], ys.size))
+                mark = renderer.new_gc()
+                mark.set_linewidth(rcParams["ytick.major.width"])
+                mark.set_foreground(rcParams["ytick.color"])
+                mark.set_capstyle("butt")
+                mark.set_snap(True)
+                renderer.draw_path(mark, ticks, identity)
+                mark.restore()
+            right_edge = x1
+            for t, y in zip(texts, ys):
+                t.set_position((x1 + size + pad, y))
+                t.draw(renderer)
+                right_edge = max(right_edge, t.get_window_extent(renderer).x1)
+            if offset_text is not None:
+                offset_text.set_position((x1, top + px(3)))  # ending above the bar's edge
+                offset_text.draw(renderer)
+            label_text.set_position((right_edge + px(rcParams["axes.labelpad"]),
+                                     0.5 * (b0 + b1)))
+            label_text.draw(renderer)
+            self.stale = False
+
+    bar = ColourBar()
+    bar._drawn_by = None
+    bar.label = label
+    bar.ticks = (values, tick_labels, offset)
+    fig.add_artist(bar)
+    return bar
+
+
 def draw_map(ax, data, wcs, *, label, cmap="viridis", norm=None, exclusion=None, cax=None,
              colorbar=True):
     """Draw a sky map on a WCSAxes: the image, the colour bar and the exclusion contour.
@@ -678,6 +868,7 @@ class MapFigure:
     images: list = field(default_factory=list)
     factors: list = field(default_factory=list)
     frame: tuple | None = None
+    colorbar: object = None
 
 
 def map_figure(data, wcs, *, label, cmap, norm, exclusion=None, title=None, subtitle=None,
@@ -691,6 +882,8 @@ def map_figure(data, wcs, *, label, cmap, norm, exclusion=None, title=None, subt
     Returns a `MapFigure`; its ``layout.panel`` (when ``panel_deg`` is given) is free for
     a scale panel. See `draw_map` for the parameters.
     """
+    from matplotlib.colors import Normalize
+
     data = _as_image(data)
     if data.ndim != 2:
         raise ValueError(f"map must be 2D, got shape {data.shape}")
@@ -709,8 +902,12 @@ def map_figure(data, wcs, *, label, cmap, norm, exclusion=None, title=None, subt
         out.axes.append(ax)
         out.images.append(image)
         out.factors.append(factor)
-    cax = fig.add_axes(layout.colorbar)
-    _colorbar(out.axes[0], out.images[0], label, data, cax)
+    if type(out.images[0].norm) is Normalize:
+        out.colorbar = _colour_bar(fig, layout.colorbar, cmap, out.images[0].norm, label,
+                                   _extend(data, out.images[0].norm))
+    else:
+        out.colorbar = _colorbar(out.axes[0], out.images[0], label, data,
+                                 fig.add_axes(layout.colorbar))
     if title:
         top = layout.axes[0][1] + layout.axes[0][3]
         text_y = top + 0.12 / layout.size_in[1]
