@@ -508,9 +508,11 @@ def test_renderer_started_early_is_stopped_when_the_config_has_no_figures(tmp_pa
 
 
 def test_figures_go_to_the_renderer_before_the_root_searches(tmp_path, monkeypatch):
-    """With the figure renderer running, ``ringbg run`` hands it the figures as soon as the
-    maps without root searches are made (pipeline.run's on_maps); they are the figures that
-    the final result draws, byte for byte, for every correlation radius."""
+    """With the figure renderer running, ``ringbg run`` hands it the stack's figures as
+    soon as the stack is final (pipeline.run's on_stack), then the others as soon as the
+    maps without root searches are made (on_maps); they are the figures that the final
+    result draws, byte for byte, for every correlation radius, and the report shows them
+    in the usual order."""
     import ringbg.excess
     import ringbg.figures as figures
     from ringbg.pipeline import run
@@ -535,8 +537,8 @@ def test_figures_go_to_the_renderer_before_the_root_searches(tmp_path, monkeypat
     result = CliRunner().invoke(main, ["run", str(path), "-o", str(out), "-q",
                                        "--set", "output.figures=true"])
     assert result.exit_code == 0, result.output
-    # one job, submitted before the first root search
-    assert submitted_before_searches[0] == jobs_before + 1 == renderer._jobs
+    # two jobs (the stack's figures, then the others), both before the first root search
+    assert submitted_before_searches[0] == jobs_before + 2 == renderer._jobs
     monkeypatch.undo()
     later = run(path).write(tmp_path / "later", figures=True)
     pngs = sorted(p.name for p in out.glob("*.png"))
@@ -544,6 +546,10 @@ def test_figures_go_to_the_renderer_before_the_root_searches(tmp_path, monkeypat
     assert pngs == sorted(p.name for p in later.glob("*.png"))
     for name in pngs:
         assert (out / name).read_bytes() == (later / name).read_bytes(), name
+    shown = re.findall(r'<figure id="fig-([^"]+)"', (out / "report.html").read_text())
+    assert shown == re.findall(r'<figure id="fig-([^"]+)"',
+                               (later / "report.html").read_text())
+    assert shown[:3] == ["significance", "excess", "significance_distribution"]
     figures.stop_renderer()
 
 

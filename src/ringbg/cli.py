@@ -341,17 +341,20 @@ def run_config(config_path_or_obj, outdir, jobs, overwrite, quiet, verbose, figu
         on_maps = None
         if renderer is not None:
             def on_maps(preview):
-                started.append(start_figures(preview))
+                # the stack's figures first (drawn while the correlated maps are made),
+                # then the others
+                done = {name for pending in started for name in pending.names}
+                started.append(start_figures(preview, skip=done))
         try:
             result = run(config, jobs=jobs, progress=progress, cache_dir=cache_dir,
-                         on_maps=on_maps)
+                         on_maps=on_maps, on_stack=on_maps)
         except BaseException:
             for pending in started:
                 pending.cancel()
             raise
         folder = write_outputs(result, out, overwrite=overwrite, figures=figures,
                                protected=protected, progress=progress,
-                               started_figures=started[0] if started else None)
+                               started_figures=started or None)
         if threading.current_thread() is threading.main_thread():
             exit_on_interrupt(f"ringbg: interrupted; the outputs in {folder} are complete")
     except RingbgError as exc:

@@ -1714,7 +1714,7 @@ def make_figure_tasks(maps, wcs, summary, r_in_deg=None, r_out_deg=None, *,
     summary = summary or {}
     exclusion = maps.get("EXCLUSION")
     fit = summary.get("off_distribution")
-    if not fit:
+    if not fit and "SIGNIFICANCE" in maps:
         off = maps.get("OFF_SIGNIFICANCE", maps["SIGNIFICANCE"])
         off = np.asarray(off, dtype=float)
         if exclusion is not None:
@@ -1778,6 +1778,10 @@ def _import_wcsaxes():
         del sys.modules["pytest"]
 
 
+#: resolution of the warm-up's figures (`warm_up`)
+_WARM_UP_DPI = 12
+
+
 def warm_up():
     """Import matplotlib and draw a small map figure and a log-axis plot once (fonts,
     glyphs, colour maps): what makes the first figure of a process slow. (WCSAxes is
@@ -1797,8 +1801,12 @@ def warm_up():
         m = significance_figure(data, wcs, data > 3, 0.2, 0.4, correlation_radius_deg=0.1,
                                 subtitle=_subtitle((1, 10), 0.1, 2))
         _legend(m.axes[0], _exclusion_handle(data > 3))
+        # at a low resolution: what is loaded and cached once per process is, without
+        # rasterising a whole figure for nothing
+        m.fig.set_dpi(_WARM_UP_DPI)
         m.fig.canvas.draw()
         fig = _new_figure((3, 2))
+        fig.set_dpi(_WARM_UP_DPI)
         ax = fig.add_axes([0.2, 0.2, 0.7, 0.7])
         ax.stairs([1, 2], [0, 1, 2], fill=True, label="x")
         ax.set_yscale("log")
@@ -1820,6 +1828,9 @@ def _zygote(conn, workers, parent_end):
         os.nice(_RENDERER_NICENESS)
     except (AttributeError, OSError):
         pass
+    from .parallel import keep_freed_memory
+
+    keep_freed_memory()  # a figure's buffers are reused, not faulted in again, by the next
     warm_up()
     try:
         while True:
@@ -2069,6 +2080,11 @@ class PendingFigures:
         self.tasks, self.workers, self.renderer, self.job = tasks, workers, renderer, job
         self._t0 = time.perf_counter()
 
+    @property
+    def names(self):
+        """The names of the figures drawn (`FIGURES`, with their suffixes)."""
+        return [task[0] for task in self.tasks]
+
     def result(self, folder):
         """Write the figures into ``folder`` (which must exist); returns ``{name: path}``."""
         results = None
@@ -2105,7 +2121,7 @@ def start_render(tasks, workers=None):
     (for big maps: processes forked then inherit them, instead of a pipe carrying them).
     """
     renderer = _renderer if _renderer is not None and _renderer.usable else None
-    if renderer is not None and _use_processes(tasks, workers):
+    if renderer is not None and tasks and workers != 1:  # (even one: not drawn here)
         try:
             return PendingFigures(tasks, workers, renderer, renderer.submit(tasks))
         except (EOFError, OSError) as exc:

@@ -224,7 +224,8 @@ def write_outputs(result, outdir=None, overwrite=None, figures=None, protected=(
     files of the config are always protected. Any `OSError` becomes an `OutputError`.
     ``progress``: told when each stage starts (`ringbg.progress.stage`).
     ``started_figures``: the figures of ``result`` already on their way (`start_figures`
-    of the preview of ``ringbg.pipeline.run``'s ``on_maps``), written instead of drawn now.
+    of the previews of ``ringbg.pipeline.run``'s ``on_stack`` and ``on_maps``; one or a
+    list, in the order started), written instead of drawn now.
     """
     cfg = result.config
     outdir = Path(outdir if outdir is not None else cfg.output.dir)
@@ -249,8 +250,9 @@ def write_outputs(result, outdir=None, overwrite=None, figures=None, protected=(
         raise OutputError(_write_error(outdir, exc, target.path.parent)) from None
     except BaseException:
         discard_temporary(tmp)
-        if started_figures is not None:
-            started_figures.cancel()
+        for part in (started_figures if isinstance(started_figures, (list, tuple))
+                     else [started_figures] if started_figures is not None else []):
+            part.cancel()
         raise
     if old is not None:
         with deferred_interrupt():
@@ -273,17 +275,31 @@ def maps_file_name(config, radius_deg):
 
 def _write_all(result, folder, figures, summary, progress=None, pending=None):
     # the figures are drawn (in the renderer, when one runs) while the FITS files are written
-    if figures and pending is None:
-        pending = start_figures(result, summary)
+    pending = list(pending) if isinstance(pending, (list, tuple)) else (
+        [] if pending is None else [pending])
+    if figures and not pending:
+        pending = [start_figures(result, summary)]
     try:
         _write_fits(result, folder, summary, progress)
         if figures:
             stage(progress, "figures")
-            _write_report(result, folder, summary, pending.result(folder), progress)
+            paths = {}
+            for part in pending:  # in the order they were started (the renderer's jobs)
+                paths.update(part.result(folder))
+            _write_report(result, folder, summary, _in_figure_order(paths), progress)
     except BaseException:
-        if pending is not None:
-            pending.cancel()  # no more drawing for figures that will not be written
+        for part in pending:
+            part.cancel()  # no more drawing for figures that will not be written
         raise
+
+
+def _in_figure_order(paths):
+    """``{figure name: path}`` in the order of `ringbg.figures.FIGURES` (then the further
+    radii's, in their order of arrival)."""
+    from .figures import FIGURES
+
+    first = [name for name in FIGURES if name in paths]
+    return {name: paths[name] for name in first + [n for n in paths if n not in first]}
 
 
 def _write_fits(result, folder, summary, progress=None):
@@ -324,14 +340,16 @@ def _write_fits(result, folder, summary, progress=None):
     summary["inputs"] = input_checksums(result)
 
 
-def start_figures(result, summary=None):
+def start_figures(result, summary=None, skip=()):
     """Start drawing the figures of every correlation radius of ``result``
-    (`ringbg.figures.start_render`); ``summary`` (default ``result.summary``): its fits of
-    the off distribution (made now for a radius it has none for).
+    (`ringbg.figures.start_render`) whose products it holds, but those named in ``skip``
+    (already on their way); ``summary`` (default ``result.summary``): its fits of the off
+    distribution (made now for a radius it has none for).
 
-    Returns a `~ringbg.figures.PendingFigures`: ``result(folder)`` writes the PNG files.
+    Returns a `~ringbg.figures.PendingFigures`: ``result(folder)`` writes the PNG files,
+    ``names`` are the figures it draws.
     """
-    from .figures import make_figure_tasks, start_render
+    from .figures import FIGURES, make_figure_tasks, start_render
 
     summary = result.summary if summary is None else summary
     cfg, geom = result.config, result.geom
@@ -345,6 +363,9 @@ def start_figures(result, summary=None):
         fit = summary.get("radii", {}).get(f"{radius:g}", {}).get("off_distribution")
         radius_summary = dict(summary, off_distribution=fit or summary.get("off_distribution"))
         extra = {} if k == 0 else {"suffix": f"_{radius:g}deg", "per_radius_only": True}
+        if skip:
+            extra["names"] = [name for name in FIGURES if name + extra.get("suffix", "")
+                              not in skip]
         tasks += make_figure_tasks(maps, geom.wcs, radius_summary, cfg.ring.r_in,
                                    cfg.ring.r_in + cfg.ring.width,
                                    correlation_radius_deg=radius, **common, **extra)

@@ -935,7 +935,7 @@ def _band_maps(passed, geom, config, jobs=1):
             for k, (b, be) in enumerate(zip(passed.band_stacks, band_edisp))]
 
 
-def run(config, jobs=None, progress=False, cache_dir=None, on_maps=None):
+def run(config, jobs=None, progress=False, cache_dir=None, on_maps=None, on_stack=None):
     """Run the ring-background workflow of a config (path, YAML text, dict or `Config`).
 
     The stages: select the observations, plan (geometry, memory, exclusion, ring), reduce,
@@ -961,6 +961,11 @@ def run(config, jobs=None, progress=False, cache_dir=None, on_maps=None):
         upper limits and sensitivity; its summary holds ``n_obs``, ``excluded_sources`` and
         the off distributions' fits only. The figures start from it
         (`ringbg.outputs.start_figures`).
+    on_stack : callable, optional
+        Called before, with a preview `Result` of the stack alone, as soon as the stack and
+        the exclusion are final: its ``maps`` hold the products taken from the stack
+        (``EXPOSURE``, ``LIVETIME``, ``EXCLUSION``...), its summary ``n_obs`` and
+        ``excluded_sources``. Their figures start from it.
 
     Returns
     -------
@@ -979,6 +984,8 @@ def run(config, jobs=None, progress=False, cache_dir=None, on_maps=None):
     clock.timings.update(reduction=passed.reduction_s, ring=passed.ring_s, stack=passed.stack_s)
     passed, exclusion, auto_iterations = _auto_exclusion(plan, passed, exclusion, progress)
     clock.lap("auto_exclusion")
+    if on_stack is not None:
+        on_stack(_stack_preview(plan, passed, exclusion, excluded_sources))
     stage(progress, "correlated maps")
     # local processes for the root searches of big maps (not a Dask cluster's workers)
     jobs = plan.jobs if config.parallel.address is None else 1
@@ -1020,6 +1027,16 @@ def _run_notes(passed, excluded_sources):
         log.warning("flux maps not written: %d observation(s) have point-like IRFs",
                     len(passed.point_like))
     return notes
+
+
+def _stack_preview(plan, passed, exclusion, excluded_sources):
+    """The `Result` given to ``run``'s ``on_stack``."""
+    maps = assemble({}, passed.stack, exclusion, passed.stack.exposure.shape[0],
+                    plan.geom.binsize_deg)
+    return Result(config=plan.config, geom=plan.geom, stack=passed.stack, maps=maps,
+                  exclusion=exclusion, observations=[],
+                  summary={"n_obs": len(passed.used), "excluded_sources": excluded_sources},
+                  energy_true_edges_tev=make_energy_true_edges(plan.config))
 
 
 def _preview(plan, passed, exclusion, maps_by_radius, off_by_radius, fits_by_radius,
