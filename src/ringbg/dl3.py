@@ -377,9 +377,13 @@ def _warn_bad_values(values, where, background=False, what=None):
     uses them: effective area and energy dispersion as zero (after the interpolation);
     background as missing (filled along energy between valid values, else zero) and negative
     background as zero."""
-    bad = ~np.isfinite(values)
-    n_bad = int(bad.sum())
-    n_neg = int(np.sum(values[~bad] < 0))
+    finite = np.isfinite(values)
+    if finite.all():  # (the usual case: no masked copy of the values)
+        n_bad = 0
+        n_neg = int(np.count_nonzero(values < 0)) if background else 0
+    else:
+        n_bad = int(values.size - np.count_nonzero(finite))
+        n_neg = int(np.count_nonzero(values[finite] < 0)) if background else 0
     what = what or ("background" if background else "effective-area")
     if n_bad:
         use = ("missing: filled along energy where valid values bracket them, else zero"
