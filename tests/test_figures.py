@@ -746,6 +746,35 @@ def test_a_job_nobody_collected_does_not_answer_the_next(tmp_path):
     figures.stop_renderer()
 
 
+def test_jobs_bigger_than_the_pipe_follow_each_other(tmp_path):
+    """Two jobs of big maps handed to the renderer at once (the stack's figures, then the
+    others): the second waits in the pipe while the first is drawn, and the first's PNGs
+    come back meanwhile (a run used to wait for the second to get into the pipe before
+    reading, while the renderer waited for it to read the first's)."""
+    code = f"""
+import sys
+sys.path.insert(0, {str(__file__.rsplit('/', 1)[0])!r})
+from test_figures import make_maps, make_wcs
+import ringbg.figures as figures
+from ringbg.figures import figure_tasks
+import numpy as np
+renderer = figures.start_renderer(2)
+maps, wcs = make_maps(shape=(700, 700)), make_wcs(shape=(700, 700))
+noise = np.random.default_rng(1).uniform(1, 2, (700, 700))  # PNGs of megabytes
+maps.update({{name: noise for name in ("EXPOSURE", "LIVETIME", "COUNTS", "ALPHA")}})
+first = figures.start_render(figure_tasks(maps, wcs, fit={{}}, names=["exposure", "livetime"]))
+second = figures.start_render(figure_tasks(maps, wcs, fit={{}}, names=["counts", "alpha"]))
+assert set(first.result({str(tmp_path)!r})) == {{"exposure", "livetime"}}
+assert set(second.result({str(tmp_path)!r})) == {{"counts", "alpha"}}
+assert renderer.usable
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=240)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "alpha.png", "counts.png", "exposure.png", "livetime.png"]
+
+
 def test_a_dead_renderer_is_not_used(tmp_path):
     renderer = figures.start_renderer(2)
     renderer._process.kill()

@@ -1961,7 +1961,8 @@ class Renderer:
         child.close()
         self._pid = os.getpid()
         self._jobs = 0
-        self._sending = None
+        self._outbox = None  # messages for the sending thread (`_post`)
+        self._send_errors = []
 
     @property
     def usable(self):
@@ -1981,31 +1982,36 @@ class Renderer:
         self._post(("prepare", (wcs, tuple(shape), tuple(panel_degs))))
 
     def _post(self, message):
+        """Queue ``message`` for the pipe and return at once: one thread writes the
+        messages in order (the renderer reads a job only once it has drawn the one
+        before, so a job may wait in the pipe for a while; the caller does not)."""
         import pickle
+        import queue
         import threading
 
-        self._wait_sent()
+        self._raise_send_error()
         data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-        errors = []
-        thread = threading.Thread(target=self._send, args=(data, errors), daemon=True,
-                                  name="ringbg-figures-send")
-        self._sending = (thread, errors)
-        thread.start()
+        if self._outbox is None:
+            self._outbox = queue.SimpleQueue()
+            threading.Thread(target=self._send_loop, args=(self._outbox,), daemon=True,
+                             name="ringbg-figures-send").start()
+        self._outbox.put(data)
 
-    def _send(self, data, errors):
-        try:
-            self._conn.send_bytes(data)
-        except BaseException as exc:  # noqa: BLE001 - raised by collect
-            errors.append(exc)
+    def _send_loop(self, outbox):
+        while True:
+            data = outbox.get()
+            if data is None:
+                return
+            try:
+                self._conn.send_bytes(data)
+            except BaseException as exc:  # noqa: BLE001 - raised by collect
+                self._send_errors.append(exc)
+                return
 
-    def _wait_sent(self):
-        """Wait until the last job is in the pipe; raise what stopped it getting there."""
-        sending, self._sending = self._sending, None
-        if sending is not None:
-            thread, errors = sending
-            thread.join()
-            if errors:
-                raise errors[0]
+    def _raise_send_error(self):
+        """Raise what stopped a message getting into the pipe (the renderer gone)."""
+        if self._send_errors:
+            raise self._send_errors[0]
 
     def collect(self, job=None):
         """The results of job ``job`` (default: the last submitted), waiting for them:
@@ -2013,8 +2019,11 @@ class Renderer:
         that nobody collected are dropped."""
         job = self._jobs if job is None else job
         try:
-            self._wait_sent()
             while True:
+                # read while later jobs may still be on their way in: with both directions
+                # of the pipe full, each end would otherwise wait for the other for ever
+                while not self._conn.poll(0.05):
+                    self._raise_send_error()
                 kind, number, value = self._conn.recv()
                 if number == job:
                     break
@@ -2027,6 +2036,8 @@ class Renderer:
 
     def close(self, kill=False):
         """Stop the renderer process (``kill``: at once, with the figures in progress)."""
+        if self._outbox is not None:
+            self._outbox.put(None)  # the sending thread ends (or fails on the closed pipe)
         if kill and self._process.is_alive():
             self._process.terminate()  # its workers follow (parent-death signal)
         try:
