@@ -74,3 +74,20 @@ def test_demo_run_on_a_small_simulated_store(tmp_path):
         SkyCoord(*center, unit="deg")).deg
     assert sep < 2 * config.geom.binsize
     assert np.isfinite(result.maps["SIGNIFICANCE"]).any()
+
+
+def test_the_demo_command_writes_every_output(tmp_path):
+    """``ringbg demo``, the README's first command, as a user runs it (its own process, the
+    figure renderer, figures and report on): every output, in a bounded time (a deadlock
+    between the run and the renderer once hung it)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "ringbg.cli", "demo", "-o", str(tmp_path),
+                           "-q"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    results = tmp_path / "results"
+    for name in ("maps.fits", "stacked_onoff.fits", "summary.json", "report.html",
+                 "significance.png", "exposure.png", "significance_distribution.png"):
+        assert (results / name).is_file(), name
+    assert "fig-exposure" in (results / "report.html").read_text()
