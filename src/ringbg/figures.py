@@ -629,14 +629,17 @@ def _colour_bar(fig, rect, cmap, norm, label, extend="neither"):
     offset_text = text(offset, fontsize=tick_size, color=tick_color, ha="right",
                        va="baseline") if offset else None
 
+    def corners():
+        """``rect`` in display pixels: ``(x0, y0), (x1, y1)``."""
+        return fig.transFigure.transform(
+            [(rect[0], rect[1]), (rect[0] + rect[2], rect[1] + rect[3])])
+
     class ColourBar(Artist):
         zorder = 3
 
         def get_window_extent(self, renderer=None):
             """The bar with its extensions, and its texts once drawn."""
-            (x0, y0), (x1, y1) = fig.transFigure.transform(
-                [(rect[0], rect[1]), (rect[0] + rect[2], rect[1] + rect[3])])
-            boxes = [Bbox([[x0, y0], [x1, y1]])]
+            boxes = [Bbox(corners())]
             if self._drawn_by is not None:
                 boxes += [t.get_window_extent(self._drawn_by) for t in texts + [label_text]]
             return Bbox.union(boxes)
@@ -645,8 +648,7 @@ def _colour_bar(fig, rect, cmap, norm, label, extend="neither"):
             self._drawn_by = renderer
             if not self.get_visible():
                 return
-            (x0, y0), (x1, y1) = fig.transFigure.transform(
-                [(rect[0], rect[1]), (rect[0] + rect[2], rect[1] + rect[3])])
+            (x0, y0), (x1, y1) = corners()
             length = (y1 - y0) / (1 + n_ext)
             b0 = y0 + (_EXTEND_FRACTION * length if lower else 0.0)
             b1 = b0 + length

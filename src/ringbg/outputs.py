@@ -232,6 +232,8 @@ def write_outputs(result, outdir=None, overwrite=None, figures=None, protected=(
     overwrite = cfg.output.overwrite if overwrite is None else overwrite
     figures = cfg.output.figures if figures is None else figures
     protected = [("exclusion file", f) for f in cfg.exclusion.files] + list(protected)
+    started = ([] if started_figures is None else list(started_figures)
+               if isinstance(started_figures, (list, tuple)) else [started_figures])
     target = prepare_outdir(outdir, overwrite, cfg.datastore, protected)
     t0 = time.perf_counter()
     tmp, old = temporary_path(target), None
@@ -240,7 +242,7 @@ def write_outputs(result, outdir=None, overwrite=None, figures=None, protected=(
         # the summary written: the run's, with the inputs' checksums and the write time (the
         # Result itself is left as it is)
         summary = {**result.summary, "timings": dict(result.summary["timings"])}
-        _write_all(result, tmp, figures, summary, progress, started_figures)
+        _write_all(result, tmp, figures, summary, progress, started)
         summary["timings"]["write"] = round(time.perf_counter() - t0, 4)
         _write_summary(summary, tmp)
         finish_temporary(tmp)
@@ -250,8 +252,7 @@ def write_outputs(result, outdir=None, overwrite=None, figures=None, protected=(
         raise OutputError(_write_error(outdir, exc, target.path.parent)) from None
     except BaseException:
         discard_temporary(tmp)
-        for part in (started_figures if isinstance(started_figures, (list, tuple))
-                     else [started_figures] if started_figures is not None else []):
+        for part in started:
             part.cancel()
         raise
     if old is not None:
@@ -273,10 +274,10 @@ def maps_file_name(config, radius_deg):
     return f"maps_{radius_deg:g}deg.fits"
 
 
-def _write_all(result, folder, figures, summary, progress=None, pending=None):
-    # the figures are drawn (in the renderer, when one runs) while the FITS files are written
-    pending = list(pending) if isinstance(pending, (list, tuple)) else (
-        [] if pending is None else [pending])
+def _write_all(result, folder, figures, summary, progress=None, pending=()):
+    # the figures are drawn (in the renderer, when one runs) while the FITS files are written;
+    # ``pending``: those already started (`start_figures`), in the order started
+    pending = list(pending)
     if figures and not pending:
         pending = [start_figures(result, summary)]
     try:
