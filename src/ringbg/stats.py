@@ -48,11 +48,14 @@ def wstat(n_on, n_off, alpha, mu_sig):
     n_on, n_off, alpha, mu_sig = _f64(n_on, n_off, alpha, mu_sig)
     mu_bkg = wstat_mu_bkg(n_on, n_off, alpha, mu_sig)
     with np.errstate(invalid="ignore", divide="ignore"):
-        term_on = np.where(n_on == 0, 0.0, -n_on * np.log(mu_sig + alpha * mu_bkg))
-        term_off = np.where(n_off == 0, 0.0, -n_off * np.log(mu_bkg))
-        gof_on = np.where(n_on == 0, 0.0, -n_on * (1 - np.log(n_on)))
-        gof_off = np.where(n_off == 0, 0.0, -n_off * (1 - np.log(n_off)))
-    return 2 * (mu_sig + (1 + alpha) * mu_bkg + term_on + term_off + gof_on + gof_off)
+        stat = (1 + alpha) * mu_bkg
+        stat += mu_sig
+        stat -= _xlogy(n_on, mu_sig + alpha * mu_bkg)
+        stat -= _xlogy(n_off, mu_bkg)
+        stat += _gof(n_on)
+        stat += _gof(n_off)
+    stat *= 2
+    return stat
 
 
 def excess(n_on, n_off, alpha):
@@ -84,11 +87,52 @@ def _wstat_offset(mu, n_on, n_off, alpha, target):
     return wstat(n_on, n_off, alpha, mu) - target
 
 
-def _wstat_slope(mu, n_on, n_off, alpha):
-    """dWStat/dmu with the background profiled (envelope theorem: the partial derivative)."""
+def _xlogy(x, y):
+    """``x * log(y)``, 0 where ``x == 0`` (whatever ``y``)."""
+    out = np.log(y) * x
+    zero = x == 0
+    return np.where(zero, 0.0, out) if np.any(zero) else out
+
+
+def _gof(n):
+    """WStat's saturated-model term of counts ``n``: ``-n (1 - log n)``, 0 where n = 0."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        npred = mu + alpha * wstat_mu_bkg(n_on, n_off, alpha, mu)
-        return 2 * (1 - np.where(n_on == 0, 0.0, n_on / npred))
+        out = (1 - np.log(n)) * -n
+    zero = n == 0
+    return np.where(zero, 0.0, out) if np.any(zero) else out
+
+
+def _profile_rows(n_on, n_off, alpha, h, lo, hi):
+    """The per-pixel constants of `_newton_profile`, one row each (compacted together)."""
+    a = alpha
+    return np.stack([n_on, n_off, a * (n_on + n_off), 1 + a, 4 * a * (a + 1) * n_off,
+                     2 * a * (a + 1), a, h, lo, hi])
+
+
+def _newton_profile(mu, rows):
+    """One Newton step on ``WStat(mu) = target`` for the parameter ``rows``.
+
+    With the background profiled (`wstat_mu_bkg`) and ``npred = mu + alpha mu_bkg``,
+    ``WStat / 2 = g(mu) + gof`` with ``g = mu + (1 + alpha) mu_bkg - n_on log(npred) -
+    n_off log(mu_bkg)`` and ``dWStat/dmu / 2 = 1 - n_on / npred`` (envelope theorem);
+    ``h = target / 2 - gof``. The same terms as `wstat`, without its constant part.
+    """
+    n_on, n_off, c0, b, k, den, a, h = rows[:8]
+    c = c0 - b * mu
+    mu_bkg = c + np.sqrt(c * c + k * mu)
+    mu_bkg /= den
+    npred = a * mu_bkg
+    npred += mu
+    g = b * mu_bkg
+    g += mu
+    g -= _xlogy(n_on, npred)
+    g -= _xlogy(n_off, mu_bkg)
+    g -= h
+    slope = n_on / npred
+    zero_on = n_on == 0
+    if zero_on.any():
+        slope = np.where(zero_on, 0.0, slope)
+    return mu - g / (1.0 - slope)
 
 
 def _profile_root(n_on, n_off, alpha, start, stop, delta, from_stop):
@@ -107,22 +151,27 @@ def _profile_root(n_on, n_off, alpha, start, stop, delta, from_stop):
     root = np.full(n_on.shape, np.nan)
     idx = np.flatnonzero(ok)
     mu = (stop if from_stop else start)[ok].astype(float)
-    args = [a[ok] for a in (n_on, n_off, alpha, target)]
-    lo, hi = start[ok], stop[ok]
     with np.errstate(divide="ignore", invalid="ignore"):
+        on, off = n_on[ok], n_off[ok]
+        rows = _profile_rows(on, off, alpha[ok], 0.5 * target[ok] - _gof(on) - _gof(off),
+                             start[ok], stop[ok])
+        # a converged pixel keeps being iterated (its root is taken when it converges) until
+        # half are: the arrays are compacted then, not at every step
+        active = np.ones(idx.size, dtype=bool)
         for _ in range(40):
             if idx.size == 0:
                 break
-            f = _wstat_offset(mu, *args)
-            step = f / _wstat_slope(mu, *args[:3])
-            new = np.clip(mu - step, lo, hi)
+            new = np.clip(_newton_profile(mu, rows), rows[8], rows[9])
             done = ~np.isfinite(new) | (np.abs(new - mu) <= 1e-10 * (1 + np.abs(mu)))
-            root[idx[done]] = np.where(np.isfinite(new[done]), new[done], mu[done])
-            keep = ~done
-            idx, mu = idx[keep], new[keep]
-            args = [a[keep] for a in args]
-            lo, hi = lo[keep], hi[keep]
-        root[idx] = mu
+            done &= active
+            if done.any():
+                root[idx[done]] = np.where(np.isfinite(new[done]), new[done], mu[done])
+                active &= ~done
+                if 2 * np.count_nonzero(active) <= active.size:
+                    idx, new, rows = idx[active], new[active], rows[:, active]
+                    active = active[active]
+            mu = new
+        root[idx[active]] = mu[active]
         # where the profile is not smooth (n_on = 0 at the edge of the physical region)
         # Newton may stall: finish those with a bracketing method
         residual = _wstat_offset(root, n_on, n_off, alpha, target)
@@ -174,11 +223,18 @@ def _significance_offset(n_sig, n_off, alpha, target):
     return significance(n_sig + alpha * n_off, n_off, alpha) - target
 
 
-def _ts_slope(n_sig, n_off, alpha):
-    """d TS / d n_sig at ``n_on = n_sig + alpha n_off`` (Li & Ma's TS differentiated in n_on)."""
-    n_on = n_sig + alpha * n_off
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return 2 * np.log((1 + alpha) * n_on / (alpha * (n_on + n_off)))
+def _li_ma_half_ts(n_sig, n_off, alpha):
+    """Half the TS at ``n_on = n_sig + alpha n_off`` for ``n_sig >= 0`` (Li & Ma 1983 eq. 17
+    squared, over 2) and ``log((1 + alpha) n_on / (alpha (n_on + n_off)))``, half its
+    derivative in ``n_sig``."""
+    n_on = alpha * n_off
+    n_on += n_sig
+    total = n_on + n_off
+    b = 1 + alpha
+    log_on = np.log(b * n_on / (alpha * total))
+    half_ts = n_on * log_on
+    half_ts += _xlogy(n_off, b * n_off / total)
+    return half_ts, log_on
 
 
 def excess_matching_significance(n_off, alpha, n_sigma=5.0):
@@ -188,9 +244,9 @@ def excess_matching_significance(n_off, alpha, n_sigma=5.0):
     ``WStatCountsStatistic.n_sig_matching_significance``): the ``n_sig`` with
     ``significance(n_sig + alpha n_off, n_off, alpha) = n_sigma``. The TS is convex and
     increasing in the signal above the background, so Newton's method on ``TS = n_sigma**2``
-    started above the root descends onto it without overshooting (a bracketing search
-    finishes the few that do not converge). NaN where ``alpha`` or ``n_off`` is not finite
-    or ``alpha <= 0``.
+    (Li & Ma's closed form: the same TS as `ts`, without its cancellation) started above the
+    root descends onto it without overshooting (a bracketing search finishes the few that do
+    not converge). NaN where ``alpha`` or ``n_off`` is not finite or ``alpha <= 0``.
     """
     n_off, alpha = np.broadcast_arrays(*_f64(n_off, alpha))
     out = np.full(n_off.shape, np.nan)
@@ -198,34 +254,38 @@ def excess_matching_significance(n_off, alpha, n_sigma=5.0):
     if not ok.any():
         return out
     b, a = n_off[ok], alpha[ok]
-    target = np.full(b.shape, float(n_sigma))
+    half_target = 0.5 * float(n_sigma) ** 2
     # a start above the root: the Gaussian guess grown until the significance is above
     hi = np.maximum(n_sigma * np.sqrt(a * b), 1.0) + n_sigma**2
     with np.errstate(divide="ignore", invalid="ignore"):
         for _ in range(60):
-            low = _significance_offset(hi, b, a, target) < 0
+            low = ~(_li_ma_half_ts(hi, b, a)[0] >= half_target)
             if not low.any():
                 break
             hi = np.where(low, 2 * hi, hi)
         root = np.full(b.shape, np.nan)
         idx = np.flatnonzero(~low)
         mu, bb, aa = hi[idx], b[idx], a[idx]
-        ts_target = float(n_sigma) ** 2
         for _ in range(60):
             if idx.size == 0:
                 break
-            step = (ts(mu + aa * bb, bb, aa) - ts_target) / _ts_slope(mu, bb, aa)
-            new = np.clip(mu - step, 0.0, mu)
+            half_ts, slope = _li_ma_half_ts(mu, bb, aa)
+            half_ts -= half_target
+            new = np.clip(mu - half_ts / slope, 0.0, mu)
             done = np.isfinite(new) & (np.abs(new - mu) <= 1e-12 * (1 + np.abs(mu)))
-            root[idx[done]] = new[done]
             keep = ~done & np.isfinite(new)
+            if keep.all():
+                mu = new
+                continue
+            root[idx[done]] = new[done]
             idx, mu, bb, aa = idx[keep], new[keep], bb[keep], aa[keep]
         slow = ~np.isfinite(root) & ~low
         if slow.any():
             from scipy.optimize.elementwise import find_root
 
+            target = np.full(int(slow.sum()), float(n_sigma))
             res = find_root(_significance_offset, (np.zeros(slow.sum()), hi[slow]),
-                            args=(b[slow], a[slow], target[slow]),
+                            args=(b[slow], a[slow], target),
                             tolerances={"xrtol": 1e-12, "xatol": 1e-12})
             root[slow] = np.where(res.success, res.x, np.nan)
     out[ok] = root
