@@ -305,22 +305,47 @@ class Geom:
 
     @cached_property
     def solid_angle_sr(self):
-        """Pixel solid angles (sr), from the four sky corners as gammapy computes them."""
+        """Pixel solid angles (sr), from the four sky corners as gammapy computes them.
+
+        The corners' sines and cosines are taken once on the corner grid (each is shared
+        by four pixels) and the pairs' separations (`angular_separation_deg`) and position
+        angles (`_position_angle`) follow their formulas operation by operation: the same
+        values.
+        """
         ny, nx = self.shape
         yc, xc = np.mgrid[0 : ny + 1, 0 : nx + 1].astype(float) - 0.5
         lon, lat = (np.radians(v) for v in self.pix_to_world(xc, yc))
+        # the separation takes degrees: the corners through degrees and back, as it sees them
+        lon_s, lat_s = (np.radians(np.degrees(v)) for v in (lon, lat))
+        trig_s = (np.sin(lat_s), np.cos(lat_s))
+        trig = (np.sin(lat), np.cos(lat))
         # corners: A=(i-.5,j-.5) B=(i-.5,j+.5) C=(i+.5,j-.5) D=(i+.5,j+.5); arrays are [j, i]
-        a = (lon[:-1, :-1], lat[:-1, :-1])
-        b = (lon[1:, :-1], lat[1:, :-1])
-        c = (lon[:-1, 1:], lat[:-1, 1:])
-        d = (lon[1:, 1:], lat[1:, 1:])
+        corner = {"a": (slice(None, -1), slice(None, -1)), "b": (slice(1, None), slice(None, -1)),
+                  "c": (slice(None, -1), slice(1, None)), "d": (slice(1, None), slice(1, None))}
 
         def sep(p, q):
-            return np.radians(angular_separation_deg(*np.degrees(p), *np.degrees(q)))
+            p, q = corner[p], corner[q]
+            dlon = lon_s[q] - lon_s[p]
+            sdlon, cdlon = np.sin(dlon), np.cos(dlon)
+            slat1, clat1 = (v[p] for v in trig_s)
+            slat2, clat2 = (v[q] for v in trig_s)
+            num1 = clat2 * sdlon
+            num2 = clat1 * slat2 - slat1 * clat2 * cdlon
+            denominator = slat1 * slat2 + clat1 * clat2 * cdlon
+            return np.radians(np.degrees(np.arctan2(np.hypot(num1, num2), denominator)))
 
-        low, left, up, right = sep(a, b), sep(a, c), sep(c, d), sep(b, d)
-        t1 = _position_angle(*b, *d) - _position_angle(*b, *a)
-        t2 = _position_angle(*c, *d) - _position_angle(*a, *c)
+        def position_angle(p, q):
+            p, q = corner[p], corner[q]
+            dlon = lon[q] - lon[p]
+            slat1, clat1 = (v[p] for v in trig)
+            slat2, clat2 = (v[q] for v in trig)
+            y = np.sin(dlon) * clat2
+            x = clat1 * slat2 - slat1 * clat2 * np.cos(dlon)
+            return np.arctan2(y, x)
+
+        low, left, up, right = sep("a", "b"), sep("a", "c"), sep("c", "d"), sep("b", "d")
+        t1 = position_angle("b", "d") - position_angle("b", "a")
+        t2 = position_angle("c", "d") - position_angle("a", "c")
         return np.abs(0.5 * low * right * np.sin(t1) + 0.5 * up * left * np.sin(t2))
 
     def cutout_slices(self, lon_deg, lat_deg, width_deg, frame="icrs"):
