@@ -246,6 +246,37 @@ def _cdf_at_edges(density_width, edges, migra):
     return lower * (1 - t) + cumulative[..., k, idx] * t, cumulative[..., -1:]
 
 
+def _add_clipped(cdf, total, values, idx, t, width, edges, migra):
+    """Add to the interpolated ``cdf`` (n, n_true, m) and ``total`` (n, n_true, 1) of pixels
+    between offset nodes ``idx`` and ``idx + 1`` (fraction ``t``) what clipping the density at
+    zero adds: ``max(-d, 0)`` for each entry ``d`` (linear in offset) that is negative at
+    either node, weighted as `_cdf_at_edges` weighs its migration bin."""
+    n_true, m = migra.shape
+    # weight of migration bin j in the cdf at migra[k, r]: 1 below its bin, the fraction in it
+    bin_idx = np.clip(np.searchsorted(edges, migra, side="right") - 1, 0, len(edges) - 2)
+    frac = np.clip((migra - edges[bin_idx]) / (edges[bin_idx + 1] - edges[bin_idx]), 0.0, 1.0)
+    j = np.arange(len(width))
+    weight = (j < bin_idx[..., None]) + (j == bin_idx[..., None]) * frac[..., None]
+    negative = values < 0
+    for i in np.unique(idx):
+        k, jj = np.nonzero(negative[i] | negative[i + 1])
+        if k.size == 0:
+            continue
+        pix = np.flatnonzero(idx == i)
+        low = values[i, k, jj]
+        # as `_edisp_density`: the lower node plus t times the step to the next
+        density = (values[i + 1, k, jj] - low) * t[pix, None]
+        density += low
+        added = np.maximum(-density, 0.0) * width[jj]  # (pixels, entries)
+        rows = np.arange(k.size)
+        to_cdf = np.zeros((k.size, n_true, m))
+        to_cdf[rows, k] = weight[k, :, jj]
+        cdf[pix] += (added @ to_cdf.reshape(k.size, -1)).reshape(pix.size, n_true, m)
+        to_total = np.zeros((k.size, n_true))
+        to_total[rows, k] = 1.0
+        total[pix, :, 0] += added @ to_total
+
+
 def edisp_kernel(edisp, offset_deg, energy_true_edges_tev, energy_edges_tev, threshold=1e-8):
     """Probability that an event of each true-energy bin is reconstructed in each bin.
 
@@ -256,9 +287,10 @@ def edisp_kernel(edisp, offset_deg, energy_true_edges_tev, energy_edges_tev, thr
     the migration edges) between ``E_reco / E_true`` of consecutive reconstructed-energy edges;
     probabilities below ``threshold`` are set to zero.
 
-    Between the offset nodes (no extrapolation, no clipping) the density is linear in offset,
-    and so are its integrals: they are interpolated from the nodes' (the same numbers up to
-    rounding, for a fraction of the work).
+    Between the offset nodes (no extrapolation) the density is linear in offset, and so are
+    its integrals: they are interpolated from the nodes' (the same numbers up to rounding, for
+    a fraction of the work), and the few entries that the clipping at zero changes (a
+    negative value at either node) are corrected (`_add_clipped`).
 
     Parameters
     ----------
@@ -289,19 +321,23 @@ def edisp_kernel(edisp, offset_deg, energy_true_edges_tev, energy_edges_tev, thr
     nodes = edisp.offset.nodes
     inside = _inside(edisp.offset, offset)
     linear = inside & (offset >= nodes[0]) & (offset <= nodes[-1])
-    if not (np.all(np.isfinite(values)) and np.all(values >= 0)):
+    if not np.all(np.isfinite(values)):
         linear[:] = False
     cdf = np.zeros((len(offset), len(centers), len(e_reco)))
     total = np.zeros((len(offset), len(centers), 1))
     if linear.any():
-        node_cdf, node_total = _cdf_at_edges(values * width, edges, migra)
         idx, t, single = _bracket(nodes, offset[linear])
         if single:
+            node_cdf, node_total = _cdf_at_edges(np.maximum(values, 0.0) * width, edges, migra)
             cdf[linear], total[linear] = node_cdf[idx], node_total[idx]
         else:
-            t = t[:, None, None]
-            cdf[linear] = node_cdf[idx] * (1 - t) + node_cdf[idx + 1] * t
-            total[linear] = node_total[idx] * (1 - t) + node_total[idx + 1] * t
+            node_cdf, node_total = _cdf_at_edges(values * width, edges, migra)
+            tt = t[:, None, None]
+            lin_cdf = node_cdf[idx] * (1 - tt) + node_cdf[idx + 1] * tt
+            lin_total = node_total[idx] * (1 - tt) + node_total[idx + 1] * tt
+            if np.any(values < 0):
+                _add_clipped(lin_cdf, lin_total, values, idx, t, width, edges, migra)
+            cdf[linear], total[linear] = lin_cdf, lin_total
     other = inside & ~linear
     if other.any():
         density = _edisp_density(values, edisp.offset, offset[other])
