@@ -48,14 +48,22 @@ def wstat(n_on, n_off, alpha, mu_sig):
     n_on, n_off, alpha, mu_sig = _f64(n_on, n_off, alpha, mu_sig)
     mu_bkg = wstat_mu_bkg(n_on, n_off, alpha, mu_sig)
     with np.errstate(invalid="ignore", divide="ignore"):
-        stat = (1 + alpha) * mu_bkg
-        stat += mu_sig
-        stat -= _xlogy(n_on, mu_sig + alpha * mu_bkg)
-        stat -= _xlogy(n_off, mu_bkg)
+        stat, _ = _wstat_terms(n_on, n_off, alpha, mu_sig, mu_bkg)
         stat += _gof(n_on)
         stat += _gof(n_off)
     stat *= 2
     return stat
+
+
+def _wstat_terms(n_on, n_off, alpha, mu_sig, mu_bkg):
+    """Half of `wstat` without its constant (saturated-model) terms, ``mu + (1 + alpha)
+    mu_bkg - n_on log(npred) - n_off log(mu_bkg)``, and ``npred = mu + alpha mu_bkg``."""
+    npred = mu_sig + alpha * mu_bkg
+    stat = (1 + alpha) * mu_bkg
+    stat += mu_sig
+    stat -= _xlogy(n_on, npred)
+    stat -= _xlogy(n_off, mu_bkg)
+    return stat, npred
 
 
 def excess(n_on, n_off, alpha):
@@ -102,31 +110,13 @@ def _gof(n):
     return np.where(zero, 0.0, out) if np.any(zero) else out
 
 
-def _profile_rows(n_on, n_off, alpha, h, lo, hi):
-    """The per-pixel constants of `_newton_profile`, one row each (compacted together)."""
-    a = alpha
-    return np.stack([n_on, n_off, a * (n_on + n_off), 1 + a, 4 * a * (a + 1) * n_off,
-                     2 * a * (a + 1), a, h, lo, hi])
-
-
 def _newton_profile(mu, rows):
-    """One Newton step on ``WStat(mu) = target`` for the parameter ``rows``.
-
-    With the background profiled (`wstat_mu_bkg`) and ``npred = mu + alpha mu_bkg``,
-    ``WStat / 2 = g(mu) + gof`` with ``g = mu + (1 + alpha) mu_bkg - n_on log(npred) -
-    n_off log(mu_bkg)`` and ``dWStat/dmu / 2 = 1 - n_on / npred`` (envelope theorem);
-    ``h = target / 2 - gof``. The same terms as `wstat`, without its constant part.
-    """
-    n_on, n_off, c0, b, k, den, a, h = rows[:8]
-    c = c0 - b * mu
-    mu_bkg = c + np.sqrt(c * c + k * mu)
-    mu_bkg /= den
-    npred = a * mu_bkg
-    npred += mu
-    g = b * mu_bkg
-    g += mu
-    g -= _xlogy(n_on, npred)
-    g -= _xlogy(n_off, mu_bkg)
+    """One Newton step on ``WStat(mu) = target`` for the parameter ``rows`` (``n_on``,
+    ``n_off``, ``alpha``, ``h = target / 2 - gof``, ...): with the background profiled,
+    ``WStat / 2 = g(mu) + gof`` (`_wstat_terms`) and ``dWStat/dmu / 2 = 1 - n_on / npred``
+    (envelope theorem)."""
+    n_on, n_off, alpha, h = rows[:4]
+    g, npred = _wstat_terms(n_on, n_off, alpha, mu, wstat_mu_bkg(n_on, n_off, alpha, mu))
     g -= h
     slope = n_on / npred
     zero_on = n_on == 0
@@ -153,15 +143,16 @@ def _profile_root(n_on, n_off, alpha, start, stop, delta, from_stop):
     mu = (stop if from_stop else start)[ok].astype(float)
     with np.errstate(divide="ignore", invalid="ignore"):
         on, off = n_on[ok], n_off[ok]
-        rows = _profile_rows(on, off, alpha[ok], 0.5 * target[ok] - _gof(on) - _gof(off),
-                             start[ok], stop[ok])
+        # per pixel: n_on, n_off, alpha, h (see `_newton_profile`), the bracket
+        rows = np.stack([on, off, alpha[ok], 0.5 * target[ok] - _gof(on) - _gof(off),
+                         start[ok], stop[ok]])
         # a converged pixel keeps being iterated (its root is taken when it converges) until
         # half are: the arrays are compacted then, not at every step
         active = np.ones(idx.size, dtype=bool)
         for _ in range(40):
             if idx.size == 0:
                 break
-            new = np.clip(_newton_profile(mu, rows), rows[8], rows[9])
+            new = np.clip(_newton_profile(mu, rows), rows[4], rows[5])
             done = ~np.isfinite(new) | (np.abs(new - mu) <= 1e-10 * (1 + np.abs(mu)))
             done &= active
             if done.any():
