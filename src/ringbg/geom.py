@@ -109,20 +109,32 @@ def offset_frame_lonlat(lon_deg, lat_deg, lon0_deg, lat0_deg):
 def angular_separation_deg(lon1_deg, lat1_deg, lon2_deg, lat2_deg):
     """Angular separation (Vincenty formula, as astropy) in degrees."""
     lon1, lat1, lon2, lat2 = (np.radians(x) for x in (lon1_deg, lat1_deg, lon2_deg, lat2_deg))
-    dlon = lon2 - lon1
+    return np.degrees(_separation_rad(lon2 - lon1, (np.sin(lat1), np.cos(lat1)),
+                                      (np.sin(lat2), np.cos(lat2))))
+
+
+def _separation_rad(dlon, trig1, trig2):
+    """Vincenty's separation (rad) from the longitude difference (rad) and the points'
+    ``(sin, cos)`` of latitude."""
+    (slat1, clat1), (slat2, clat2) = trig1, trig2
     sdlon, cdlon = np.sin(dlon), np.cos(dlon)
-    slat1, slat2, clat1, clat2 = np.sin(lat1), np.sin(lat2), np.cos(lat1), np.cos(lat2)
     num1 = clat2 * sdlon
     num2 = clat1 * slat2 - slat1 * clat2 * cdlon
     denominator = slat1 * slat2 + clat1 * clat2 * cdlon
-    return np.degrees(np.arctan2(np.hypot(num1, num2), denominator))
+    return np.arctan2(np.hypot(num1, num2), denominator)
 
 
 def _position_angle(lon1, lat1, lon2, lat2):
     """Position angle (rad) at point 1 toward point 2, all in radians (astropy's formula)."""
-    dlon = lon2 - lon1
-    y = np.sin(dlon) * np.cos(lat2)
-    x = np.cos(lat1) * np.sin(lat2) - np.sin(lat1) * np.cos(lat2) * np.cos(dlon)
+    return _position_angle_rad(lon2 - lon1, (np.sin(lat1), np.cos(lat1)),
+                               (np.sin(lat2), np.cos(lat2)))
+
+
+def _position_angle_rad(dlon, trig1, trig2):
+    """`_position_angle` from the longitude difference and the ``(sin, cos)`` of latitude."""
+    (slat1, clat1), (slat2, clat2) = trig1, trig2
+    y = np.sin(dlon) * clat2
+    x = clat1 * slat2 - slat1 * clat2 * np.cos(dlon)
     return np.arctan2(y, x)
 
 
@@ -308,9 +320,7 @@ class Geom:
         """Pixel solid angles (sr), from the four sky corners as gammapy computes them.
 
         The corners' sines and cosines are taken once on the corner grid (each is shared
-        by four pixels) and the pairs' separations (`angular_separation_deg`) and position
-        angles (`_position_angle`) follow their formulas operation by operation: the same
-        values.
+        by four pixels), for the formulas of `angular_separation_deg` and `_position_angle`.
         """
         ny, nx = self.shape
         yc, xc = np.mgrid[0 : ny + 1, 0 : nx + 1].astype(float) - 0.5
@@ -325,23 +335,12 @@ class Geom:
 
         def sep(p, q):
             p, q = corner[p], corner[q]
-            dlon = lon_s[q] - lon_s[p]
-            sdlon, cdlon = np.sin(dlon), np.cos(dlon)
-            slat1, clat1 = (v[p] for v in trig_s)
-            slat2, clat2 = (v[q] for v in trig_s)
-            num1 = clat2 * sdlon
-            num2 = clat1 * slat2 - slat1 * clat2 * cdlon
-            denominator = slat1 * slat2 + clat1 * clat2 * cdlon
-            return np.radians(np.degrees(np.arctan2(np.hypot(num1, num2), denominator)))
+            pair = (lon_s[q] - lon_s[p], [v[p] for v in trig_s], [v[q] for v in trig_s])
+            return np.radians(np.degrees(_separation_rad(*pair)))
 
         def position_angle(p, q):
             p, q = corner[p], corner[q]
-            dlon = lon[q] - lon[p]
-            slat1, clat1 = (v[p] for v in trig)
-            slat2, clat2 = (v[q] for v in trig)
-            y = np.sin(dlon) * clat2
-            x = clat1 * slat2 - slat1 * clat2 * np.cos(dlon)
-            return np.arctan2(y, x)
+            return _position_angle_rad(lon[q] - lon[p], [v[p] for v in trig], [v[q] for v in trig])
 
         low, left, up, right = sep("a", "b"), sep("a", "c"), sep("c", "d"), sep("b", "d")
         t1 = position_angle("b", "d") - position_angle("b", "a")
