@@ -233,14 +233,21 @@ def _edisp_density(values, offset_axis, offset):
     return np.maximum(out, 0.0, out=out)
 
 
+def _migra_bins(edges, migra):
+    """The migration bin of each of ``migra`` and its fraction in it (clipped to the first
+    and last bin, fraction in [0, 1]): how `_cdf_at_edges` reads the cumulative sum."""
+    idx = np.clip(np.searchsorted(edges, migra, side="right") - 1, 0, len(edges) - 2)
+    t = np.clip((migra - edges[idx]) / (edges[idx + 1] - edges[idx]), 0.0, 1.0)
+    return idx, t
+
+
 def _cdf_at_edges(density_width, edges, migra):
     """Cumulative integral of ``density * width`` (last axis: the migration bins between
     ``edges``) at the migrations ``migra`` (n_true, m), piecewise linear between the edges and
     constant beyond them (gammapy's edge padding); and the total. Shapes (..., n_true, m) and
     (..., n_true, 1)."""
     cumulative = np.cumsum(density_width, axis=-1)
-    idx = np.clip(np.searchsorted(edges, migra, side="right") - 1, 0, len(edges) - 2)
-    t = np.clip((migra - edges[idx]) / (edges[idx + 1] - edges[idx]), 0.0, 1.0)
+    idx, t = _migra_bins(edges, migra)
     k = np.arange(migra.shape[0])[:, None]
     lower = np.where(idx > 0, cumulative[..., k, np.maximum(idx - 1, 0)], 0.0)
     return lower * (1 - t) + cumulative[..., k, idx] * t, cumulative[..., -1:]
@@ -253,8 +260,7 @@ def _add_clipped(cdf, total, values, idx, t, width, edges, migra):
     either node, weighted as `_cdf_at_edges` weighs its migration bin."""
     n_true, m = migra.shape
     # weight of migration bin j in the cdf at migra[k, r]: 1 below its bin, the fraction in it
-    bin_idx = np.clip(np.searchsorted(edges, migra, side="right") - 1, 0, len(edges) - 2)
-    frac = np.clip((migra - edges[bin_idx]) / (edges[bin_idx + 1] - edges[bin_idx]), 0.0, 1.0)
+    bin_idx, frac = _migra_bins(edges, migra)
     j = np.arange(len(width))
     weight = (j < bin_idx[..., None]) + (j == bin_idx[..., None]) * frac[..., None]
     negative = values < 0
