@@ -746,6 +746,37 @@ def test_a_job_nobody_collected_does_not_answer_the_next(tmp_path):
     figures.stop_renderer()
 
 
+def test_jobs_waiting_in_the_pipe_are_drawn_together(tmp_path, monkeypatch):
+    """Jobs that reach the renderer while it is busy are drawn in one round by the same
+    workers (not each waiting for the slowest figure of the one before), and each job
+    still gets its own figures, as this process draws them."""
+    figures.stop_renderer()
+    rounds = tmp_path / "rounds.txt"
+    render_job = figures._render_job
+
+    def counting(tasks, workers):  # (the renderer is forked from here: it uses this one)
+        with open(rounds, "a") as f:
+            f.write(f"{len(tasks)}\n")
+        return render_job(tasks, workers)
+
+    monkeypatch.setattr(figures, "_render_job", counting)
+    maps, wcs = make_maps(), make_wcs()
+    names = [["counts", "alpha"], ["exposure"], ["livetime", "excess", "background"]]
+    figures.start_renderer(2)  # warming up: the three jobs wait in the pipe
+    jobs = [figure_tasks(maps, wcs, fit={}, names=n) for n in names]
+    pending = [figures.start_render(tasks) for tasks in jobs]
+    for k, (job, tasks) in enumerate(zip(pending, jobs)):
+        folder = tmp_path / f"job{k}"
+        folder.mkdir()
+        written = job.result(folder)
+        assert sorted(written) == sorted(names[k])
+        here = figures.render(tasks, tmp_path, workers=1)
+        for name in written:
+            assert written[name].read_bytes() == here[name].read_bytes(), name
+    assert rounds.read_text().split() == ["6"]
+    figures.stop_renderer()
+
+
 def test_jobs_bigger_than_the_pipe_follow_each_other(tmp_path):
     """Two jobs of big maps handed to the renderer at once (the stack's figures, then the
     others): the second waits in the pipe while the first is drawn, and the first's PNGs

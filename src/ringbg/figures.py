@@ -1848,12 +1848,27 @@ def _zygote(conn, workers, parent_end):
             if job == "prepare":
                 _prepare_quietly(*tasks)
                 continue
+            jobs = [(job, tasks)]
+            # the jobs that came in meanwhile are drawn with this one, by the same workers
+            # (the tutorial's second job is there before its first starts: drawn one job
+            # after the other, the workers waited for the slower figure of each)
+            while conn.poll(0):
+                job, tasks = conn.recv()
+                if job == "prepare":
+                    _prepare_quietly(*tasks)
+                else:
+                    jobs.append((job, tasks))
             try:
-                conn.send(("done", job, _render_job(tasks, workers)))
+                results = _render_job([t for _, tasks in jobs for t in tasks], workers)
             except (BrokenPipeError, EOFError):
                 raise
             except Exception as exc:  # noqa: BLE001 - sent back and raised by the parent
-                conn.send(("error", job, exc))
+                for job, _ in jobs:
+                    conn.send(("error", job, exc))
+                continue
+            for job, tasks in jobs:
+                conn.send(("done", job, results[:len(tasks)]))
+                results = results[len(tasks):]
     except (BrokenPipeError, EOFError, OSError):
         return  # the parent is gone (interrupted, or done): nothing to say
 
