@@ -68,6 +68,55 @@ def test_parallel_processes_identical(tmp_path, per_observation):
         assert b.counts.flags.writeable  # a copy, not a view into the workers' memory
 
 
+def test_background_import_starts_after_the_workers_fork_and_ends_with_the_pass(
+        tmp_path, monkeypatch):
+    """With worker processes this one imports what it needs after the observation pass
+    while it waits for them: only once they are forked (a fork during an import would
+    inherit its locks, held) and finished before the pass returns (before the next fork,
+    the root searches')."""
+    import threading
+
+    import ringbg.parallel as parallel
+    import ringbg.pipeline as pipeline
+
+    events = []
+    map_ordered = parallel.map_ordered
+
+    def recording_map(*args, **kwargs):
+        for k, result in enumerate(map_ordered(*args, **kwargs)):
+            events.append(("result", k))
+            yield result
+
+    def recording_import(modules):
+        events.append(("import", tuple(modules)))
+        thread = threading.Thread(target=lambda: None)
+        thread.start()
+        join = thread.join
+        thread.join = lambda *a: (events.append(("join",)), join(*a))[1]
+        return thread
+
+    monkeypatch.setattr(pipeline, "map_ordered", recording_map)
+    monkeypatch.setattr(pipeline, "import_in_background", recording_import)
+    cfg = msh_config(tmp_path)
+    cfg["observations"] = {"obs_ids": [20136, 20137, 20151]}
+    run(cfg, jobs=2)
+    assert events[:2] == [("result", 0), ("import", pipeline.AFTER_STACK_MODULES)]
+    assert events.index(("join",)) == events.index(("result", 2)) + 1
+    events.clear()
+    run(cfg, jobs=1)  # all in this process: nothing imported beside it
+    assert ("import", pipeline.AFTER_STACK_MODULES) not in events
+
+
+def test_import_in_background_imports_and_leaves_failures_to_the_user():
+    import sys
+
+    from ringbg.pipeline import import_in_background
+
+    sys.modules.pop("colorsys", None)
+    import_in_background(["colorsys", "ringbg_no_such_module"]).join()
+    assert "colorsys" in sys.modules
+
+
 def test_dask_local_cluster_identical(tmp_path):
     from distributed import LocalCluster
 

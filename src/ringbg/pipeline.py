@@ -715,6 +715,31 @@ def shared_shapes(plan, exclusion):
     return {i: s for i, s in shapes.items() if i in set(plan.obs_ids)}
 
 
+#: modules imported after the observation pass (the off-distribution fit's curve_fit), which
+#: take ~0.17 s to import: imported while it waits for the worker processes
+AFTER_STACK_MODULES = ("scipy.optimize",)
+
+
+def import_in_background(modules):
+    """Import ``modules`` in a daemon thread, returned started (an import the caller then
+    makes waits for it to finish, or finds the module there); an import that fails is made
+    again, and fails with its error, where the module is used. Join the thread before the
+    process forks."""
+    import importlib
+    import threading
+
+    def load():
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001 - raised again where it is used
+                log.debug("background import of %s failed", name, exc_info=True)
+
+    thread = threading.Thread(target=load, daemon=True, name="ringbg-import")
+    thread.start()
+    return thread
+
+
 def stack_observations(plan, exclusion, progress=False):
     """Reduce, ring and stack every observation of the plan with ``exclusion``: one pass.
 
@@ -742,7 +767,14 @@ def stack_observations(plan, exclusion, progress=False):
 
         results = tqdm(results, total=len(tasks), unit="obs", desc="observations")
     stack_s = 0.0
+    # this process mostly waits for the workers' results: it imports meanwhile what it
+    # needs after them; once the local workers are forked (the first result is there), and
+    # done before anything else forks (a fork during an import inherits its locks, held)
+    importer = None
+    in_workers = plan.jobs > 1 or config.parallel.address is not None
     for obs_id, ringed, error in results:
+        if importer is None and in_workers:
+            importer = import_in_background(AFTER_STACK_MODULES)
         if error is not None:
             out.skipped.append((obs_id, error))
             continue
@@ -770,6 +802,8 @@ def stack_observations(plan, exclusion, progress=False):
         if ringed.point_like:
             out.point_like.append(obs_id)
     discard_prefetched()
+    if importer is not None:
+        importer.join()
     # the ring's time is measured where it runs (a worker, or here in-process)
     out.reduction_s = time.perf_counter() - t_start - stack_s - (
         out.ring_s if plan.jobs <= 1 and config.parallel.address is None else 0.0)
