@@ -207,8 +207,12 @@ class DataStore:
         text = {name: [_str(v) for v in np.asarray(table[name])]
                 for name in ("HDU_TYPE", "FILE_DIR", "FILE_NAME", "HDU_NAME", "HDU_CLASS")}
         rows = {}
+        paths = {}  # one Path per file (each holds several HDUs of an observation)
         for k, obs_id in enumerate(np.asarray(table["OBS_ID"], dtype=np.int64)):
-            path = self.base_dir / text["FILE_DIR"][k] / text["FILE_NAME"][k]
+            where = (text["FILE_DIR"][k], text["FILE_NAME"][k])
+            path = paths.get(where)
+            if path is None:
+                path = paths[where] = self.base_dir / where[0] / where[1]
             rows.setdefault(int(obs_id), []).append(
                 (text["HDU_TYPE"][k].lower(), path, text["HDU_NAME"][k],
                  text["HDU_CLASS"][k].lower()))
