@@ -124,14 +124,9 @@ def _separation_rad(dlon, trig1, trig2):
     return np.arctan2(np.hypot(num1, num2), denominator)
 
 
-def _position_angle(lon1, lat1, lon2, lat2):
-    """Position angle (rad) at point 1 toward point 2, all in radians (astropy's formula)."""
-    return _position_angle_rad(lon2 - lon1, (np.sin(lat1), np.cos(lat1)),
-                               (np.sin(lat2), np.cos(lat2)))
-
-
 def _position_angle_rad(dlon, trig1, trig2):
-    """`_position_angle` from the longitude difference and the ``(sin, cos)`` of latitude."""
+    """Position angle (rad) at point 1 toward point 2 (astropy's formula), from the
+    longitude difference (rad) and the points' ``(sin, cos)`` of latitude."""
     (slat1, clat1), (slat2, clat2) = trig1, trig2
     y = np.sin(dlon) * clat2
     x = clat1 * slat2 - slat1 * clat2 * np.cos(dlon)
@@ -320,7 +315,7 @@ class Geom:
         """Pixel solid angles (sr), from the four sky corners as gammapy computes them.
 
         The corners' sines and cosines are taken once on the corner grid (each is shared
-        by four pixels), for the formulas of `angular_separation_deg` and `_position_angle`.
+        by four pixels), for the formulas of `angular_separation_deg` and `_position_angle_rad`.
         """
         ny, nx = self.shape
         yc, xc = np.mgrid[0 : ny + 1, 0 : nx + 1].astype(float) - 0.5
