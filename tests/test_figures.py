@@ -754,10 +754,10 @@ def test_jobs_waiting_in_the_pipe_are_drawn_together(tmp_path, monkeypatch):
     rounds = tmp_path / "rounds.txt"
     render_job = figures._render_job
 
-    def counting(tasks, workers):  # (the renderer is forked from here: it uses this one)
+    def counting(tasks, workers, arrived=None):  # (the renderer is forked from here)
         with open(rounds, "a") as f:
             f.write(f"{len(tasks)}\n")
-        return render_job(tasks, workers)
+        return render_job(tasks, workers, arrived)
 
     monkeypatch.setattr(figures, "_render_job", counting)
     maps, wcs = make_maps(), make_wcs()
@@ -774,6 +774,58 @@ def test_jobs_waiting_in_the_pipe_are_drawn_together(tmp_path, monkeypatch):
         for name in written:
             assert written[name].read_bytes() == here[name].read_bytes(), name
     assert rounds.read_text().split() == ["6"]
+    figures.stop_renderer()
+
+
+def test_a_job_that_comes_while_the_workers_draw_joins_them(tmp_path, monkeypatch):
+    """A job that reaches the renderer while its workers draw another (a run's correlated
+    maps' figures while its stack's are drawn) is drawn by the same workers in the same
+    round, not in a round of its own after it; its figures (pickled to the workers) are
+    those this process draws."""
+    import time
+
+    figures.stop_renderer()
+    log = tmp_path / "rounds.txt"
+    render_job = figures._render_job
+
+    def logging(tasks, workers, arrived=None):
+        with open(log, "a") as f:
+            f.write(f"round {len(tasks)}\n")
+
+        def logged():
+            late = arrived()
+            if late:
+                with open(log, "a") as f:
+                    f.write(f"late {len(late)}\n")
+            return late
+
+        return render_job(tasks, workers, logged if arrived is not None else None)
+
+    monkeypatch.setattr(figures, "_render_job", logging)
+    shape = (500, 500)
+    maps, wcs = make_maps(shape), make_wcs(shape=shape)
+    figures.start_renderer(2)
+    figures.render(figure_tasks(maps, wcs, fit={}, names=["alpha"]), tmp_path)  # warm, idle
+    first = figure_tasks(maps, wcs, fit={}, names=["counts", "background", "flux", "alpha",
+                                                   "exposure", "livetime", "excess"])
+    late = figure_tasks(make_maps(shape, seed=1), wcs, fit={"mean": 0.0, "sigma": 1.0},
+                        names=["significance_distribution", "counts"])
+    pending = figures.start_render(first)
+    deadline = time.monotonic() + 60
+    while "round 7" not in log.read_text():  # the workers draw the first job
+        assert time.monotonic() < deadline
+        time.sleep(0.002)
+    pending_late = figures.start_render(late)
+    assert sorted(pending.result(tmp_path)) == sorted(task[0] for task in first)
+    folder = tmp_path / "late"
+    folder.mkdir()
+    written = pending_late.result(folder)
+    assert log.read_text().split("\n")[1:] == ["round 7", "late 2", ""]
+    (tmp_path / "here").mkdir()
+    here = figures.render(late, tmp_path / "here", workers=1)
+    assert sorted(written) == ["counts", "significance_distribution"]
+    for name in written:
+        assert written[name].read_bytes() == here[name].read_bytes(), name
     figures.stop_renderer()
 
 

@@ -1716,7 +1716,8 @@ def make_figure_tasks(maps, wcs, summary, r_in_deg=None, r_out_deg=None, *,
     summary = summary or {}
     exclusion = maps.get("EXCLUSION")
     fit = summary.get("off_distribution")
-    if not fit and "SIGNIFICANCE" in maps:
+    wanted = names is None or "significance_distribution" in names
+    if not fit and wanted and "SIGNIFICANCE" in maps:
         off = maps.get("OFF_SIGNIFICANCE", maps["SIGNIFICANCE"])
         off = np.asarray(off, dtype=float)
         if exclusion is not None:
@@ -1848,7 +1849,7 @@ def _zygote(conn, workers, parent_end):
             if job == "prepare":
                 _prepare_quietly(*tasks)
                 continue
-            jobs = [(job, tasks)]
+            jobs, deferred = [(job, tasks)], []
             # the jobs that came in meanwhile are drawn with this one, by the same workers
             # (the tutorial's second job is there before its first starts: drawn one job
             # after the other, the workers waited for the slower figure of each)
@@ -1858,17 +1859,37 @@ def _zygote(conn, workers, parent_end):
                     _prepare_quietly(*tasks)
                 else:
                     jobs.append((job, tasks))
+
+            def arrived():
+                # jobs that come while the workers draw join them (not a round of their
+                # own after it: a run's correlated maps' figures can come while its stack's
+                # are drawn, when the off distribution's fit is slow to import scipy); frames
+                # to draw wait for the end of the round
+                new = []
+                while conn.poll(0):
+                    job, tasks = conn.recv()
+                    if job == "prepare":
+                        deferred.append(tasks)
+                    else:
+                        jobs.append((job, tasks))
+                        new += tasks
+                return new
+
             try:
-                results = _render_job([t for _, tasks in jobs for t in tasks], workers)
+                results = _render_job([t for _, tasks in jobs for t in tasks], workers,
+                                      arrived)
             except (BrokenPipeError, EOFError):
                 raise
             except Exception as exc:  # noqa: BLE001 - sent back and raised by the parent
-                for job, _ in jobs:
-                    conn.send(("error", job, exc))
-                continue
+                results = exc
             for job, tasks in jobs:
+                if isinstance(results, Exception):
+                    conn.send(("error", job, results))
+                    continue
                 conn.send(("done", job, results[:len(tasks)]))
                 results = results[len(tasks):]
+            for frames in deferred:
+                _prepare_quietly(*frames)
     except (BrokenPipeError, EOFError, OSError):
         return  # the parent is gone (interrupted, or done): nothing to say
 
@@ -1895,14 +1916,15 @@ def _stop_workers(signum, frame):
 _JOB = []
 
 
-def _job_task(index):
-    """A task in a forked worker: the collector runs once after the figure (on what the
-    figure left: the inherited objects are frozen), not every few hundred allocations."""
+def _job_task(item):
+    """A task in a forked worker (``item``: its index in the inherited job, or the task
+    itself, pickled): the collector runs once after the figure (on what the figure left:
+    the inherited objects are frozen), not every few hundred allocations."""
     import gc
 
     gc.disable()
     try:
-        return _run_task(_JOB[index])
+        return _run_task(_JOB[item] if isinstance(item, int) else item)
     finally:
         gc.enable()
         gc.collect()
@@ -1916,23 +1938,43 @@ def _worker_init():
     _die_with_parent()
 
 
-def _render_job(tasks, workers):
+def _render_job(tasks, workers, arrived=None):
     """Render ``tasks`` in up to ``workers`` processes forked from this one (which they
-    inherit the tasks from: nothing is pickled); in this process when one is enough."""
+    inherit the tasks from: nothing is pickled); in this process when one is enough.
+
+    ``arrived``: called while the workers draw; returns further tasks (a list, maybe
+    empty), which the workers draw after the others (pickled to them). The results are
+    those of ``tasks``, then of the further tasks in their order of arrival.
+    """
     global _JOB
     n = min(workers, len(tasks))
     if n <= 1 or not _can_fork():
         return [_run_task(t) for t in tasks]
     import gc
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     _JOB = tasks
     gc.freeze()  # the workers' collector leaves the inherited objects (and their pages) alone
-    order = sorted(range(len(tasks)), key=lambda i: -_task_cost(tasks[i]))
     pool = ProcessPoolExecutor(n, mp_context=_mp().get_context("fork"),
                                initializer=_worker_init)
     try:
-        done = dict(zip(order, pool.map(_job_task, order)))
+        order = sorted(range(len(tasks)), key=lambda i: -_task_cost(tasks[i]))
+        futures = [None] * len(tasks)
+        for i in order:  # (the workers are forked at the first: they inherit _JOB)
+            futures[i] = pool.submit(_job_task, i)
+        running = set(futures)
+        while running:
+            finished, running = wait(running, timeout=None if arrived is None else 0.005,
+                                     return_when=FIRST_COMPLETED)
+            for future in finished:
+                future.result()  # a failed figure ends the round (raised here)
+            late = arrived() if arrived is not None else []
+            first = len(futures)
+            futures += [None] * len(late)
+            for k in sorted(range(len(late)), key=lambda k: -_task_cost(late[k])):
+                futures[first + k] = pool.submit(_job_task, late[k])
+            running.update(futures[first:])
+        done = [future.result() for future in futures]
     except BaseException:
         # interrupted (or a task failed): the tasks not started are dropped and the running
         # ones finish (a figure at most each: they write no file). Killed, a worker could die
@@ -1944,7 +1986,7 @@ def _render_job(tasks, workers):
         _JOB = []
         gc.unfreeze()
     pool.shutdown(wait=True)
-    return [done[i] for i in range(len(tasks))]
+    return done
 
 
 def _task_cost(task):
