@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from ringbg.parallel import map_ordered
+from ringbg.parallel import map_ordered, one_blas_thread
 
 
 def square(x):
@@ -161,3 +161,27 @@ def test_silent_listener_gives_up_after_the_timeout(monkeypatch):
         elapsed = time.monotonic() - t0
     assert 1.5 <= elapsed < 1.5 + 3
     assert "within 1.5 s" in str(info.value)
+
+
+def blas_threads():
+    from threadpoolctl import threadpool_info
+
+    return {info["filepath"]: info["num_threads"] for info in threadpool_info()
+            if info["user_api"] == "blas"}
+
+
+def test_one_blas_thread_in_the_block_and_the_setting_back_after_it():
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
+    np.ones((2, 2)) @ np.ones((2, 2))  # (numpy's BLAS is loaded)
+    with threadpool_limits(3, "blas"):
+        before = blas_threads()
+        assert before and set(before.values()) == {3}
+        with one_blas_thread():
+            assert blas_threads() == dict.fromkeys(before, 1)
+        assert blas_threads() == before
+        with pytest.raises(ZeroDivisionError):
+            with one_blas_thread():
+                1 / 0
+        assert blas_threads() == before

@@ -160,6 +160,32 @@ def test_huge_geometry_refused_up_front(tmp_path):
         run(cfg)
 
 
+def test_a_run_uses_one_blas_thread(tmp_path, monkeypatch):
+    """A run (its reduction, its correlated maps) keeps BLAS to one thread, and the
+    caller's setting comes back after it."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    import ringbg.pipeline as pipeline
+
+    def threads():
+        return {i["filepath"]: i["num_threads"] for i in threadpool_info()
+                if i["user_api"] == "blas"}
+
+    seen = []
+    for name in ("reduce_observation", "correlated_products"):
+        def spy(*args, _real=getattr(pipeline, name), **kwargs):
+            seen.append(set(threads().values()))
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(pipeline, name, spy)
+    cfg = msh_config(tmp_path)
+    cfg["observations"] = {"obs_ids": [20136]}
+    with threadpool_limits(2, "blas"):
+        run(cfg, jobs=1)
+        assert set(threads().values()) == {2}
+    assert seen == [{1}, {1}]
+
+
 @pytest.mark.parametrize("jobs", [1, 2])
 def test_internal_error_in_one_observation_stops_the_run(tmp_path, monkeypatch, jobs):
     """A ringbg bug is not a skipped observation: the exception stops the run, with a note

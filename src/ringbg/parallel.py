@@ -10,6 +10,7 @@ receiving process ~7 ms of CPU (it reads 64 kB at a time and copies it several t
 the stacking process's whole budget per observation in a survey.
 """
 
+import contextlib
 import ctypes
 import ctypes.util
 import logging
@@ -24,7 +25,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 from .errors import RunError
 
-__all__ = ["map_ordered", "keep_freed_memory"]
+__all__ = ["map_ordered", "keep_freed_memory", "one_blas_thread"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,24 @@ def keep_freed_memory(mmap_threshold_bytes=32 * 2**20, trim_threshold_bytes=256 
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold_bytes))
     mallopt(_M_TRIM_THRESHOLD, int(trim_threshold_bytes))
+
+
+@contextlib.contextmanager
+def one_blas_thread():
+    """Limit the BLAS libraries loaded in this process (OpenBLAS, MKL...) to one thread
+    while the block runs; their settings are restored after it.
+
+    ringbg's matrix products (the exposure cube's sum over true energy, the rotation of
+    pixel coordinates into the field of view, the energy dispersion's sums) are small or
+    limited by memory: a second thread gains nothing, and OpenBLAS's idle threads spin for
+    a while after each call, taking a CPU from the figure renderer and from other work. On
+    2 CPUs, the tutorial's stack took 0.53 s of CPU for 0.31 s of wall time, 0.35 s with one
+    thread (its wall time 0.29 s). Processes forked meanwhile inherit the limit.
+    """
+    from threadpoolctl import ThreadpoolController
+
+    with ThreadpoolController().limit(limits=1, user_api="blas"):
+        yield
 
 
 def _in_order(submit, n, window):

@@ -24,7 +24,7 @@ from .excess import excess_map_steps, excess_maps
 from .exclusion import exclusion_mask, grow_exclusion
 from .files import discard_prefetched, prefetch
 from .geom import Geom, angular_separation_deg, energy_edges_tev, to_frame
-from .parallel import keep_freed_memory, map_ordered
+from .parallel import keep_freed_memory, map_ordered, one_blas_thread
 from .products import assemble, band_products
 from .progress import stage
 from .reduce import empty_mask_reason, reduce_observation
@@ -1007,6 +1007,11 @@ def run(config, jobs=None, progress=False, cache_dir=None, on_maps=None, on_stac
     """
     config = load_config(config)
     keep_freed_memory()
+    with one_blas_thread():  # (its idle threads took a CPU from the figure renderer)
+        return _run(config, jobs, progress, cache_dir, on_maps, on_stack)
+
+
+def _run(config, jobs, progress, cache_dir, on_maps, on_stack):
     clock = _Clock()
     store, obs_ids, skipped = _selected(config)
     clock.lap("observations")
