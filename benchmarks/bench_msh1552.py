@@ -8,6 +8,8 @@ Measures, alternating the two tools, several times, and prints medians and ratio
   result, counts/exposure/background/edisp maps (the flux with energy dispersion, as
   ringbg's), then ring, stack and excess map without the optional errors, upper limits and
   sensitivity, which ringbg computes too);
+- in-process with 2 local workers (ringbg's ``--jobs 2``; gammapy's path has no
+  equivalent: the ratio is against its one process);
 - whole process: interpreter start -> outputs written (figures off);
 - the floor: reading and decompressing the input HDUs ringbg needs.
 """
@@ -29,11 +31,11 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 from conftest import msh_config  # noqa: E402
 
 
-def ringbg_in_process(cfg):
+def ringbg_in_process(cfg, jobs=1):
     from ringbg import run
 
     t0 = time.perf_counter()
-    run(cfg)
+    run(cfg, jobs=jobs)
     return time.perf_counter() - t0
 
 
@@ -126,13 +128,15 @@ def main():
     args = parser.parse_args()
     cfg = msh_config()
     ringbg_in_process(cfg)  # warm caches (imports, page cache) for both
+    ringbg_in_process(cfg, jobs=2)
     gammapy_in_process(cfg)
     times = {"ringbg": [], "gammapy": [], "ringbg_process": [], "gammapy_process": [],
-             "read_floor": [], "read_floor_isal": []}
+             "read_floor": [], "read_floor_isal": [], "ringbg_jobs2": []}
     with tempfile.TemporaryDirectory() as workdir:
         for _ in range(args.repeats):
             times["ringbg"].append(ringbg_in_process(cfg))
             times["gammapy"].append(gammapy_in_process(cfg))
+            times["ringbg_jobs2"].append(ringbg_in_process(cfg, jobs=2))
             times["read_floor"].append(read_floor(cfg))
             times["read_floor_isal"].append(read_floor(cfg, "isal"))
             times["ringbg_process"].append(whole_process("ringbg", cfg, workdir))
@@ -147,6 +151,8 @@ def main():
     print(f"MSH 15-52, 20 runs, one worker, {args.repeats} repeats (medians, s)")
     print(f"  in-process     ringbg {med['ringbg']:7.3f}   gammapy {med['gammapy']:7.3f}   "
           f"ratio {med['gammapy'] / med['ringbg']:5.1f}x {spread('ringbg')}")
+    print(f"  in-process, ringbg --jobs 2 {med['ringbg_jobs2']:7.3f}   ratio to gammapy's one "
+          f"process {med['gammapy'] / med['ringbg_jobs2']:5.1f}x")
     print(f"  whole process  ringbg {med['ringbg_process']:7.3f}   gammapy "
           f"{med['gammapy_process']:7.3f}   ratio "
           f"{med['gammapy_process'] / med['ringbg_process']:5.1f}x {spread('ringbg_process')}")
